@@ -1,0 +1,146 @@
+"""The victim's exit path: `do_exit()` -> `exit_mm()` -> `mmput()` -> `exit_mmap()`.
+
+`exit_mmap` interprets the policy's list of `ExitStep`s (oommodel/policies/), so each
+variant's ordering of unmap, `mm->mmap = NULL`, page-table freeing, `->close()` and
+`MMF_OOM_SKIP` is data that can be read next to the kernel source (reference section 1.5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from oommodel.kernel.costs import MB_PER_GB, UNLINK_VMAS_S, ZAP_RESCHED_S
+from oommodel.kernel.mm import MMF
+from oommodel.kernel.oom_domain import EPS_MB
+from oommodel.policies.base import Op, Phase
+from oommodel.sched import SchedAttr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.kernel.task import Process
+    from oommodel.kernel.world import World
+    from oommodel.sched import Thread
+
+
+def do_exit(world: World, proc: Process, th: Thread):
+    """Models kernel/exit.c:do_exit() -> exit_mm() as of v4.19: the last user runs __mmput()."""
+    machine = world.machine
+    if proc.writer_hold_s > 0.0 and th is proc.threads[0]:
+        # killed inside a syscall that holds mmap_sem for write (e.g. munlock): finish it first
+        hold, proc.writer_hold_s = proc.writer_hold_s, 0.0
+        yield machine.run(th, hold)
+        proc.mm.mmap_sem.up_write(th)
+    if world.costs.exit_s > 0.0:
+        yield machine.run(th, world.costs.exit_s)
+    proc.mm.users -= 1
+    if proc.mm.users == 0:
+        proc.mm_gone = True
+        yield from exit_mmap(world, proc, th)
+        proc.mmput_done = True
+        proc.exit_phase = "exited"
+        if proc.in_victim_list:
+            world.release_victim(proc, "exit")           # Handa's exit_oom_mm() at the end of __mmput
+    machine.exit(th)
+
+
+def exit_mmap(world: World, proc: Process, th: Thread):
+    """Models mm/mmap.c:exit_mmap(); the order of steps is the policy's."""
+    machine = world.machine
+    mm = proc.mm
+    sem = mm.mmap_sem
+    victim = proc.oom_victim
+    for s in world.exit_steps:
+        if s.victim_only and not victim:
+            continue
+        op = s.op
+        if op is Op.WORK:
+            yield from exit_phase(world, proc, th, s.phase)
+        elif op is Op.SET_SKIP:
+            world.set_skip(proc, "exit")
+        elif op is Op.SET_UNSTABLE:
+            mm.flags |= MMF.MMF_UNSTABLE
+        elif op is Op.DOWN_READ:
+            got = sem.down_read(th)
+            if not got.triggered:
+                machine.block(th)
+                yield got
+        elif op is Op.UP_READ:
+            sem.up_read(th)
+        elif op is Op.DOWN_WRITE:
+            got = sem.down_write(th)
+            if not got.triggered:
+                machine.block(th)
+                yield got
+        elif op is Op.UP_WRITE:
+            sem.up_write(th)
+        elif op is Op.OOM_LOCK:
+            got = world.oom_lock.lock(th)
+            if not got.triggered:
+                machine.block(th)
+                yield got
+            world.oom_lock.long_hold = True
+            if world.domain is not None:
+                world.domain.notify()                    # spinning allocators now meet a held lock
+        elif op is Op.OOM_UNLOCK:
+            world.oom_lock.unlock(th)
+            if world.domain is not None:
+                world.domain.notify()
+        elif op is Op.CLEAR_MMAP:
+            mm.mmap_cleared = True
+            proc.exit_phase = "handed-over point (mm->mmap = NULL)"
+        elif op is Op.PRIORITY_INJECTION:
+            if victim:
+                text = world.streams.draw(world.sc.victim.sched_at_handover, "sched_at_handover", proc.pid)
+                if text != "unchanged":
+                    machine.set_attr(th, SchedAttr.parse(str(text)))
+
+
+def exit_phase(world: World, proc: Process, th: Thread, phase: Phase):
+    """CPU work of one exit_mmap phase, and what it frees."""
+    machine = world.machine
+    mm = proc.mm
+    c = world.costs
+    proc.exit_phase = phase.value
+    if phase is Phase.SELF_REAP:
+        amount = mm.reapable_mb(world.policy.reaper_reaps_mlocked)
+        if amount > 0.0 and c.unmap_s_per_mb > 0.0:
+            yield machine.run(th, amount * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
+        world.free_memory(proc, mm.reap(world.policy.reaper_reaps_mlocked))
+    elif phase is Phase.MUNLOCK:
+        if mm.mlocked_mb > 0.0 and c.unmap_s_per_mb > 0.0:
+            yield machine.run(th, mm.mlocked_mb * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
+    elif phase is Phase.UNMAP_VMAS:
+        if mm.rss_mb > 0.0 and c.unmap_s_per_mb > 0.0:
+            yield machine.run(th, mm.rss_mb * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
+        world.free_memory(proc, mm.unmap_all())
+    elif phase is Phase.UNLINK_VMAS:
+        yield machine.run(th, UNLINK_VMAS_S)
+    elif phase is Phase.FREE_PGTABLES:
+        cost = mm.mapped_mb * c.free_pgtables_s_per_mb
+        if cost > 0.0:
+            yield machine.run(th, cost, resched_every_s=ZAP_RESCHED_S)
+        world.free_pgtables(proc, mm.free_pgtables())
+    elif phase is Phase.REMOVE_VMA:
+        yield from remove_vma_loop(world, proc, th)
+
+
+def remove_vma_loop(world: World, proc: Process, th: Thread):
+    """E8: `vm_ops->close()`, `fput()`: may sleep for as long as it likes (no cond_resched point).
+
+    With probability `close_blocks_on_memory_p` a `->close()` waits for memory of the OOM
+    domain (say, for a writeback worker that allocates): Handa's 2018-10-30 objection.
+    """
+    machine = world.machine
+    dom = world.domain
+    close_s = float(world.streams.draw(world.sc.costs.close_ms, "close_ms", proc.pid)) / 1e3
+    p_block = world.sc.costs.close_blocks_on_memory_p
+    if dom is not None and proc.oom_victim and p_block > 0.0 and world.uniform("close_blocks", proc.pid) < p_block:
+        proc.exit_phase = "E8 remove_vma (->close() waits for memory)"
+        machine.block(th)
+        while dom.headroom() <= EPS_MB:
+            yield dom.changed
+        proc.exit_phase = Phase.REMOVE_VMA.value
+    if close_s > 0.0:
+        yield machine.run(th, close_s, resched_every_s=close_s)
+
+
+__all__ = ["do_exit", "exit_mmap", "MB_PER_GB"]

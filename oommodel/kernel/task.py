@@ -1,0 +1,60 @@
+"""A process of the scenario at run time: its threads, its mm and its OOM-victim state.
+
+Models the parts of `struct task_struct` / `struct signal_struct` the OOM path reads
+(v4.19): the pending SIGKILL, `signal->oom_mm` (the process stays an OOM victim after
+`exit_mm()` cleared `tsk->mm`, reference section 5.6) and `oom_score_adj`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import simpy
+
+from oommodel.kernel.mm import Mm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.sched import SchedAttr, Thread
+
+
+class Process:
+    __slots__ = (
+        "pid", "group", "role", "oom_score_adj", "attr", "allowed", "threads", "mm",
+        "killed", "kill_time", "kill_event", "oom_victim", "mmput_done", "released_by",
+        "released_time", "handed_over", "in_victim_list", "last_score", "last_score_drop",
+        "writer_hold_s", "cpu_at_kill", "exit_phase", "mm_gone", "start_s",
+    )
+
+    def __init__(self, env: simpy.Environment, pid: int, group: str, role: str, oom_score_adj: int,
+                 attr: SchedAttr, allowed: tuple[int, ...] | None, mm: Mm) -> None:
+        self.pid = pid
+        self.group = group
+        self.role = role
+        self.oom_score_adj = oom_score_adj
+        self.attr = attr
+        self.allowed = allowed
+        self.threads: list[Thread] = []
+        self.mm = mm
+        self.killed = False
+        self.kill_time: float | None = None
+        self.kill_event = env.event()
+        self.oom_victim = False            # signal->oom_mm != NULL
+        self.mmput_done = False            # __mmput() returned
+        self.released_by: str | None = None  # who let the OOM killer move on from this victim
+        self.released_time: float | None = None
+        self.handed_over = False
+        self.in_victim_list = False        # Handa's oom_victim_list (policies d2, e)
+        self.last_score = 0.0
+        self.last_score_drop = 0.0
+        self.writer_hold_s = 0.0           # held mmap_sem for write when killed
+        self.cpu_at_kill: dict[int, float] = {}
+        self.exit_phase = "running"
+        self.start_s = 0.0
+        self.mm_gone = False               # every thread passed exit_mm(): find_lock_task_mm() fails
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}/{self.pid}"
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name} killed={self.killed} phase={self.exit_phase}>"

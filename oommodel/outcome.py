@@ -1,0 +1,41 @@
+"""The result of one simulated run: a frozen record with a fixed set of fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one `simulate()` call observed. A simulated lockup is an outcome, not an error.
+
+    `oom_skip_by` says who set MMF_OOM_SKIP on the first victim (at `first_skip_s`);
+    `released_by` says who let
+    the OOM killer move on from it (the same except under Handa's victim list, policies d2
+    and e, where the victim stays pending until `__mmput` ends or its score stalls).
+    """
+
+    lockup: bool
+    lockup_reason: str
+    max_stall_s: float
+    first_progress_s: float | None
+    first_kill_s: float | None
+    first_skip_s: float | None
+    kills: int
+    extra_kills: int
+    handed_over: bool
+    handovers: int
+    oom_skip_by: str
+    released_by: str
+    reaper_attempts: int
+    memory_freed_mb: float
+    panic: bool
+    victims_pending_at_end: int
+    oom_calls: int
+    sim_time_s: float
+    sim_events: int
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
