@@ -94,14 +94,16 @@ def select_bad_process(world: World) -> Process | None:
     OOM_SCORE_ADJ_MIN, MMF_OOM_SKIP and tasks without an mm are ineligible; the first
     maximum in task-list order wins (the order is a seeded permutation).
     """
-    total = world.domain.limit_mb
+    adj_scale = world.domain.limit_mb / 1000.0
     page_mb = 4.0 / 1024.0
+    skip = MMF.MMF_OOM_SKIP
     best: Process | None = None
     best_points = 0.0
-    for p in world.scan_order:
-        if p.mm_gone or p.oom_score_adj == -1000 or p.mm.has(MMF.MMF_OOM_SKIP):
+    for p in world.scan_order:                    # hot: inlined badness, plain-int flags
+        mm = p.mm
+        if p.mm_gone or p.oom_score_adj == -1000 or mm.flags & skip:
             continue
-        points = p.mm.badness_mb() + p.oom_score_adj * total / 1000.0
+        points = mm.anon_mb + mm.mlocked_mb + mm.file_mb + mm.pgtable_mb + p.oom_score_adj * adj_scale
         if points < page_mb:
             points = page_mb
         if points > best_points:

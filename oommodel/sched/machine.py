@@ -607,13 +607,13 @@ class Machine:
         """Settle rq, recompute its rates, apply them, and re-arm its timer."""
         now = self.env.now
         self._settle(rq, now)
-        throttled = self._is_throttled(rq)
+        throttled = self._rt_limited and rq.nr_rt > 0 and len(rq.cfs) > 0 and self._is_throttled(rq)
         rq.throttled = throttled
         if rq.pinned:
             keep = []
             for p in rq.pinned:
                 if (p.pinned and p.runnable and p.cpu == rq.idx and p.pin_until > now + _EPS
-                        and not (throttled and p.is_rt)):
+                        and p.demand > 0.0 and not (throttled and p.is_rt)):
                     keep.append(p)
                 else:
                     p.pinned = False
@@ -727,6 +727,7 @@ class Machine:
                 if w is not None and (w <= _WORK_EPS or now + w / th.rate <= now):
                     th.work_left = None
                     th.demand = 0.0      # keeps its run-queue place until the caller's next call
+                    th.pinned = False    # end of the segment: a preemption point
                     done = th.done_ev
                     th.done_ev = None
                     if done is not None:

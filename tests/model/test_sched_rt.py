@@ -217,3 +217,30 @@ def test_set_attr_requeue_order() -> None:
     assert m.rate(a) == 1.0
     m.set_attr(b, fifo(41))
     assert m.rate(b) == 1.0 and m.rate(a) == 0.0
+
+
+def test_rt_runtime_share_partial_borrowing_formula() -> None:
+    # budget = 0.5 + 2 RT-idle CPUs * 0.5 / 4 = 0.75 s per 1 s period -> CFS gets 0.25 s per period
+    env, m = _machine(4, rt_runtime_us=500000)
+    m.spin(m.spawn("rt0", "rt", fifo(50), [0]))
+    m.spin(m.spawn("rt1", "rt", fifo(50), [1]))
+    cfs = m.spawn("cfs", "g", NICE0, [0])
+    m.spin(cfs)
+    env.run(until=4.0)
+    assert m.cpu_time(cfs) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_pinned_thread_releases_cpu_when_its_run_completes() -> None:
+    env, m = _machine(1, preempt="none", rt_runtime_us=-1)
+    victim = m.spawn("victim", "victim", SchedAttr(SchedPolicy.IDLE), [0])
+    rt = m.spawn("rt", "rt", fifo(1), [0])
+    done = m.run(victim, 0.0015, resched_every_s=0.001)
+    env.run(until=0.0012)
+    m.spin(rt)
+    assert m.rate(rt) == 0.0  # deferred to the victim's cond_resched() at 0.002 ...
+    env.run(until=done)      # ... but its run ends first, at 0.0015: the end of a call is a point too
+    assert env.now == pytest.approx(0.0015)
+    env.run(until=0.0016)
+    assert m.rate(victim) == 0.0 and m.rate(rt) == 1.0
+    assert m.cpu_time(victim) == pytest.approx(0.0015, abs=1e-12)
+    m.check_invariants()

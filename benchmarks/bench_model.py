@@ -1,0 +1,64 @@
+"""Runs per second of `simulate` on the three reference scenarios, and the model's event rate
+against a bare SimPy timeout loop measured in the same process.
+
+    python benchmarks/bench_model.py [--runs 40]
+
+Prints measured figures only; it never fails on a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import simpy
+
+from oommodel import Scenario, simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("handa-2018-11-14.yaml", "global-normal.yaml", "all-cpus-rt-busy.yaml")
+
+
+def bare_simpy_rate(n: int = 200_000) -> float:
+    """Events per second of the cheapest SimPy process: one timeout after another."""
+    env = simpy.Environment()
+
+    def loop():
+        for _ in range(n):
+            yield env.timeout(1.0)
+
+    env.process(loop())
+    t0 = time.perf_counter()
+    env.run()
+    return n / (time.perf_counter() - t0)
+
+
+def bench(path: Path, policy: str, runs: int) -> tuple[float, float]:
+    sc = Scenario.from_yaml(path)
+    simulate(sc, policy, 0)                       # warm caches and imports
+    times, events = [], 0
+    for seed in range(runs):
+        t0 = time.perf_counter()
+        out = simulate(sc, policy, seed)
+        times.append(time.perf_counter() - t0)
+        events += out.sim_events
+    return statistics.median(times), events / sum(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--policy", default="handoff_rfc_v2")
+    args = ap.parse_args()
+    bare = bare_simpy_rate()
+    print(f"bare SimPy timeout loop: {bare:,.0f} events/s")
+    print(f"{'scenario':28} {'policy':16} {'median ms/run':>14} {'runs/s':>8} {'events/s':>10} {'vs bare':>8}")
+    for name in SCENARIOS:
+        median, rate = bench(ROOT / "configs" / "scenarios" / name, args.policy, args.runs)
+        print(f"{name:28} {args.policy:16} {median * 1e3:14.2f} {1 / median:8.1f} {rate:10,.0f} {rate / bare:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
