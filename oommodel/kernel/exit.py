@@ -13,7 +13,6 @@ from oommodel.kernel.costs import MB_PER_GB, UNLINK_VMAS_S, ZAP_RESCHED_S
 from oommodel.kernel.mm import MMF
 from oommodel.kernel.oom_domain import EPS_MB
 from oommodel.policies.base import Op, Phase
-from oommodel.sched import SchedAttr
 
 if TYPE_CHECKING:  # pragma: no cover
     from oommodel.kernel.task import Process
@@ -89,9 +88,9 @@ def exit_mmap(world: World, proc: Process, th: Thread):
             proc.exit_phase = "handed-over point (mm->mmap = NULL)"
         elif op is Op.PRIORITY_INJECTION:
             if victim:
-                text = world.streams.draw(world.sc.victim.sched_at_handover, "sched_at_handover", proc.pid)
+                text = world.streams.draw(world.sched_at_handover, "sched_at_handover", proc.pid)
                 if text != "unchanged":
-                    machine.set_attr(th, SchedAttr.parse(str(text)))
+                    machine.set_attr(th, world.sched_attr(str(text)))
 
 
 def exit_phase(world: World, proc: Process, th: Thread, phase: Phase):

@@ -32,8 +32,8 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
         while True:
             if proc.killed:
                 return True                     # fatal_signal_pending / tsk_is_oom_victim: goto force
-            done = machine.run(th, MEM_CGROUP_RECLAIM_RETRIES * c.alloc_loop_s, resched_every_s=c.alloc_loop_s)
-            yield done | proc.kill_event
+            # a pending SIGKILL is only seen after the reclaim passes
+            yield machine.run(th, MEM_CGROUP_RECLAIM_RETRIES * c.alloc_loop_s, resched_every_s=c.alloc_loop_s)
             if proc.killed:
                 return True
             if dom.headroom() > EPS_MB:

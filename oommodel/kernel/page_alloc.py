@@ -43,9 +43,9 @@ def touch_memory(world: World, proc: Process, th: Thread, target_mb: float):
             t0 = machine.cpu_time(th)
             done = machine.run(th, chunk * per_mb)
             world.touching.append(th)
-            yield done | proc.kill_event
+            finished = yield done                       # False: SIGKILL cut the faults short
             world.touching.remove(th)
-            if not done.triggered:
+            if finished is False:
                 chunk = min(chunk, (machine.cpu_time(th) - t0) / per_mb)
         if dom is not None:
             granted = dom.charge(chunk, force=force or proc.killed)
@@ -91,8 +91,8 @@ def alloc_slowpath(world: World, proc: Process, th: Thread):
                 return True                     # TIF_MEMDIE: __gfp_pfmemalloc_flags() -> ALLOC_OOM
             # S1-S3: direct reclaim passes until no_progress_loops > MAX_RECLAIM_RETRIES
             passes = MAX_RECLAIM_RETRIES + 1
-            done = machine.run(th, passes * c.alloc_loop_s, resched_every_s=c.alloc_loop_s)
-            yield done | proc.kill_event
+            # a pending SIGKILL is only seen after the reclaim passes
+            yield machine.run(th, passes * c.alloc_loop_s, resched_every_s=c.alloc_loop_s)
             if proc.killed:
                 return True
             if dom.headroom() > EPS_MB:

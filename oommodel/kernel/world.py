@@ -86,6 +86,14 @@ class World:
         self.scan_order = [self.procs[i] for i in order]
         self.reaper = OomReaper(self) if policy.reaper is not ReaperKind.NONE else None
         self.stop = env.event()
+        self.sched_at_handover = sc.victim.sched_at_handover
+        self._attrs: dict[str, SchedAttr] = {}
+
+    def sched_attr(self, text: str) -> SchedAttr:
+        attr = self._attrs.get(text)
+        if attr is None:
+            attr = self._attrs[text] = SchedAttr.parse(text)
+        return attr
 
     # -- construction -------------------------------------------------------------------
 
@@ -180,6 +188,9 @@ class World:
                 victim.mm.mmap_sem.writer = victim.threads[0]
         self.mark_oom_victim(victim, th)
         victim.kill_event.succeed()
+        for t in victim.threads:
+            if t in self.touching:
+                self.machine.cancel_run(t)             # the fault returns; the signal is delivered
         self.detector.progress()
 
     def set_skip(self, victim: Process, by: str) -> None:

@@ -85,6 +85,7 @@ _EPS = 1e-12          # capacity / time tolerance
 _WORK_EPS = 1e-12     # remaining work at or below this is done
 _RT_EPS = 1e-9        # RT budget tolerance (1 ns of CPU time)
 _INF = math.inf
+_LAZY = 2             # SimPy priority after NORMAL (1): runs once everything else of the instant has
 
 
 class Thread:
@@ -94,7 +95,7 @@ class Thread:
         "name", "group", "tid", "attr", "allowed", "cpu", "runnable", "demand",
         "rate", "cpu_time", "work_left", "done_ev", "resched_every_s", "seg_start", "rate_since",
         "pinned", "pin_rate", "pin_until", "starve_since", "balance_pending", "exited",
-        "is_rt", "is_fifo", "prio", "weight", "mobile", "stamp", "new_rate", "trace_t0",
+        "is_rt", "is_fifo", "prio", "weight", "mobile", "stamp", "new_rate", "trace_t0", "seq",
     )
 
     def __init__(self, name: str, group: str, tid: int, attr: SchedAttr, allowed: tuple[int, ...]) -> None:
@@ -122,6 +123,7 @@ class Thread:
         self.stamp = 0
         self.new_rate = 0.0
         self.trace_t0 = 0.0
+        self.seq = 0                       # calls made on this thread (run/spin/block/exit)
         self._set_attr(attr)
 
     def _set_attr(self, attr: SchedAttr) -> None:
@@ -360,6 +362,7 @@ class Machine:
 
     def _start(self, th: Thread, demand: float, work: float | None, resched: float | None) -> None:
         """Common part of run()/spin(): a new segment begins (which is also a preemption point)."""
+        th.seq += 1
         th.demand = demand
         th.work_left = work
         th.resched_every_s = resched
@@ -375,6 +378,7 @@ class Machine:
         self._finish()
 
     def _block(self, th: Thread) -> None:
+        th.seq += 1
         th.done_ev = None
         th.work_left = None
         th.resched_every_s = None
@@ -722,19 +726,67 @@ class Machine:
             rq.timer_at = None
             now = self.env.now
             self._settle(rq, now)
+            completed = False
             for th in list(rq.running):
                 w = th.work_left
                 if w is not None and (w <= _WORK_EPS or now + w / th.rate <= now):
-                    th.work_left = None
-                    th.demand = 0.0      # keeps its run-queue place until the caller's next call
-                    th.pinned = False    # end of the segment: a preemption point
-                    done = th.done_ev
-                    th.done_ev = None
-                    if done is not None:
-                        done.succeed()
+                    self._complete(th, None)
+                    completed = True
+            if completed and not (self._rt_limited and rq.nr_rt and rq.cfs) and not any(
+                    p.pin_until <= now + _EPS for p in rq.pinned):
+                # Only run() segments ended: every rate stays as it is (see _complete), so
+                # the allocation need not be rebuilt; the caller's next call will do it.
+                self._arm_cpu_timer(rq, now)
+                return
             self._update(rq, None)
             self._finish()
         return on_timer
+
+    def _complete(self, th: Thread, value: object) -> None:
+        """End th's run() segment now and fire its event.
+
+        The thread keeps its demand (and so its CPU) for the rest of this instant: its caller
+        almost always makes the next call as soon as it resumes, and handing the CPU to the
+        next thread for zero time would only cost a recompute and a stale timer. If no call
+        came by the time the event's callbacks ran (the caller waits on a condition, or does
+        something else), a lazy check after every other event of this instant drops the demand.
+        """
+        th.work_left = None
+        th.pinned = False    # end of the segment: a preemption point
+        done = th.done_ev
+        th.done_ev = None
+        seq = th.seq
+        if done is None:
+            self._lazy_idle_check(th, seq)
+            return
+        done.callbacks.append(lambda _e: None if th.seq != seq else self._lazy_idle_check(th, seq))
+        done.succeed(value)
+
+    def cancel_run(self, th: Thread) -> bool:
+        """Fire th's pending run() event now with value False (e.g. a page fault cut short by
+        SIGKILL); returns False when th has no pending run()."""
+        if th.done_ev is None or not th.runnable:
+            return False
+        self._settle(self.rqs[th.cpu], self.env.now)  # type: ignore[index]
+        self._complete(th, False)
+        self._arm_cpu_timer(self.rqs[th.cpu], self.env.now)  # type: ignore[index]
+        return True
+
+    def _lazy_idle_check(self, th: Thread, seq: int) -> None:
+        ev = simpy.Event(self.env)
+        ev._ok = True
+        ev._value = None
+
+        def check(_e: simpy.Event) -> None:
+            if th.seq != seq or th.exited or not th.runnable or th.work_left is not None:
+                return
+            th.demand = 0.0      # keeps its run-queue place until the caller's next call
+            rq = self.rqs[th.cpu]  # type: ignore[index]
+            self._update(rq, None)
+            self._finish()
+
+        ev.callbacks.append(check)
+        self.env.schedule(ev, priority=_LAZY)
 
     def _update(self, rq: _RunQueue, waker: Thread | None) -> None:
         self._recompute(rq, waker)

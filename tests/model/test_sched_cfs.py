@@ -94,20 +94,27 @@ def test_run_zero_work_is_an_event_that_already_succeeded() -> None:
     assert a.runnable and a.demand == 0.0 and m.rate(a) == 0.0
 
 
-def test_thread_keeps_queue_place_with_zero_demand_after_run() -> None:
+def test_thread_keeps_queue_place_after_run_and_drops_demand_if_no_call_follows() -> None:
     env, m = _machine()
     a = m.spawn("a", "g", NICE0, [0])
+    b = m.spawn("b", "g", NICE0, [0])
     seen: list[tuple[bool, float]] = []
 
     def proc() -> simpy.events.ProcessGenerator:
         yield m.run(a, 0.01)
+        seen.append((a.runnable, m.cpu_time(a)))
+        yield env.timeout(0.01)              # no call on a for a while: it must not keep the CPU
         seen.append((a.runnable, a.demand))
         m.block(a)
 
+    m.spin(b)
     env.process(proc())
-    env.run()
-    assert seen == [(True, 0.0)]
+    env.run(until=0.05)
+    assert seen[0] == (True, pytest.approx(0.01))
+    assert seen[1] == (True, 0.0)
     assert not a.runnable and m.cpu_time(a) == pytest.approx(0.01)
+    # b had the whole CPU from the instant a's run ended
+    assert m.cpu_time(b) == pytest.approx(0.05 - 0.01)
 
 
 def test_set_attr_to_idle_at_run_time() -> None:
