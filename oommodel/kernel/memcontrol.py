@@ -32,6 +32,7 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
         while True:
             if proc.killed:
                 return True                     # fatal_signal_pending / tsk_is_oom_victim: goto force
+            seen = dom.version
             # a pending SIGKILL is only seen after the reclaim passes
             yield machine.run(th, MEM_CGROUP_RECLAIM_RETRIES * c.alloc_loop_s, resched_every_s=c.alloc_loop_s)
             if proc.killed:
@@ -57,7 +58,7 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
             if result.kind is OomResult.NO_VICTIM:
                 return True                     # OOM_FAILED: force the charge
             if result.kind is OomResult.PENDING:
-                yield from spin_until_change(world, proc, th, deadline=result.deadline)
+                yield from spin_until_change(world, proc, th, seen, deadline=result.deadline)
             # KILLED (or PENDING resolved): nr_retries = MEM_CGROUP_RECLAIM_RETRIES; goto retry
     finally:
         world.detector.wait_end()

@@ -15,7 +15,7 @@ EPS_MB = 1e-9
 
 
 class OomDomain:
-    __slots__ = ("env", "kind", "limit_mb", "usage_mb", "changed", "touching")
+    __slots__ = ("env", "kind", "limit_mb", "usage_mb", "changed", "touching", "version")
 
     def __init__(self, env: simpy.Environment, kind: str, limit_mb: float) -> None:
         self.env = env
@@ -24,6 +24,7 @@ class OomDomain:
         self.usage_mb = 0.0
         self.changed = env.event()
         self.touching = 0          # threads currently faulting memory in (for chunk sizing)
+        self.version = 0           # bumped by every notify(): a waiter that saw an older one must not sleep
 
     @property
     def is_memcg(self) -> bool:
@@ -48,6 +49,7 @@ class OomDomain:
 
     def notify(self) -> None:
         """Wake every waiter; they re-check on their next pass."""
+        self.version += 1
         ev = self.changed
         if ev.callbacks:
             self.changed = self.env.event()

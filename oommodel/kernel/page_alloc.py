@@ -58,14 +58,18 @@ def touch_memory(world: World, proc: Process, th: Thread, target_mb: float):
         remaining -= granted
 
 
-def spin_until_change(world: World, proc: Process, th: Thread, deadline: float | None = None,
+def spin_until_change(world: World, proc: Process, th: Thread, seen: int, deadline: float | None = None,
                       demand: float = 1.0):
     """Busy-retry in the allocator until something it could observe changes.
 
     Stands for the retry loop with no sleep (`goto retry` after out_of_memory() returned
     true): the thread keeps its CPU (`cond_resched()` is a no-op under CONFIG_PREEMPT and
-    never yields to a lower priority otherwise) and costs no event per pass.
+    never yields to a lower priority otherwise) and costs no event per pass. `seen` is the
+    domain's change counter when the thread last looked: a change since then (say, memory
+    freed while it was inside out_of_memory()) means it goes round again without sleeping.
     """
+    if world.domain.version != seen or proc.killed:
+        return
     env = world.env
     world.machine.spin(th, demand=demand, resched_every_s=world.costs.alloc_loop_s)
     events = [world.domain.changed, proc.kill_event]
@@ -89,6 +93,7 @@ def alloc_slowpath(world: World, proc: Process, th: Thread):
         while True:
             if proc.killed:
                 return True                     # TIF_MEMDIE: __gfp_pfmemalloc_flags() -> ALLOC_OOM
+            seen = dom.version
             # S1-S3: direct reclaim passes until no_progress_loops > MAX_RECLAIM_RETRIES
             passes = MAX_RECLAIM_RETRIES + 1
             # a pending SIGKILL is only seen after the reclaim passes
@@ -104,7 +109,7 @@ def alloc_slowpath(world: World, proc: Process, th: Thread):
                     # schedule_timeout_uninterruptible(1) between passes, as a duty cycle
                     pass_s = passes * c.alloc_loop_s
                     duty = pass_s / (pass_s + 1.0 / hz)
-                    yield from spin_until_change(world, proc, th, demand=duty)
+                    yield from spin_until_change(world, proc, th, seen, demand=duty)
                 else:
                     yield machine.sleep_jiffies(th, 1)
                 continue
@@ -114,7 +119,7 @@ def alloc_slowpath(world: World, proc: Process, th: Thread):
                 world.panic(th)
                 yield world.env.event()          # the machine is gone
             if result.kind is OomResult.PENDING:
-                yield from spin_until_change(world, proc, th, deadline=result.deadline)
+                yield from spin_until_change(world, proc, th, seen, deadline=result.deadline)
             # KILLED: retry at once (no sleep after a kill since 9bfe5ded054b, v4.19)
     finally:
         world.detector.wait_end()

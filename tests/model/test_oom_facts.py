@@ -117,3 +117,12 @@ def test_every_policy_is_registered_with_description_and_references():
     for p in POLICIES.values():
         assert p.description and "\n" not in p.description
         assert p.references
+
+
+def test_direct_reaping_frees_the_starved_victim_at_once():
+    # The FIFO allocator reaps the SCHED_IDLE victim itself; the memory it freed inside
+    # out_of_memory() must not be missed while it goes back to retrying (no lost wakeup).
+    sc = Scenario.from_yaml("configs/scenarios/idle-victim-no-throttling.yaml")
+    out = simulate(sc, "direct_reap", seed=3)
+    assert out.oom_skip_by == "direct"
+    assert out.max_stall_s < 0.1
