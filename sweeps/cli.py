@@ -1,0 +1,251 @@
+"""`oomsweep` command line (also `python -m sweeps`).
+
+Exit codes: 0 done, 1 rows failed (or were lost), 2 bad input (one message,
+never a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "bad input": reported as one line, exit 2."""
+    errs: list[type[BaseException]] = [UsageError, KeyError]
+    from sweeps.spec import SweepError
+    from sweeps.storage import StorageError
+
+    errs += [SweepError, StorageError]
+    try:
+        from sweeps.runner import ConfirmationNeeded
+
+        errs.append(ConfirmationNeeded)
+    except ImportError:
+        pass
+    try:
+        from oommodel.scenario import ScenarioError
+
+        errs.append(ScenarioError)
+    except ImportError:
+        pass
+    try:
+        from oommodel.policies import PolicyError  # type: ignore[attr-defined]
+
+        errs.append(PolicyError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="oomsweep",
+        description="Parameter sweeps of the oommodel OOM-killer model on Ray, results in Parquet and MLflow.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run or resume a sweep file")
+    r.add_argument("sweep_file", metavar="SWEEP.yaml")
+    r.add_argument("--address", help="Ray cluster to join: 'auto' or 'ray://host:port' (default: local Ray, "
+                   "or the Ray job's cluster when RAY_ADDRESS is set)")
+    r.add_argument("--output", help="dataset directory (default: the sweep file's `output`)")
+    r.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")
+    r.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    r.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    r.add_argument("--fail-fast", action="store_true", help="stop at the first row whose simulation raises")
+    r.add_argument("--dry-run", action="store_true", help="print cells, rows and an estimated time; run nothing")
+    r.add_argument("--yes", action="store_true", help="run even if the grid has more rows than --max-rows")
+    r.add_argument("--max-rows", type=int, default=int(os.environ.get("OOMSWEEP_MAX_ROWS", "1000000")),
+                   help="rows above which --yes is required (default 1,000,000 or $OOMSWEEP_MAX_ROWS)")
+    r.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)  # no Ray: debugging and tests
+    r.add_argument("--flush-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
+
+    rep = sub.add_parser("report", help="per-policy table of a stored sweep")
+    rep.add_argument("output", metavar="OUTPUT")
+    rep.add_argument("--sweep", help="sweep name (needed when OUTPUT holds several)")
+    rep.add_argument("--by", nargs="+", default=[], metavar="KEY", help="grid keys to break the table down by")
+
+    c = sub.add_parser("compare", help="paired comparison of two policies (same cells and seeds)")
+    c.add_argument("output", metavar="OUTPUT")
+    c.add_argument("a", metavar="A")
+    c.add_argument("b", metavar="B")
+    c.add_argument("--sweep")
+
+    sub.add_parser("policies", help="list the policies the model knows")
+
+    v = sub.add_parser("validate", help="validate a sweep file without running it")
+    v.add_argument("sweep_file", metavar="SWEEP.yaml")
+
+    lg = sub.add_parser("log", help="log stored sweep results to MLflow (e.g. after the store was unreachable)")
+    lg.add_argument("output", metavar="OUTPUT")
+    lg.add_argument("--sweep")
+    lg.add_argument("--mlflow-uri")
+    return p
+
+
+def _pick_sweep(output: str, sweep: str | None) -> str:
+    from sweeps.storage import list_sweeps
+
+    names = list_sweeps(output)
+    if sweep:
+        if sweep not in names:
+            import difflib
+
+            m = difflib.get_close_matches(sweep, names, n=1)
+            hint = f" (did you mean '{m[0]}'?)" if m else ""
+            raise UsageError(f"--sweep: no sweep {sweep!r} in {output}{hint}; stored: {', '.join(names) or 'none'}")
+        return sweep
+    if not names:
+        raise UsageError(f"{output}: no sweep results here")
+    if len(names) > 1:
+        raise UsageError(f"{output} holds several sweeps ({', '.join(names)}); choose one with --sweep")
+    return names[0]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweeps.runner import RunOptions, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers: must be >= 1")
+    opts = RunOptions(
+        output=args.output,
+        address=args.address,
+        workers=args.workers,
+        mlflow_uri=args.mlflow_uri,
+        no_mlflow=args.no_mlflow,
+        fail_fast=args.fail_fast,
+        dry_run=args.dry_run,
+        yes=args.yes,
+        max_rows=args.max_rows,
+        executor="serial" if args.serial else "ray",
+        flush_seconds=args.flush_seconds,
+    )
+    return run_sweep(args.sweep_file, opts).exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sweeps.report import format_table, policy_table
+    from sweeps.storage import read_sweep
+
+    name = _pick_sweep(args.output, args.sweep)
+    df = read_sweep(args.output, name, exclude=("scenario_json",))
+    table = policy_table(df, by=args.by)
+    versions = sorted(str(v) for v in df["model_version"].dropna().unique())
+    if len(versions) > 1:
+        print(f"note: rows of several model versions ({', '.join(versions)}) are pooled; cells differ "
+              f"between versions, so rerun the sweep into a new output to compare like with like", file=sys.stderr)
+    print(f"sweep {name}: {len(df)} rows, {int((df['status'] != 'ok').sum())} not ok")
+    print(format_table(table))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sweeps.report import compare_policies
+    from sweeps.storage import read_sweep
+
+    name = _pick_sweep(args.output, args.sweep)
+    df = read_sweep(args.output, name, columns=["policy", "cell_id", "replicate", "lockup", "status"])
+    try:
+        d = compare_policies(df, args.a, args.b)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows")
+    print(f"  P(lockup | {args.a}) - P(lockup | {args.b}) = {d.diff:+.4f}  95% CI [{d.low:+.4f}, {d.high:+.4f}]")
+    print(f"  discordant pairs: {args.a} only {d.b}, {args.b} only {d.c};  McNemar exact p = {d.p_value:.4g}")
+    return EXIT_OK
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from oommodel import POLICIES
+
+    for name, pol in POLICIES.items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in dict(getattr(pol, "options", {}) or {}).items())
+        print(f"{name}{f'  [{opts}]' if opts else ''}")
+        desc = str(getattr(pol, "description", "")).strip()
+        if desc:
+            print(f"    {desc.splitlines()[0]}")
+        for ref in getattr(pol, "references", ())[:3]:
+            print(f"    ref: {ref}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from sweeps.grid import count_cells
+    from sweeps.spec import load_sweep
+
+    spec = load_sweep(args.sweep_file)
+    cells = count_cells(spec)
+    reps = spec.max_replicates
+    print(
+        f"{args.sweep_file}: ok: sweep {spec.name}, {cells} cells × {len(spec.policies)} policies × "
+        f"{'up to ' if not isinstance(spec.replicates, int) else ''}{reps} replicates = {cells * len(spec.policies) * reps} rows"
+    )
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import pyarrow.compute as pc
+
+    from sweeps.storage import list_sweeps, read_table
+    from sweeps.tracking import log_sweep
+
+    names = [_pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
+    if not names:
+        raise UsageError(f"{args.output}: no sweep results here")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for name in names:
+        ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
+        for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
+            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
+            state = "already logged" if getattr(res, "already_logged", False) else "logged"
+            print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
+                  f"run {getattr(res, 'parent_run_id', '?')})")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "policies": cmd_policies,
+    "validate": cmd_validate,
+    "log": cmd_log,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    args = build_parser().parse_args(argv)
+    try:
+        errors = _input_errors()
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if isinstance(exc, errors):
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            print(f"oomsweep {args.command}: error: {msg}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if type(exc).__name__ == "ExecutorError":
+            print(f"oomsweep {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT if getattr(exc, "bad_input", False) else EXIT_FAILED
+        if type(exc).__name__ == "TrackingError":
+            print(f"oomsweep {args.command}: MLflow error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

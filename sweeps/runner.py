@@ -1,0 +1,722 @@
+"""Run a sweep: spec -> cells -> pending rows -> executor -> Parquet -> MLflow -> table.
+
+The driver owns the grid.  Rows already stored (by key: cell_id, policy,
+replicate) are skipped, so a rerun after Ctrl-C, a kill, a raised `replicates`
+or a new grid value runs only what is missing.  Seeds depend only on (sweep
+seed, cell_id, replicate): every policy meets the same draws and the results
+do not depend on batching, workers or order.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from sweeps import schema as S
+from sweeps import storage
+from sweeps.executor import STATUS_LOST, Batch, RayExecutor, RowFailed, RowSimulator, RowTask, SerialExecutor
+from sweeps.progress import Progress
+
+DEFAULT_MAX_ROWS = 1_000_000
+# What the per-policy table needs (scenario_json and the rest stay unread).
+SUMMARY_COLUMNS = ("policy", "cell_id", "replicate", "status", "lockup", "max_stall_s", "kills", "handed_over")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class ConfirmationNeeded(ValueError):
+    """The sweep is larger than the row limit and --yes was not given."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    output: str | None = None
+    address: str | None = None
+    workers: int | None = None
+    mlflow_uri: str | None = None
+    no_mlflow: bool = False
+    fail_fast: bool = False
+    dry_run: bool = False
+    yes: bool = False
+    max_rows: int = DEFAULT_MAX_ROWS
+    executor: str = "ray"  # "ray" | "serial"
+    flush_rows: int = 20_000
+    flush_seconds: float = 10.0
+    target_batch_s: float = 0.5
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    sweep: str = ""
+    output: Path | None = None
+    execution_id: str = ""
+    cells: int = 0
+    rows_total: int = 0
+    rows_stored_before: int = 0
+    rows_run: int = 0
+    rows_failed: int = 0
+    rows_lost: int = 0
+    wall_s: float = 0.0
+    write_s: float = 0.0
+    table: Any = None
+    tracking: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+
+
+def git_sha(start: Path | None = None) -> str | None:
+    """HEAD of the git checkout holding this package, if any (no commits -> None)."""
+    here = start or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("oomsweep", "ray", "pyarrow", "mlflow", "simpy", "numpy", "pandas", "pydantic"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def provenance(spec: Any, model_version: str, execution_id: str, sweep_file: str) -> dict[str, Any]:
+    return {
+        "sweep": spec.name,
+        "sweep_hash": spec.sweep_hash,
+        "seed": spec.seed,
+        "model_version": model_version,
+        "schema_version": S.SCHEMA_VERSION,
+        "git_sha": git_sha(),
+        "packages": package_versions(),
+        "execution_id": execution_id,
+        "sweep_file": sweep_file,
+        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells and pending rows
+
+
+@dataclass
+class _CellInfo:
+    """Driver-side columns of a cell, kept while its rows are in flight."""
+
+    params: dict[str, Any]
+    scenario_json: str
+    outstanding: int = 0
+
+
+@dataclass
+class Plan:
+    """What a sweep run will do, computed in one pass over the cells."""
+
+    cells: int
+    cell_ids: set[str]
+    param_types: dict[str, pa.DataType]  # column -> type, grid order
+    param_keys: dict[str, str]  # column -> grid key
+    cpu_keys: list[str]
+    rows_total: int  # cells × policies × replicates (adaptive: × max)
+    rows_min: int  # adaptive: cells × policies × min
+    pending: int  # fixed replicates: rows not stored; adaptive: lower bound
+
+
+def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
+    """Re-iterable cells: materialised when small, re-expanded (deterministically) when large."""
+    from sweeps.grid import count_cells, expand_cells
+
+    if count_cells(spec) <= 20_000:
+        cells = list(expand_cells(spec, model_version))
+        return lambda: iter(cells)
+    return lambda: expand_cells(spec, model_version)
+
+
+def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str, str, int]]) -> Plan:
+    from sweeps.identity import param_column
+
+    keys = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    values: dict[str, set] = {k: set() for k in keys}
+    kinds: dict[str, list] = {k: [] for k in keys}
+    cpu_keys: list[str] = []
+    labels = [p.label for p in spec.policies]
+    reps = spec.replicates.min if _adaptive(spec) else spec.replicates
+    n = 0
+    ids: set[str] = set()
+    pending = 0
+    for cell in cells():
+        n += 1
+        ids.add(cell.cell_id)
+        for k in keys:
+            v = cell.params.get(k)
+            marker = (type(v).__name__, json.dumps(v, sort_keys=True, default=str))
+            if marker not in values[k] and len(values[k]) < 1000:
+                values[k].add(marker)
+                kinds[k].append(v)
+        for ck in S.cpu_keys_for(cell.scenario):
+            if ck not in cpu_keys:
+                cpu_keys.append(ck)
+        for r in range(reps):
+            for lab in labels:
+                if (cell.cell_id, lab, r) not in done:
+                    pending += 1
+    types = {param_column(k): S.param_type(kinds[k]) for k in keys}
+    per_cell = len(labels) * (spec.replicates.max if _adaptive(spec) else spec.replicates)
+    return Plan(
+        cells=n,
+        cell_ids=ids,
+        param_types=types,
+        param_keys={param_column(k): k for k in keys},
+        cpu_keys=cpu_keys,
+        rows_total=n * per_cell,
+        rows_min=n * len(labels) * reps,
+        pending=pending,
+    )
+
+
+def _adaptive(spec: Any) -> bool:
+    return not isinstance(spec.replicates, int)
+
+
+class FixedFeeder:
+    """Pending rows of a fixed-replicate sweep, cell by cell, replicate-major (pairs complete together)."""
+
+    def __init__(self, spec: Any, cells: Iterator[Any], done: set, register: Callable[[Any, int], None]) -> None:
+        from sweeps.identity import replicate_seed
+
+        self._seed = replicate_seed
+        self.spec = spec
+        self.done = done
+        self.register = register
+        self._rows = self._generate(cells)
+
+    def _generate(self, cells: Iterator[Any]) -> Iterator[RowTask]:
+        spec = self.spec
+        for cell in cells:
+            rows = []
+            for r in range(spec.replicates):
+                seed = self._seed(spec.seed, cell.cell_id, r)
+                for p in spec.policies:
+                    if (cell.cell_id, p.label, r) not in self.done:
+                        rows.append(_task(cell, p, r, seed))
+            if rows:
+                self.register(cell, len(rows))
+                yield from rows
+
+    def take(self, n: int) -> list[RowTask]:
+        out = []
+        for row in self._rows:
+            out.append(row)
+            if len(out) >= n:
+                break
+        return out
+
+    def on_result(self, task: RowTask, result: dict[str, Any]) -> None:
+        pass
+
+
+def _task(cell: Any, policy: Any, replicate: int, seed: int) -> RowTask:
+    return RowTask(
+        cell_id=cell.cell_id,
+        cell_index=cell.index,
+        policy=policy.label,
+        policy_name=policy.name,
+        policy_options=tuple(policy.options),
+        replicate=replicate,
+        seed=seed,
+        scenario=cell.scenario,
+    )
+
+
+@dataclass
+class _AdaptiveCell:
+    cell: Any
+    target: int
+    present: dict[str, set[int]]  # policy -> replicates stored or returned
+    k: dict[str, int]
+    n: dict[str, int]
+    outstanding: int = 0
+    broken: bool = False
+
+
+class AdaptiveFeeder:
+    """Adaptive replication: per cell, batches of replicates for all policies together.
+
+    A cell starts with `min` replicates; when all its outstanding rows are back,
+    each policy's Wilson half-width is checked (sweeps.stats.adaptive_needs_more)
+    and, if any is above the target and `max` is not reached, the next `batch`
+    replicates of every policy are queued.  Stored rows (resume) count.
+    """
+
+    def __init__(self, spec: Any, cells: Iterator[Any], stored: dict, register: Callable[[Any, int], None]) -> None:
+        from sweeps.identity import replicate_seed
+        from sweeps.stats import adaptive_needs_more
+
+        self._seed = replicate_seed
+        self._needs_more = adaptive_needs_more
+        self.spec = spec
+        self.a = spec.replicates
+        self.labels = [p.label for p in spec.policies]
+        self.stored = stored  # (cell_id, policy) -> list of (replicate, lockup|None)
+        self.register = register
+        self._cells = iter(cells)
+        self._queue: collections.deque[RowTask] = collections.deque()
+        self._active: dict[str, _AdaptiveCell] = {}
+        self.extra_rows = 0  # rows queued beyond the `min` plan (for the progress total)
+
+    def _activate(self, cell: Any) -> None:
+        st = _AdaptiveCell(cell, self.a.min, {}, {}, {})
+        for lab in self.labels:
+            reps = self.stored.get((cell.cell_id, lab), [])
+            st.present[lab] = {r for r, _ in reps}
+            st.k[lab] = sum(1 for _, lk in reps if lk is True)
+            st.n[lab] = sum(1 for _, lk in reps if lk is not None)
+        self._active[cell.cell_id] = st
+        self._fill(st)
+
+    def _fill(self, st: _AdaptiveCell) -> None:
+        """Queue the missing rows below the cell's target; evaluate when none are missing."""
+        while True:
+            rows = []
+            for r in range(st.target):
+                seed = self._seed(self.spec.seed, st.cell.cell_id, r)
+                for p in self.spec.policies:
+                    if r not in st.present[p.label]:
+                        rows.append(_task(st.cell, p, r, seed))
+                        st.present[p.label].add(r)
+            if rows:
+                st.outstanding += len(rows)
+                self.register(st.cell, len(rows))
+                self._queue.extendleft(reversed(rows))  # continuations first: cells finish sooner
+                return
+            if not self._advance(st):
+                del self._active[st.cell.cell_id]
+                return
+
+    def _advance(self, st: _AdaptiveCell) -> bool:
+        if st.broken or st.target >= self.a.max:
+            return False
+        if not any(self._needs_more(st.k[l], st.n[l], self.a.ci_half_width) for l in self.labels):
+            return False
+        new = min(st.target + self.a.batch, self.a.max)
+        self.extra_rows += (new - max(st.target, self.a.min)) * len(self.labels)
+        st.target = new
+        return True
+
+    def take(self, n: int) -> list[RowTask]:
+        while len(self._queue) < n:
+            cell = next(self._cells, None)
+            if cell is None:
+                break
+            self._activate(cell)
+        out = []
+        while self._queue and len(out) < n:
+            out.append(self._queue.popleft())
+        return out
+
+    def on_result(self, task: RowTask, result: dict[str, Any]) -> None:
+        st = self._active.get(task.cell_id)
+        if st is None:
+            return
+        st.outstanding -= 1
+        status = result.get("status")
+        if status == S.STATUS_OK:
+            st.n[task.policy] += 1
+            st.k[task.policy] += bool(result.get("lockup"))
+        elif status == STATUS_LOST:
+            st.broken = True  # rerun fills the gap; do not adapt on incomplete pairs
+        if st.outstanding == 0:
+            self._fill(st)
+
+
+def _stored_lockups(output: Path, sweep: str) -> dict[tuple[str, str], list[tuple[int, bool | None]]]:
+    t = storage.read_keys(output, sweep, extra=("lockup", "status"))
+    out: dict[tuple[str, str], list] = collections.defaultdict(list)
+    if t.num_rows == 0:
+        return out
+    for cid, pol, rep, lk, st in zip(
+        t.column("cell_id").to_pylist(),
+        t.column("policy").to_pylist(),
+        t.column("replicate").to_pylist(),
+        t.column("lockup").to_pylist(),
+        t.column("status").to_pylist(),
+    ):
+        out[(cid, pol)].append((rep, bool(lk) if st == S.STATUS_OK else None))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupts
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM: stop submitting and flush; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _model_version() -> str:
+    from oommodel import MODEL_VERSION
+
+    return MODEL_VERSION
+
+
+def _row_builder(execution_id: str, model_version: str, plan: Plan, infos: dict[str, _CellInfo]):
+    def build(task: RowTask, result: dict[str, Any]) -> dict[str, Any]:
+        info = infos[task.cell_id]
+        row = {
+            "policy_name": task.policy_name,
+            "policy_options": json.dumps(dict(task.policy_options), sort_keys=True, separators=(",", ":")),
+            "cell_id": task.cell_id,
+            "cell_index": task.cell_index,
+            "replicate": task.replicate,
+            "seed": task.seed,
+            "execution_id": execution_id,
+            "model_version": model_version,
+            "scenario_json": info.scenario_json,
+        }
+        row.update(info.params)
+        row.update(result)
+        return row
+
+    return build
+
+
+def _register(infos: dict[str, _CellInfo], plan: Plan):
+    from sweeps.identity import canonical_json
+
+    def register(cell: Any, rows: int) -> None:
+        info = infos.get(cell.cell_id)
+        if info is None:
+            params = {
+                col: S.param_value(cell.params.get(key), plan.param_types[col]) for col, key in plan.param_keys.items()
+            }
+            info = infos[cell.cell_id] = _CellInfo(params, canonical_json(cell.scenario))
+        info.outstanding += rows
+
+    return register
+
+
+def _print(msg: str, stream: TextIO) -> None:
+    print(msg, file=stream, flush=True)
+
+
+def run_sweep(
+    path: str | Path,
+    opts: RunOptions = RunOptions(),
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    executor: Any = None,
+) -> RunResult:
+    """Run (or resume) the sweep in `path`.  Raises SweepError/StorageError/ConfirmationNeeded for bad input."""
+    from sweeps.spec import load_sweep
+
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    started = time.monotonic()
+    spec = load_sweep(path)  # all validation happens here, before Ray starts
+    output = Path(opts.output or spec.output)
+    model_version = _model_version()
+    execution_id = uuid.uuid4().hex
+    result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
+
+    storage.check_sweep_seed(output, spec.name, spec.seed)
+    adaptive = _adaptive(spec)
+    if adaptive:
+        stored = _stored_lockups(output, spec.name)
+        done = {(c, p, r) for (c, p), reps in stored.items() for r, _ in reps}
+    else:
+        stored = {}
+        done = storage.done_keys(output, spec.name)
+    cells = _cells_source(spec, model_version)
+    plan = make_plan(spec, cells, done)
+    result.cells = plan.cells
+    result.rows_total = plan.rows_total
+    result.rows_stored_before = len(done)
+    if plan.rows_total > opts.max_rows and not opts.yes and not opts.dry_run:
+        raise ConfirmationNeeded(
+            f"{spec.name}: {plan.cells} cells × {len(spec.policies)} policies × "
+            f"{spec.max_replicates} replicates = {plan.rows_total} rows, above the limit of {opts.max_rows}; "
+            f"pass --yes to run it"
+        )
+    labels = [p.label for p in spec.policies]
+    reps_text = (
+        f"adaptive (min {spec.replicates.min}, max {spec.replicates.max}, batch {spec.replicates.batch}, "
+        f"half-width {spec.replicates.ci_half_width})"
+        if adaptive
+        else str(spec.replicates)
+    )
+    _print(
+        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
+        f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
+        f"{len(done)} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
+        err,
+    )
+
+    if opts.dry_run:
+        _dry_run(spec, cells, done, plan, opts, err)
+        return result
+
+    infos: dict[str, _CellInfo] = {}
+    register = _register(infos, plan)
+    feeder: FixedFeeder | AdaptiveFeeder
+    if adaptive:
+        feeder = AdaptiveFeeder(spec, cells(), stored, register)
+    else:
+        feeder = FixedFeeder(spec, cells(), done, register)
+    build = _row_builder(execution_id, model_version, plan, infos)
+    file_schema = S.file_schema(plan.param_types, plan.cpu_keys)
+    writer = storage.DatasetWriter(
+        output,
+        spec.name,
+        file_schema,
+        provenance(spec, model_version, execution_id, str(path)),
+        flush_rows=opts.flush_rows,
+        flush_seconds=opts.flush_seconds,
+    )
+    progress: Progress | None = None
+    stop = _StopFlag()
+    ex = executor
+    own_executor = ex is None
+    interrupted = False
+    fail_message = ""
+    try:
+        if plan.pending or adaptive:
+            if own_executor:
+                if opts.executor == "serial":
+                    ex = SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s)
+                else:
+                    ex = RayExecutor(
+                        address=opts.address,
+                        workers=opts.workers,
+                        fail_fast=opts.fail_fast,
+                        target_batch_s=opts.target_batch_s,
+                    ).start()
+            stop.install()
+            progress = Progress(plan.pending, labels, stream=err, skipped=len(done))
+            for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
+                _consume(batch, feeder, build, writer, progress, infos, result)
+                if adaptive:
+                    progress.set_total(plan.pending + feeder.extra_rows)
+            interrupted = stop()
+    except RowFailed as exc:
+        fail_message = str(exc)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.restore()
+        writer.close()
+        result.write_s = writer.write_seconds
+        if own_executor and ex is not None:
+            ex.close()
+        if progress is not None:
+            progress.close("interrupted" if interrupted else ("failed" if fail_message else "done"))
+    result.wall_s = time.monotonic() - started
+    hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
+    if interrupted:
+        _print(
+            f"interrupted: {writer.rows_written} rows of this run are stored in {output}; "
+            f"resume with: {hint}",
+            err,
+        )
+        result.exit_code = EXIT_INTERRUPTED
+        return result
+    if fail_message:
+        _print(f"stopped by --fail-fast: {fail_message}", err)
+        _print(f"{writer.rows_written} rows stored; after fixing, resume with: {hint}", err)
+        result.exit_code = EXIT_FAILED
+        return result
+
+    if not writer.rows_written:
+        _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
+    elif not opts.no_mlflow:  # one parent run per execution that produced rows
+        result.tracking = _track(output, spec, execution_id, opts, err)
+
+    result.table = _final_table(output, spec, plan, out)
+    if result.rows_lost:
+        _print(f"{result.rows_lost} rows were lost to dying workers after retries; rerun to fill them: {hint}", err)
+    failed = _failed_rows(output, spec, plan)
+    result.rows_failed = failed
+    if failed:
+        _print(f"{failed} rows have status != ok (see the `status` and `error` columns)", err)
+    result.exit_code = EXIT_FAILED if (failed or result.rows_lost) else EXIT_OK
+    return result
+
+
+def _consume(batch: Batch, feeder, build, writer, progress, infos, result: RunResult) -> None:
+    by_policy: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    lockups: dict[str, int] = collections.Counter()
+    failed = 0
+    n = 0
+    for task, res in zip(batch.items, batch.results):
+        info = infos.get(task.cell_id)
+        if res.get("status") == STATUS_LOST:
+            result.rows_lost += 1
+        else:
+            by_policy[task.policy].append(build(task, res))
+            n += 1
+            if res.get("status") != S.STATUS_OK:
+                failed += 1
+            elif res.get("lockup"):
+                lockups[task.policy] += 1
+        feeder.on_result(task, res)
+        if info is not None:
+            info.outstanding -= 1
+            if info.outstanding <= 0 and task.cell_id in infos:
+                del infos[task.cell_id]
+    for policy, rows in by_policy.items():
+        writer.add(policy, rows)
+    result.rows_run += n
+    progress.advance(n, lockups, failed)
+
+
+def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> Any:
+    """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet)."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    try:
+        from sweeps.tracking import log_sweep
+
+        res = log_sweep(
+            output,
+            spec.name,
+            tracking_uri=opts.mlflow_uri,
+            spec=spec,
+            execution_id=execution_id,
+            max_cell_runs=spec.mlflow.max_cell_runs,
+            experiment=spec.mlflow.experiment,
+        )
+    except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split("; the results are in Parquet")[0]  # tracking's own hint; ours is more precise
+        cmd = f"oomsweep log {output} --sweep {spec.name}" + (f" --mlflow-uri {opts.mlflow_uri}" if opts.mlflow_uri else "")
+        _print(
+            f"MLflow tracking failed: {first}\n"
+            f"  the results are complete in {output}; log them later with: {cmd}",
+            err,
+        )
+        return None
+    uri = getattr(res, "tracking_uri", opts.mlflow_uri or "")
+    runs = getattr(res, "policy_runs", 0) + getattr(res, "cell_runs", 0)
+    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs)", err)
+    return res
+
+
+def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
+    df = storage.read_sweep(output, spec.name, columns=columns)
+    if df.empty:
+        return df
+    df = df[df["cell_id"].isin(plan.cell_ids) & df["policy"].isin([p.label for p in spec.policies])]
+    if not _adaptive(spec):
+        df = df[df["replicate"] < spec.replicates]
+    return df
+
+
+def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
+    from sweeps.report import format_table, policy_table
+
+    df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
+    if df.empty:
+        _print("no rows stored", out)
+        return None
+    table = policy_table(df)
+    _print(format_table(table), out)
+    return table
+
+
+def _failed_rows(output: Path, spec: Any, plan: Plan) -> int:
+    df = _current_rows(output, spec, plan, columns=["cell_id", "replicate", "status"])
+    return 0 if df.empty else int((df["status"] != S.STATUS_OK).sum())
+
+
+def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) -> None:
+    """Calibrate on a few pending rows in this process and estimate the wall time."""
+    rows: list[RowTask] = []
+    feeder = FixedFeeder(spec, cells(), done, lambda c, n: None) if not _adaptive(spec) else None
+    if feeder is not None:
+        rows = feeder.take(50)
+    else:
+        from sweeps.identity import replicate_seed
+
+        for cell in cells():
+            for p in spec.policies:
+                rows.append(_task(cell, p, 0, replicate_seed(spec.seed, cell.cell_id, 0)))
+            if len(rows) >= 50:
+                break
+    if not rows:
+        _print("dry run: nothing to run", err)
+        return
+    sim = RowSimulator()
+    walls = []
+    deadline = time.monotonic() + 2.0
+    for task in rows:
+        t0 = time.perf_counter()
+        try:
+            sim(task)
+        except Exception as exc:  # noqa: BLE001
+            _print(f"dry run: row failed: {type(exc).__name__}: {exc} [{task.describe()}]", err)
+        walls.append(time.perf_counter() - t0)
+        if time.monotonic() > deadline:
+            break
+    per_row = sorted(walls)[len(walls) // 2]
+    workers = opts.workers or os.cpu_count() or 1
+    todo = plan.pending if not _adaptive(spec) else plan.rows_min
+    est = todo * per_row / workers
+    _print(
+        f"dry run: calibrated on {len(walls)} rows, median {per_row * 1000:.1f} ms/row; "
+        f"{todo} rows on {workers} workers ≈ {est:.0f} s of simulation (+ Ray start-up)"
+        + (f"; at most {plan.rows_total * per_row / workers:.0f} s if every cell reaches max" if _adaptive(spec) else ""),
+        err,
+    )

@@ -1,0 +1,614 @@
+"""The sweep file: load, validate and freeze it (pure; nothing here starts Ray or MLflow).
+
+Everything that can be wrong with a sweep is found here, before any work: unknown keys (with the
+closest valid name), wrong types, grid keys that are not in the scenario, cells the scenario schema
+rejects, zip groups of unequal length, unknown policies or options. Every error is a SweepError whose
+message starts with the key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sweeps.identity import canonical_json
+
+__all__ = [
+    "SweepError",
+    "PolicyChoice",
+    "Adaptive",
+    "SampleSpec",
+    "MlflowSpec",
+    "SweepSpec",
+    "load_sweep",
+    "parse_sweep",
+    "NAME_RE",
+    "TOP_LEVEL_KEYS",
+]
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TOP_LEVEL_KEYS = ("name", "base", "grid", "zip", "sample", "policies", "replicates", "seed", "output", "mlflow")
+_REQUIRED = ("name", "base", "policies", "replicates")
+_ADAPTIVE_KEYS = ("ci_half_width", "min", "max", "batch")
+_SAMPLE_KEYS = ("method", "n", "seed", "params")
+_MLFLOW_KEYS = ("experiment", "max_cell_runs")
+_RANGE_KINDS = ("uniform", "loguniform", "int")
+
+
+class SweepError(ValueError):
+    """An invalid sweep file. ``path`` is the offending key ("grid.machine.cpus", "" = the file)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+# ------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A policy and the options given for it in the sweep file (validated by the policy)."""
+
+    name: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """"timeout_backoff", or "timeout_backoff[timeout_s=2.0]" with options (sorted by name)."""
+        if not self.options:
+            return self.name
+        inner = ",".join(f"{k}={_option_text(v)}" for k, v in sorted(self.options))
+        return f"{self.name}[{inner}]"
+
+    def options_dict(self) -> dict[str, object]:
+        return dict(self.options)
+
+
+def _freeze(v: Any) -> Any:
+    """Lists become tuples (recursively) so that a PolicyChoice stays hashable."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _option_text(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    return canonical_json(v)
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Replicate a cell in batches until every policy's Wilson half-width <= ci_half_width, or max."""
+
+    ci_half_width: float
+    min: int = 30
+    max: int = 2000
+    batch: int = 30
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Random or Latin-hypercube points over parameter ranges, crossed with the grid."""
+
+    method: str
+    n: int
+    seed: int
+    params: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    experiment: str
+    max_cell_runs: int = 2000
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep. ``base`` is the canonical scenario dict; ``grid`` keeps the file's order."""
+
+    name: str
+    base: dict
+    grid: dict[str, tuple]
+    zip: tuple[tuple[str, ...], ...]
+    sample: SampleSpec | None
+    policies: tuple[PolicyChoice, ...]
+    replicates: int | Adaptive
+    seed: int
+    output: str
+    mlflow: MlflowSpec
+    source_text: str = field(default="", compare=False)
+    sweep_hash: str = ""
+
+    @property
+    def varied_keys(self) -> tuple[str, ...]:
+        """Grid keys then sample keys: the parameters that get their own column."""
+        sample_keys = tuple(self.sample.params) if self.sample else ()
+        return tuple(self.grid) + sample_keys
+
+    @property
+    def adaptive(self) -> Adaptive | None:
+        return self.replicates if isinstance(self.replicates, Adaptive) else None
+
+    @property
+    def max_replicates(self) -> int:
+        return self.replicates.max if isinstance(self.replicates, Adaptive) else self.replicates
+
+    def to_dict(self, *, include_output: bool = True) -> dict[str, Any]:
+        """Plain, JSON-serialisable form of the validated spec (what sweep_hash hashes, minus output)."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "base": self.base,
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "zip": [list(g) for g in self.zip],
+            "sample": None
+            if self.sample is None
+            else {
+                "method": self.sample.method,
+                "n": self.sample.n,
+                "seed": self.sample.seed,
+                "params": self.sample.params,
+            },
+            "policies": [{"name": p.name, "options": p.options_dict()} for p in self.policies],
+            "replicates": self.replicates
+            if isinstance(self.replicates, int)
+            else {"adaptive": {k: getattr(self.replicates, k) for k in _ADAPTIVE_KEYS}},
+            "seed": self.seed,
+            "mlflow": {"experiment": self.mlflow.experiment, "max_cell_runs": self.mlflow.max_cell_runs},
+        }
+        if include_output:
+            d["output"] = self.output
+        return d
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_dict(include_output=False)).encode("ascii")).hexdigest()
+
+
+# ------------------------------------------------------------------ pydantic shapes (types and ranges)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _AdaptiveModel(_Strict):
+    ci_half_width: float = Field(gt=0.0, le=0.5)
+    min: int = Field(default=30, ge=1)
+    max: int = Field(default=2000, ge=1)
+    batch: int = Field(default=30, ge=1)
+
+
+class _SampleModel(_Strict):
+    method: str = "lhs"
+    n: int = Field(ge=0)
+    seed: int | None = Field(default=None, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _MlflowModel(_Strict):
+    experiment: str | None = Field(default=None, min_length=1)
+    max_cell_runs: int = Field(default=2000, ge=0)
+
+
+class _TopModel(_Strict):
+    name: str
+    base: Any
+    grid: dict[str, Any] | None = None
+    zip: list[list[str]] | None = None
+    sample: Any = None
+    policies: Any
+    replicates: Any
+    seed: int = Field(default=0, ge=0)
+    output: str = Field(default="results/", min_length=1)
+    mlflow: Any = None
+
+
+def _loc_text(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        sub = _loc_text(tuple(err["loc"]))
+        path = ".".join(p for p in (prefix, sub) if p) if not sub.startswith("[") else prefix + sub
+        msg = err["msg"]
+        msg = msg[:1].lower() + msg[1:]
+        if err["type"] != "missing":
+            msg += f", got {err.get('input')!r}"
+        raise SweepError(path, msg) from None
+
+
+def _closest(word: str, choices: Any) -> str:
+    m = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+def _check_keys(data: Mapping, allowed: tuple[str, ...], prefix: str) -> None:
+    for k in data:
+        if k not in allowed:
+            path = f"{prefix}.{k}" if prefix else str(k)
+            raise SweepError(path, f"unknown key{_closest(k, allowed)}")
+
+
+def _mapping(value: Any, path: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise SweepError(path, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _scenario_error_parts(e: Exception) -> tuple[str, str]:
+    path = getattr(e, "path", "") or ""
+    reason = getattr(e, "reason", None)
+    if reason is None:
+        text = str(e)
+        reason = text[len(path) + 2 :] if path and text.startswith(path + ": ") else text
+    return path, reason
+
+
+# ------------------------------------------------------------------ the model side (lazy)
+
+
+def _scenario_api() -> tuple[Callable[[dict], dict], Callable[[Path], dict], tuple[type[Exception], ...]]:
+    from oommodel import Scenario, ScenarioError
+
+    def canon(d: dict) -> dict:
+        return Scenario.from_dict(d).to_dict()
+
+    def from_file(p: Path) -> dict:
+        return Scenario.from_yaml(p).to_dict()
+
+    return canon, from_file, (ScenarioError,)
+
+
+def _policy_registry() -> Mapping[str, Any]:
+    from oommodel import POLICIES
+
+    return POLICIES
+
+
+# ------------------------------------------------------------------ parts of the file
+
+
+def _parse_base(raw: Any, base_dir: Path, canon, from_file, scenario_errors) -> dict:
+    if isinstance(raw, str):
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise SweepError("base", f"no such scenario file: {path}")
+        try:
+            return from_file(path)
+        except scenario_errors as e:
+            sub, reason = _scenario_error_parts(e)
+            raise SweepError(f"base.{sub}" if sub else "base", f"{reason} (in {path})") from None
+    if isinstance(raw, Mapping):
+        try:
+            return canon(dict(raw))
+        except scenario_errors as e:
+            sub, reason = _scenario_error_parts(e)
+            raise SweepError(f"base.{sub}" if sub else "base", reason) from None
+    raise SweepError("base", f"must be a scenario file path or a scenario mapping, got {type(raw).__name__}")
+
+
+def _is_prefix(a: str, b: str) -> bool:
+    """True if key path a names an ancestor of key path b."""
+    return b.startswith(a) and len(b) > len(a) and b[len(a)] in ".["
+
+
+def _parse_grid(raw: Mapping[str, Any] | None, base: dict) -> dict[str, tuple]:
+    from sweeps.grid import get_path, parse_path
+
+    grid: dict[str, tuple] = {}
+    for key, values in (raw or {}).items():
+        path = f"grid.{key}"
+        try:
+            parse_path(key)  # syntax
+            get_path(base, key)
+        except SweepError as e:
+            raise SweepError(path, e.reason) from None
+        if not isinstance(values, list):
+            raise SweepError(path, f"must be a list of values, got {type(values).__name__}")
+        if not values:
+            raise SweepError(path, "empty list: give at least one value")
+        seen: dict[str, int] = {}
+        for i, v in enumerate(values):
+            try:
+                text = canonical_json(v)
+            except (TypeError, ValueError):
+                raise SweepError(f"{path}[{i}]", f"not a plain YAML value: {v!r}") from None
+            if text in seen:
+                raise SweepError(f"{path}[{i}]", f"duplicate value {v!r} (also at [{seen[text]}])")
+            seen[text] = i
+        for other in grid:
+            if _is_prefix(other, key) or _is_prefix(key, other):
+                raise SweepError(path, f"overlaps grid key '{other}': vary one or the other")
+        grid[key] = tuple(values)
+    return grid
+
+
+def _parse_zip(raw: list[list[str]] | None, grid: dict[str, tuple]) -> tuple[tuple[str, ...], ...]:
+    groups: list[tuple[str, ...]] = []
+    owner: dict[str, int] = {}
+    for i, group in enumerate(raw or []):
+        path = f"zip[{i}]"
+        if not group:
+            raise SweepError(path, "empty group: list the grid keys varied together")
+        for j, key in enumerate(group):
+            if key not in grid:
+                raise SweepError(f"{path}[{j}]", f"'{key}' is not a grid key{_closest(key, grid)}")
+            if key in owner:
+                raise SweepError(f"{path}[{j}]", f"'{key}' is already in zip[{owner[key]}]")
+            owner[key] = i
+        lengths = {key: len(grid[key]) for key in group}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{k} ({n})" for k, n in lengths.items())
+            raise SweepError(path, f"keys zipped together need the same number of values: {shown}")
+        groups.append(tuple(group))
+    return tuple(groups)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse_sample(raw: Any, base: dict, grid: dict[str, tuple], sweep_seed: int) -> SampleSpec | None:
+    from sweeps.grid import get_path, parse_path
+
+    if raw is None:
+        return None
+    _check_keys(_mapping(raw, "sample"), _SAMPLE_KEYS, "sample")
+    m = _validate(_SampleModel, raw, "sample")
+    if m.method not in ("lhs", "random"):
+        raise SweepError("sample.method", f"must be 'lhs' or 'random', got {m.method!r}{_closest(m.method, ('lhs', 'random'))}")
+    if m.n == 0 and not m.params:
+        return None
+    if m.n == 0:
+        raise SweepError("sample.n", "must be >= 1 when sample.params is given")
+    if not m.params:
+        raise SweepError("sample.params", "must name at least one key when sample.n > 0")
+    params: dict[str, dict] = {}
+    for key, rng in m.params.items():
+        path = f"sample.params.{key}"
+        try:
+            parse_path(key)
+            get_path(base, key)
+        except SweepError as e:
+            raise SweepError(path, e.reason) from None
+        for g in grid:
+            if g == key or _is_prefix(g, key) or _is_prefix(key, g):
+                raise SweepError(path, f"also varied by grid key '{g}': vary it in one place")
+        rng = _mapping(rng, path)
+        if len(rng) != 1:
+            raise SweepError(path, f"must be one of {{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, {{int: [lo, hi]}}")
+        (kind, bounds), = rng.items()
+        if kind not in _RANGE_KINDS:
+            raise SweepError(f"{path}.{kind}", f"unknown range kind{_closest(kind, _RANGE_KINDS)}")
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds)):
+            raise SweepError(f"{path}.{kind}", f"must be [lo, hi] (two numbers), got {bounds!r}")
+        lo, hi = bounds
+        if kind == "int":
+            if not all(isinstance(b, int) for b in bounds) or lo > hi:
+                raise SweepError(f"{path}.int", f"must be two integers lo <= hi, got {bounds!r}")
+        elif not lo < hi:
+            raise SweepError(f"{path}.{kind}", f"need lo < hi, got {bounds!r}")
+        if kind == "loguniform" and lo <= 0:
+            raise SweepError(f"{path}.loguniform", f"need 0 < lo, got {bounds!r}")
+        params[key] = {kind: [lo, hi]}
+    seed = m.seed if m.seed is not None else sweep_seed
+    return SampleSpec(method=m.method, n=m.n, seed=seed, params=params)
+
+
+def _parse_policies(raw: Any, registry: Mapping[str, Any]) -> tuple[PolicyChoice, ...]:
+    names = list(registry)
+    if raw == "all":
+        return tuple(PolicyChoice(name) for name in names)
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise SweepError("policies", 'must be "all" or a non-empty list of policy names')
+    out: list[PolicyChoice] = []
+    labels: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        path = f"policies[{i}]"
+        if isinstance(item, str):
+            name, opts = item, None
+        elif isinstance(item, Mapping) and len(item) == 1:
+            (name, opts), = item.items()
+        else:
+            raise SweepError(path, "must be a policy name or {name: {option: value}}")
+        if name == "all":
+            raise SweepError(path, '"all" stands alone: write policies: all')
+        if name not in registry:
+            raise SweepError(path, f"unknown policy {name!r}{_closest(name, names)}")
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, Mapping):
+            raise SweepError(f"{path}.{name}", f"options must be a mapping, got {type(opts).__name__}")
+        policy = registry[name]
+        known = tuple(getattr(policy, "options", {}) or {})
+        for k in opts:
+            if k not in known:
+                hint = _closest(k, known)
+                valid = f"; valid: {', '.join(known)}" if known and not hint else ""
+                raise SweepError(f"{path}.{name}.{k}", f"unknown option{hint}{valid}")
+        try:
+            checked = policy.check_options(dict(opts))
+        except ValueError as e:
+            text = str(e)
+            for k in opts:
+                head = f"{name}.{k}: "
+                if text.startswith(head):
+                    raise SweepError(f"{path}.{name}.{k}", text[len(head):]) from None
+            raise SweepError(f"{path}.{name}", text) from None
+        choice = PolicyChoice(name, tuple(sorted((k, _freeze(checked[k])) for k in opts)))
+        if choice.label in labels:
+            raise SweepError(path, f"duplicate of policies[{labels[choice.label]}] ({choice.label})")
+        labels[choice.label] = i
+        out.append(choice)
+    return tuple(out)
+
+
+def _parse_replicates(raw: Any) -> int | Adaptive:
+    if isinstance(raw, bool) or raw is None:
+        raise SweepError("replicates", f"must be an integer >= 1 or {{adaptive: {{...}}}}, got {raw!r}")
+    if isinstance(raw, int):
+        if raw < 1:
+            raise SweepError("replicates", f"must be >= 1, got {raw}")
+        return raw
+    raw = _mapping(raw, "replicates")
+    prefix = "replicates"
+    if "adaptive" in raw:
+        _check_keys(raw, ("adaptive",), prefix)
+        prefix = "replicates.adaptive"
+        raw = _mapping(raw["adaptive"], prefix)
+    _check_keys(raw, _ADAPTIVE_KEYS, prefix)
+    m = _validate(_AdaptiveModel, raw, prefix)
+    if m.max < m.min:
+        raise SweepError(f"{prefix}.max", f"must be >= min ({m.min}), got {m.max}")
+    return Adaptive(ci_half_width=m.ci_half_width, min=m.min, max=m.max, batch=m.batch)
+
+
+def _parse_mlflow(raw: Any, name: str) -> MlflowSpec:
+    if raw is None:
+        return MlflowSpec(experiment=name)
+    _check_keys(_mapping(raw, "mlflow"), _MLFLOW_KEYS, "mlflow")
+    m = _validate(_MlflowModel, raw, "mlflow")
+    return MlflowSpec(experiment=m.experiment or name, max_cell_runs=m.max_cell_runs)
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name) or ".." in name:
+        raise SweepError(
+            "name",
+            f"{name!r} is not a valid sweep name: letters, digits, '_', '.', '-' (at most 100, starting "
+            "with a letter or digit, no '..'); it names a directory under the output",
+        )
+
+
+def _check_cells(spec: SweepSpec, canon, scenario_errors) -> None:
+    """Validate every cell with the scenario schema; two cells may not be the same scenario."""
+    from sweeps.grid import _points, apply_params
+
+    seen: dict[str, dict] = {}
+    for params in _points(spec):
+        scenario = apply_params(spec.base, params)
+        try:
+            scenario = canon(scenario)
+        except scenario_errors as e:
+            sub, reason = _scenario_error_parts(e)
+            key = next((k for k in params if sub == k or _is_prefix(k, sub)), None)
+            where = f"grid.{key}" if key and key in spec.grid else (
+                f"sample.params.{key}" if key else "grid"
+            )
+            cell = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise SweepError(where, f"cell ({cell}) is not a valid scenario: {sub or '(scenario)'}: {reason}") from None
+        text = canonical_json(scenario)
+        if text in seen:
+            a = ", ".join(f"{k}={v!r}" for k, v in seen[text].items())
+            b = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise SweepError("grid", f"cells ({a}) and ({b}) are the same scenario")
+        seen[text] = params
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def parse_sweep(
+    data: Any,
+    base_dir: Path,
+    source_text: str = "",
+    *,
+    policies_registry: Mapping[str, Any] | None = None,
+    canonicalize: Callable[[dict], dict] | None = None,
+    load_scenario_file: Callable[[Path], dict] | None = None,
+    scenario_errors: tuple[type[Exception], ...] | None = None,
+    check_cells: bool = True,
+) -> SweepSpec:
+    """Validate a sweep given as a plain dict (from YAML). Raises SweepError.
+
+    The keyword-only hooks replace the oommodel pieces (tests, tools); by default they are
+    oommodel.Scenario and oommodel.POLICIES, imported here, not at module import.
+    """
+    if not isinstance(data, Mapping):
+        raise SweepError("", f"a sweep file must be a mapping of keys, got {type(data).__name__}")
+    if "adaptive" in data:
+        raise SweepError("adaptive", "unknown key: adaptive replication goes under replicates, as "
+                         "replicates: {adaptive: {ci_half_width: 0.02, min: 30, max: 2000, batch: 30}}")
+    _check_keys(data, TOP_LEVEL_KEYS, "")
+    for key in _REQUIRED:
+        if key not in data:
+            raise SweepError(key, "required key is missing")
+    top = _validate(_TopModel, dict(data), "")
+    _check_name(top.name)
+
+    if canonicalize is None or load_scenario_file is None or scenario_errors is None:
+        canon0, file0, errs0 = _scenario_api()
+        canonicalize = canonicalize or canon0
+        load_scenario_file = load_scenario_file or file0
+        scenario_errors = scenario_errors or errs0
+    registry = policies_registry if policies_registry is not None else _policy_registry()
+
+    base = _parse_base(top.base, Path(base_dir), canonicalize, load_scenario_file, scenario_errors)
+    grid = _parse_grid(top.grid, base)
+    zipped = _parse_zip(top.zip, grid)
+    sample = _parse_sample(top.sample, base, grid, top.seed)
+    policies = _parse_policies(top.policies, registry)
+    replicates = _parse_replicates(top.replicates)
+    mlflow = _parse_mlflow(top.mlflow, top.name)
+    spec = SweepSpec(
+        name=top.name,
+        base=base,
+        grid=grid,
+        zip=zipped,
+        sample=sample,
+        policies=policies,
+        replicates=replicates,
+        seed=top.seed,
+        output=top.output,
+        mlflow=mlflow,
+        source_text=source_text,
+    )
+    if check_cells:
+        _check_cells(spec, canonicalize, scenario_errors)
+    return _with_hash(spec)
+
+
+def _with_hash(spec: SweepSpec) -> SweepSpec:
+    from dataclasses import replace
+
+    return replace(spec, sweep_hash=spec.compute_hash())
+
+
+def load_sweep(path: str | Path, **hooks: Any) -> SweepSpec:
+    """Read and validate a sweep YAML file; a relative ``base:`` path is resolved against its directory."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SweepError("", f"cannot read sweep file {p}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SweepError("", f"{p}: invalid YAML: {e}") from None
+    if data is None:
+        raise SweepError("", f"{p}: empty sweep file")
+    return parse_sweep(data, p.resolve().parent, text, **hooks)

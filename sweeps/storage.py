@@ -1,0 +1,255 @@
+"""The Parquet dataset: `output/sweep=<name>/policy=<label>/<unique>.parquet`.
+
+Why it is built this way (see ecosystem.md §3):
+- Arrow writes are not transactional, so every file is written under a
+  dot-prefixed ``.tmp`` name and `os.replace`'d into place; pyarrow and pandas
+  skip dot-prefixed files and a ``**/*.parquet`` glob (DuckDB) does not match
+  ``.tmp``, so no reader ever sees a half-written file.
+- File names are unique (time + uuid): appending can never overwrite.
+- Results are coalesced in memory (`DatasetWriter`) so files hold tens of
+  thousands of rows, flushed every `flush_rows` rows, every `flush_seconds`,
+  and at the end.
+- Every file carries the provenance JSON (sweep hash, seed, versions) in its
+  schema metadata; resume reads only the key columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from sweeps.schema import KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
+
+TMP_SUFFIX = ".tmp"
+
+
+class StorageError(ValueError):
+    """The output directory cannot be used for this sweep (e.g. a different seed is stored)."""
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def sweep_dir(output: str | Path, sweep: str) -> Path:
+    return Path(output) / f"sweep={_quote(sweep)}"
+
+
+def partition_dir(output: str | Path, sweep: str, policy: str) -> Path:
+    return sweep_dir(output, sweep) / f"policy={_quote(policy)}"
+
+
+def _visible(path: Path) -> bool:
+    return path.suffix == ".parquet" and not path.name.startswith((".", "_"))
+
+
+def list_files(output: str | Path, sweep: str | None = None) -> list[Path]:
+    """Visible (complete) Parquet files of one sweep, or of all sweeps."""
+    roots = [sweep_dir(output, sweep)] if sweep is not None else list_sweep_dirs(output)
+    files: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for pdir in sorted(root.iterdir()):
+            if pdir.is_dir() and pdir.name.startswith("policy="):
+                files += sorted(p for p in pdir.iterdir() if _visible(p))
+    return files
+
+
+def list_sweep_dirs(output: str | Path) -> list[Path]:
+    root = Path(output)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("sweep="))
+
+
+def list_sweeps(output: str | Path) -> list[str]:
+    """Names of the sweeps stored under `output` (those with at least one file)."""
+    names = []
+    for d in list_sweep_dirs(output):
+        name = urllib.parse.unquote(d.name[len("sweep=") :])
+        if list_files(output, name):
+            names.append(name)
+    return names
+
+
+def _policy_of(path: Path) -> str:
+    return urllib.parse.unquote(path.parent.name[len("policy=") :])
+
+
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def check_sweep_seed(output: str | Path, sweep: str, seed: int) -> None:
+    """Refuse to add rows to a stored sweep that was run with a different seed.
+
+    Stored rows are skipped by key on resume; with a different seed those rows
+    would silently carry draws from another seed.
+    """
+    for f in list_files(output, sweep):
+        stored = read_provenance(f).get("seed")
+        if stored is not None and int(stored) != int(seed):
+            raise StorageError(
+                f"seed: sweep {sweep!r} in {output} was run with seed {stored}, this file says {seed}; "
+                f"use a new sweep name or a new output directory (stored rows would otherwise be reused)"
+            )
+
+
+def _unified_schema(files: Sequence[Path]) -> pa.Schema:
+    schemas = [pq.read_schema(f).remove_metadata() for f in files]
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def _dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:
+    schema = _unified_schema(files)
+    schema = dataset_schema(schema).remove(0)  # policy comes from the directory; sweep added below
+    part = pds.partitioning(pa.schema([pa.field("policy", pa.string())]), flavor="hive")
+    return pds.dataset(
+        [str(f) for f in files],
+        schema=schema,
+        format="parquet",
+        partitioning=part,
+        partition_base_dir=str(sweep_dir(output, sweep)),
+    )
+
+
+def read_table(
+    output: str | Path,
+    sweep: str,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    exclude: Sequence[str] = (),
+) -> pa.Table:
+    """Rows of one sweep as an Arrow table (partition columns included; `exclude` drops columns unread)."""
+    files = list_files(output, sweep)
+    if not files:
+        return pa.table({"sweep": pa.array([], pa.string()), "policy": pa.array([], pa.string())})
+    dset = _dataset(output, sweep, files)
+    cols = None
+    if columns is None and exclude:
+        columns = [c for c in dset.schema.names if c not in exclude]
+    if columns is not None:
+        cols = [c for c in columns if c != "sweep"]
+        if "policy" not in cols:
+            cols = ["policy", *cols]
+    table = dset.to_table(columns=cols, filter=filter)
+    return table.add_column(0, "sweep", pa.array([sweep] * table.num_rows, pa.string()))
+
+
+def read_sweep(output: str | Path, sweep: str, columns: Sequence[str] | None = None, exclude: Sequence[str] = ()):
+    """Rows of one sweep as a pandas DataFrame (all columns unless `columns` or `exclude` say otherwise)."""
+    return read_table(output, sweep, columns, exclude=exclude).to_pandas()
+
+
+def read_keys(output: str | Path, sweep: str, extra: Sequence[str] = ()) -> pa.Table:
+    """Only the key columns (policy, cell_id, replicate [+ extra]) of one sweep: what resume needs."""
+    return read_table(output, sweep, columns=["policy", *KEY_COLUMNS, *extra])
+
+
+def done_keys(output: str | Path, sweep: str) -> set[tuple[str, str, int]]:
+    """(cell_id, policy label, replicate) of every stored row of one sweep."""
+    t = read_keys(output, sweep)
+    if t.num_rows == 0:
+        return set()
+    return set(
+        zip(
+            t.column("cell_id").to_pylist(),
+            t.column("policy").to_pylist(),
+            t.column("replicate").to_pylist(),
+        )
+    )
+
+
+class DatasetWriter:
+    """Coalesces result rows per policy and writes them as whole Parquet files.
+
+    Not thread-safe; used by the driver only (workers never write).
+    """
+
+    def __init__(
+        self,
+        output: str | Path,
+        sweep: str,
+        schema: pa.Schema,
+        provenance: Mapping[str, Any],
+        *,
+        flush_rows: int = 20_000,
+        flush_seconds: float = 10.0,
+        compression: str = "zstd",
+    ) -> None:
+        self.output = Path(output)
+        self.sweep = sweep
+        self.schema = schema.with_metadata({PROVENANCE_KEY: json.dumps(dict(provenance), sort_keys=True).encode()})
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.compression = compression
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.rows_written = 0
+        self.files_written: list[Path] = []
+        self.write_seconds = 0.0
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def add(self, policy: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        buf = self._buffers.setdefault(policy, [])
+        before = len(buf)
+        buf.extend(rows)
+        self._buffered += len(buf) - before
+        self.tick()
+
+    def tick(self) -> None:
+        """Flush when enough rows are buffered or the buffer is old enough."""
+        if self._buffered >= self.flush_rows or (
+            self._buffered and time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        for policy, rows in self._buffers.items():
+            if rows:
+                self._write(policy, rows)
+        self._buffers = {}
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.write_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.flush()
+
+    def _write(self, policy: str, rows: list[dict[str, Any]]) -> Path:
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        pdir = partition_dir(self.output, self.sweep, policy)
+        pdir.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:12]}"
+        tmp = pdir / f".{name}.parquet{TMP_SUFFIX}"
+        final = pdir / f"{name}.parquet"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression=self.compression)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.rows_written += table.num_rows
+        self.files_written.append(final)
+        return final

@@ -1,0 +1,775 @@
+"""Record a sweep in MLflow, from the driver, after the rows are safe in Parquet.
+
+Why this shape:
+- The Parquet dataset is the record; MLflow gets summaries computed from it (one parent run per
+  execution, one child per policy, one child per (cell, policy) while that stays small), so a sweep
+  can be logged later (`oomsweep log OUTPUT`) and an unreachable store never costs a result.
+- Each run is three store calls (create_run with its tags, one log_batch, set_terminated). Against
+  `mlflow server` a call on a kept-alive connection waits ~45 ms here (the server sends headers and
+  body as two TCP segments; Nagle meets the client's delayed ACK), so child runs go through a small
+  thread pool: 500 runs took 124 s serially and 38 s with 8 threads on a 2-core machine shared with
+  the server. SQLite serialises writers (~22 runs/s whatever the thread count), so there the
+  children are logged serially. The experiment and the parent are created once, on the driver,
+  before the fan-out (a concurrent create_experiment races in MLflow).
+- The parent is marked FINISHED last, so "a FINISHED parent tagged with this execution_id exists"
+  means the whole execution is logged: that is the idempotency key. An unfinished parent left by
+  an interrupted attempt is deleted (with its children) and logged again.
+- Never the file store: it is in maintenance mode since MLflow 3.13 and slow with many runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from sweeps import plots, schema, storage
+from sweeps.stats import quantile, survival, wilson
+
+if TYPE_CHECKING:  # the spec module is only needed for its type here
+    from sweeps.spec import SweepSpec
+
+__all__ = [
+    "TrackingError",
+    "TrackingResult",
+    "log_sweep",
+    "resolve_tracking_uri",
+    "summarise",
+    "grid_columns",
+    "mlflow_key",
+    "METRICS",
+    "TAG_EXECUTION",
+    "TAG_SWEEP",
+    "TAG_ROLE",
+]
+
+TAG_EXECUTION = "oomsweep.execution_id"
+TAG_SWEEP = "oomsweep.sweep"
+TAG_ROLE = "oomsweep.role"  # "parent" | "policy" | "cell"
+TAG_CELL = "oomsweep.cell_id"
+PARENT_TAG = "mlflow.parentRunId"
+DATASET_CONTEXT = "oomsweep.cells"
+
+# Same names in every run (parent table, policy children, cell children) so the compare view lines up.
+METRICS = (
+    "lockup_probability",
+    "ci_low",
+    "ci_high",
+    "n",
+    "lockups",
+    "median_stall_s",
+    "p99_stall_s",
+    "mean_kills",
+    "handed_over_rate",
+)
+FAILED_METRIC = "failed_rows"  # rows with status != "ok": not in n, but worth seeing next to it
+
+# Columns of a sweep row that are not grid/sample parameters: everything the schema declares.
+_ROW_COLUMNS = frozenset(
+    f.name
+    for f in (*schema.PARTITION_FIELDS, *schema.IDENTITY_FIELDS, schema.SCENARIO_FIELD,
+              *schema.OUTCOME_FIELDS, *schema.STATUS_FIELDS)
+)
+_CPU_PREFIX = schema.cpu_column("")
+_MAX_PARAM = 6000  # MLflow truncates longer param values with a warning
+_MAX_TAG = 8000
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # as sweeps.spec validates it
+_EXECUTION_ID = re.compile(r"^[A-Za-z0-9_.:+-]{1,200}$")
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+_HEALTH_TIMEOUT_S = 5.0
+
+
+class TrackingError(RuntimeError):
+    """The tracking store could not record the sweep. One message, fit to print once; the Parquet
+    results are unaffected and `oomsweep log OUTPUT` can log them later."""
+
+
+@dataclass(frozen=True)
+class TrackingResult:
+    """What log_sweep() did. `already_logged`: a FINISHED parent existed; nothing was written."""
+
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    policy_runs: int = 0
+    cell_runs: int = 0
+    already_logged: bool = False
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tracking URI
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """tracking_uri, else $MLFLOW_TRACKING_URI, else MLflow's default: sqlite:///<cwd>/mlflow.db.
+
+    MLflow's own default falls back to the file store when ./mlruns holds old experiments; that
+    fallback is skipped here on purpose. A file-store URI is refused with a TrackingError.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        uri = "sqlite:///" + str(Path.cwd() / "mlflow.db")
+    scheme = urlsplit(uri).scheme
+    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] == ":\\"):
+        raise TrackingError(
+            f"MLflow tracking URI {uri!r} is a file store, which oomsweep does not use (MLflow keeps it "
+            "in maintenance mode). Use sqlite:///mlflow.db or an http(s):// server; old ./mlruns data "
+            "can be moved with `mlflow migrate-filestore --source ./mlruns --target sqlite:///mlflow.db`."
+        )
+    return uri
+
+
+def _display_uri(uri: str) -> str:
+    """The URI without user:password@, for messages."""
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
+
+    errors: list[type[BaseException]] = [MlflowException, OSError]
+    with contextlib.suppress(ImportError):
+        import requests
+
+        errors.append(requests.exceptions.RequestException)
+    with contextlib.suppress(ImportError):
+        import sqlalchemy.exc
+
+        errors.append(sqlalchemy.exc.SQLAlchemyError)
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def _talking_to(uri: str, what: str) -> Iterator[None]:
+    """Turn any store/transport failure into one TrackingError that says where and what."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except _store_errors() as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+        raise TrackingError(f"MLflow tracking at {_display_uri(uri)}: {what} failed: {first}") from e
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail fast on an http(s) store that does not answer: MLflow's own retries take minutes."""
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=_HEALTH_TIMEOUT_S)
+    except requests.exceptions.RequestException as e:
+        raise TrackingError(
+            f"MLflow tracking at {_display_uri(uri)} is unreachable ({type(e).__name__}); the results "
+            "are in Parquet, log them later with `oomsweep log OUTPUT`"
+        ) from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows and summaries (pure over DataFrames)
+
+
+def _read_rows(output: Path, sweep: str) -> pd.DataFrame:
+    """The sweep's rows without scenario_json (large, and not needed for any summary)."""
+    import pyarrow.parquet as pq
+
+    names: dict[str, None] = {}
+    for path in storage.list_files(output, sweep):
+        names.update(dict.fromkeys(pq.read_schema(path).names))
+    if not names:
+        return pd.DataFrame()
+    columns = [c for c in names if c != schema.SCENARIO_FIELD.name]
+    rows = storage.read_sweep(output, sweep, columns=columns)
+    for col in ("policy", "sweep", "status", "cell_id"):
+        if col in rows.columns:
+            rows[col] = rows[col].astype(str)
+    return rows.reset_index(drop=True)
+
+
+def _provenance(output: Path, sweep: str, execution_id: str) -> dict:
+    """Provenance JSON written by this execution (else the newest file's; {} when none is readable)."""
+    files = sorted(storage.list_files(output, sweep), key=lambda p: p.stat().st_mtime, reverse=True)
+    newest: dict = {}
+    for path in files:
+        try:
+            found = storage.read_provenance(path)
+        except (OSError, ValueError):  # unreadable footer: another file will do
+            continue
+        if found.get("execution_id") == execution_id:
+            return found
+        newest = newest or found
+    return newest
+
+
+def _spec_from_provenance(provenance: Mapping[str, Any]) -> SweepSpec | None:
+    """The sweep file this execution ran, if it is still there and unchanged (same sweep_hash)."""
+    path = provenance.get("sweep_file")
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        from sweeps.spec import load_sweep
+
+        spec = load_sweep(path)
+    except (ImportError, OSError, ValueError):  # edited since, or unloadable here: log without it
+        return None
+    return spec if spec.sweep_hash == provenance.get("sweep_hash") else None
+
+
+def _select_rows(rows: pd.DataFrame, spec: SweepSpec | None) -> pd.DataFrame:
+    """With a spec, only its policies and (fixed replicates) replicate numbers, as the runner reports."""
+    if spec is None:
+        return rows
+    keep = rows["policy"].isin([p.label for p in spec.policies])
+    if isinstance(spec.replicates, int) and "replicate" in rows.columns:
+        keep &= rows["replicate"] < spec.replicates
+    return rows[keep].reset_index(drop=True)
+
+
+def grid_columns(rows: pd.DataFrame, spec: SweepSpec | None = None) -> list[str]:
+    """The row columns that hold grid/sample parameters, in the sweep file's order when known."""
+    present = [c for c in rows.columns if c not in _ROW_COLUMNS and not c.startswith(_CPU_PREFIX)]
+    if spec is None:
+        return present
+    from sweeps.identity import param_column
+
+    keys = list(spec.grid)
+    if getattr(spec, "sample", None) is not None:
+        keys += [k for k in spec.sample.params if k not in keys]
+    ordered = [param_column(k) for k in keys]
+    return [c for c in ordered if c in rows.columns] + [c for c in present if c not in ordered]
+
+
+def _stall_values(ok: pd.DataFrame) -> list[float]:
+    return ok["max_stall_s"].astype(float).tolist()
+
+
+def _metrics_of(group: pd.DataFrame) -> dict[str, float]:
+    """The METRICS of one group of rows; only status == "ok" rows count, failures are reported apart."""
+    status = group["status"] if "status" in group.columns else pd.Series("ok", index=group.index)
+    ok = group[status == "ok"]
+    n = len(ok)
+    k = int(ok["lockup"].astype(bool).sum())
+    prop = wilson(k, n)
+    stalls = _stall_values(ok)
+    return {
+        "lockup_probability": prop.p,
+        "ci_low": prop.low,
+        "ci_high": prop.high,
+        "n": float(n),
+        "lockups": float(k),
+        "median_stall_s": quantile(stalls, 0.5),
+        "p99_stall_s": quantile(stalls, 0.99),
+        "mean_kills": float(ok["kills"].astype(float).mean()) if n else math.nan,
+        "handed_over_rate": float(ok["handed_over"].astype(bool).mean()) if n else math.nan,
+        FAILED_METRIC: float(len(group) - n),
+    }
+
+
+def summarise(rows: pd.DataFrame, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
+    """One row per group with the columns *by, METRICS..., failed_rows (sorted by *by)."""
+    by = list(by)
+    records = []
+    for key, group in rows.groupby(by, sort=True, dropna=False, observed=True):
+        key = key if isinstance(key, tuple) else (key,)
+        records.append({**dict(zip(by, key)), **_metrics_of(group)})
+    return pd.DataFrame.from_records(records, columns=[*by, *METRICS, FAILED_METRIC])
+
+
+def _cell_summary(rows: pd.DataFrame, grid: Sequence[str]) -> pd.DataFrame:
+    """Per (cell, policy): cell_index, grid values and METRICS; the dataset recorded with log_input."""
+    table = summarise(rows, ("cell_id", "policy"))
+    cells = rows.groupby("cell_id", sort=False)[["cell_index", *grid]].first().reset_index()
+    table = cells.merge(table, on="cell_id", how="right")
+    return table.sort_values(["cell_index", "policy"], kind="stable").reset_index(drop=True)
+
+
+def mlflow_key(name: str) -> str:
+    """A param/metric key MLflow accepts everywhere: alphanumerics and `_ - . / space`, <= 250 chars."""
+    return _UNSAFE_KEY.sub("_", name)[:250] or "_"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        text = "true" if v else "false"
+    elif isinstance(v, (float, np.floating)):
+        text = repr(float(v))
+    elif isinstance(v, np.integer):
+        text = str(int(v))
+    else:
+        text = str(v)
+    return text if len(text) <= _MAX_PARAM else text[: _MAX_PARAM - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------------
+# What gets logged
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    """One child run: everything it needs, decided before any store call."""
+
+    name: str
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+
+
+def _order_policies(found: Sequence[str], spec: SweepSpec | None) -> list[str]:
+    declared = [p.label for p in spec.policies] if spec is not None else []
+    return [p for p in declared if p in found] + sorted(p for p in found if p not in declared)
+
+
+def _policy_options(rows: pd.DataFrame, policy: str) -> dict:
+    if "policy_options" not in rows.columns:
+        return {}
+    values = rows.loc[rows["policy"] == policy, "policy_options"].dropna()
+    if values.empty:
+        return {}
+    with contextlib.suppress(ValueError, TypeError):
+        opts = json.loads(values.iloc[0])
+        return opts if isinstance(opts, dict) else {}
+    return {}
+
+
+def _git_sha() -> str | None:
+    """HEAD of the checkout this package runs from, if it is one (and has a commit)."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def _source_tags(sweep_file: str | None = None) -> dict[str, str]:
+    """The mlflow.source.* / mlflow.user tags the fluent API would set (MlflowClient sets none).
+
+    The source is the sweep file when known (what was run), else the entry point, as MLflow does.
+    """
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    entry = sys.argv[0] if sys.argv and sys.argv[0] else "oomsweep"
+    if sweep_file:
+        entry = str(sweep_file)
+    return {
+        "mlflow.user": user,
+        "mlflow.source.name": os.path.abspath(entry) if os.path.exists(entry) else entry,
+        "mlflow.source.type": "LOCAL",
+    }
+
+
+def _replicates_text(rows: pd.DataFrame, spec: SweepSpec | None) -> str:
+    if spec is not None:
+        r = spec.replicates
+        if isinstance(r, int):
+            return str(r)
+        return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
+    counts = rows.groupby(["cell_id", "policy"], observed=True).size()
+    lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+    return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+def _grid_text(rows: pd.DataFrame, grid: Sequence[str], spec: SweepSpec | None) -> str:
+    if spec is not None:
+        parts = [f"{k}={len(v)}" for k, v in spec.grid.items()]
+        if getattr(spec, "sample", None) is not None and spec.sample.n:
+            parts.append(f"sample={spec.sample.method}:{spec.sample.n}({','.join(spec.sample.params)})")
+        return ", ".join(parts) or "(single cell)"
+    return ", ".join(f"{c}={rows[c].nunique(dropna=False)}" for c in grid) or "(single cell)"
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+def _note(sweep: str, execution_id: str, table: pd.DataFrame, counts: Mapping[str, int],
+          model_version: str, cell_note: str) -> str:
+    """Run description (mlflow.note.content): one line of context and the per-policy table."""
+    lines = [
+        f"**oomsweep `{sweep}`**, execution `{execution_id}`, model {model_version}: "
+        f"{counts['cells']} cells × {counts['policies']} policies, {counts['rows']} rows "
+        f"({counts['failed']} failed). {cell_note}",
+        "",
+        "| policy | n | lockups | P(lockup) | 95 % CI | median stall s | p99 stall s | mean kills | handed over |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.policy} | {int(r.n)} | {int(r.lockups)} | {_fmt(r.lockup_probability)} | "
+            f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {_fmt(r.median_stall_s)} | {_fmt(r.p99_stall_s)} | "
+            f"{_fmt(r.mean_kills)} | {_fmt(r.handed_over_rate)} |"
+        )
+    text = "\n".join(lines)
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 1] + "…"
+
+
+def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame, rows_ok: pd.DataFrame,
+                     grid: Sequence[str], policies: Sequence[str], spec: SweepSpec | None,
+                     provenance: Mapping[str, Any]) -> None:
+    """Everything the parent run carries as files, written locally then uploaded in one call."""
+    if spec is not None and getattr(spec, "source_text", ""):
+        (directory / "sweep.yaml").write_text(spec.source_text, encoding="utf-8")
+    if provenance:
+        (directory / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    table.to_csv(directory / "policy_table.csv", index=False)
+    (directory / "policy_table.html").write_text(
+        table.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–"), encoding="utf-8")
+
+    plot_dir = directory / "plots"
+    plots.save_png(plots.lockup_probability_figure(table), plot_dir / "lockup_probability.png")
+    varying = [c for c in grid if cells[c].nunique(dropna=True) > 1]
+    if len(varying) >= 2:
+        x, y = varying[0], varying[1]
+        plots.save_png(plots.heatmap_figure(cells, x, y, policies), plot_dir / "lockup_heatmap.png")
+    stalls = rows_ok["max_stall_s"].astype(float)
+    top = float(stalls.max()) if len(stalls) and not math.isnan(stalls.max()) else 0.0
+    thresholds = np.linspace(0.0, top * 1.02 if top > 0 else 1.0, 241)
+    curves = {p: survival(_stall_values(rows_ok[rows_ok["policy"] == p]), thresholds) for p in policies}
+    lockup_after = None
+    if spec is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            lockup_after = float(spec.base["lockup_after_s"])
+    plots.save_png(plots.survival_figure(curves, lockup_after), plot_dir / "stall_survival.png")
+
+
+def _child_plans(rows: pd.DataFrame, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
+                 policies: Sequence[str], common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
+    plans = []
+    for r in table.to_dict("records"):
+        policy = r["policy"]
+        options = _policy_options(rows, policy)
+        name_col = rows.loc[rows["policy"] == policy, "policy_name"] if "policy_name" in rows else None
+        params = {"policy": policy}
+        if name_col is not None and len(name_col):
+            params["policy_name"] = str(name_col.iloc[0])
+        params.update({mlflow_key(f"option.{k}"): _value(v) for k, v in sorted(options.items())})
+        if options:
+            params["policy_options"] = _value(json.dumps(options, sort_keys=True))
+        plans.append(_RunPlan(policy, {**common, TAG_ROLE: "policy"}, params,
+                              {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+    if with_cells:
+        for r in cells.to_dict("records"):
+            params = {mlflow_key(c): _value(r[c]) for c in grid}
+            params["policy"] = r["policy"]
+            tags = {**common, TAG_ROLE: "cell", TAG_CELL: str(r["cell_id"]),
+                    "oomsweep.cell_index": str(int(r["cell_index"]))}
+            plans.append(_RunPlan(f"{r['policy']} · cell {int(r['cell_index'])}", tags, params,
+                                  {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+    return plans
+
+
+# --------------------------------------------------------------------------------------------------
+# Store calls
+
+
+def _create_run_logged(client: Any, experiment_id: str, plan: _RunPlan) -> str:
+    """create_run + one log_batch + set_terminated: the whole cost of a child run."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    run = client.create_run(experiment_id, start_time=now, tags=dict(plan.tags), run_name=plan.name)
+    run_id = run.info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in plan.metrics.items()],
+        params=[Param(k, v) for k, v in plan.params.items()],
+        synchronous=True,
+    )
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _log_children(client: Any, experiment_id: str, plans: Sequence[_RunPlan], threads: int) -> int:
+    """Log child runs concurrently; the first failure cancels the rest and is re-raised."""
+    if not plans:
+        return 0
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(plans))),
+                            thread_name_prefix="oomsweep-mlflow") as pool:
+        futures = [pool.submit(_create_run_logged, client, experiment_id, p) for p in plans]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()
+    return len(plans)
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """For a SQLite store: <directory of the .db>/mlruns/<experiment>, next to the database.
+
+    MLflow's own default is ./mlruns under the *current* directory, which scatters artifacts
+    wherever oomsweep happens to be started when the database lives elsewhere. With the default
+    URI (sqlite:///mlflow.db in cwd) both are the same directory. Other stores: the server decides.
+    """
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith("sqlite") or parts.path in ("", "/", "/:memory:"):
+        return None
+    db = Path(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
+    return str((db.parent if db.is_absolute() else Path.cwd() / db.parent).resolve() / "mlruns" / slug)
+
+
+def _experiment_id(client: Any, name: str, artifact_location: str | None = None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as e:  # created meanwhile by someone else
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise e
+    if exp.lifecycle_stage != "active":
+        raise TrackingError(
+            f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}`) or set mlflow.experiment to another name"
+        )
+    return exp.experiment_id
+
+
+def _search_all(client: Any, experiment_ids: str | Sequence[str], filter_string: str) -> list:
+    ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+    runs, token = [], None
+    while True:
+        page = client.search_runs(ids, filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _existing_parents(client: Any, experiment_ids: Sequence[str], sweep: str, execution_id: str) -> list:
+    """Parent runs of this execution in any of the experiments (it may have been logged under
+    another experiment name, e.g. by `oomsweep log` without the sweep file)."""
+    found = []
+    for i in range(0, len(experiment_ids), 100):
+        found += _search_all(
+            client, list(experiment_ids[i : i + 100]),
+            f"tags.`{TAG_EXECUTION}` = '{execution_id}' and tags.`{TAG_ROLE}` = 'parent' "
+            f"and tags.`{TAG_SWEEP}` = '{sweep}'",
+        )
+    return found
+
+
+def _active_experiment_ids(client: Any) -> list[str]:
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def _delete_attempt(client: Any, experiment_id: str, run_id: str) -> None:
+    """Soft-delete an unfinished parent and its children (left by an interrupted attempt)."""
+    for child in _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'"):
+        client.delete_run(child.info.run_id)
+    client.delete_run(run_id)
+
+
+def _log_dataset(client: Any, run_id: str, cells: pd.DataFrame, source: str, name: str) -> None:
+    """Record the per-cell summary (not the rows) as the run's input, pointing at the Parquet data."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "ambiguous source" for local paths; integer-column hint
+        dataset = mlflow.data.from_pandas(cells, source=source, name=name, targets="lockup_probability")
+        entity = dataset._to_mlflow_entity()
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", DATASET_CONTEXT)])])
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def log_sweep(
+    output: Path,
+    sweep: str,
+    *,
+    tracking_uri: str | None,
+    spec: SweepSpec | None = None,
+    execution_id: str,
+    max_cell_runs: int | None = None,
+    experiment: str | None = None,
+    threads: int = 8,
+) -> TrackingResult:
+    """Log one execution of a sweep from its Parquet rows; a no-op if that execution is logged.
+
+    The summaries cover the sweep's stored rows at logging time (all executions: a resumed sweep's
+    result is their union), restricted to the spec's policies and replicate numbers when a spec is
+    known; metric `rows_in_execution` counts the rows this execution wrote. Without `spec`, the
+    sweep file named in this execution's Parquet provenance is used if it still has the same hash.
+    Experiment: `experiment`, else spec.mlflow.experiment, else the sweep name; an execution already
+    logged under another experiment is found there. max_cell_runs: else spec.mlflow.max_cell_runs,
+    else 2000; per-cell child runs are logged only while cells × policies <= max_cell_runs.
+    `threads`: concurrent child-run loggers for a server (a SQLite store is written serially).
+    Raises TrackingError for any failure to record (nothing half-logged is left FINISHED), and
+    ValueError for a malformed sweep name or execution_id.
+    """
+    started = time.monotonic()
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    if not _SWEEP_NAME.match(sweep or ""):
+        raise ValueError(f"sweep must match {_SWEEP_NAME.pattern}, got {sweep!r}")
+    if not _EXECUTION_ID.match(execution_id or ""):
+        raise ValueError(f"execution_id must match {_EXECUTION_ID.pattern}, got {execution_id!r}")
+    uri = resolve_tracking_uri(tracking_uri)
+    output = Path(output)
+    provenance = _provenance(output, sweep, execution_id)
+    if spec is None:
+        spec = _spec_from_provenance(provenance)
+    spec_mlflow = getattr(spec, "mlflow", None)
+    experiment = experiment or getattr(spec_mlflow, "experiment", None) or sweep
+    if max_cell_runs is None:
+        max_cell_runs = int(getattr(spec_mlflow, "max_cell_runs", 2000))
+    if urlsplit(uri).scheme.startswith("sqlite"):
+        threads = 1  # SQLite serialises writers: measured no gain from threads, only lock waits
+    rows = _select_rows(_read_rows(output, sweep), spec)
+    if rows.empty:
+        raise TrackingError(f"nothing to log: no rows of sweep {sweep!r} under {output}")
+
+    _check_reachable(uri)
+    from mlflow import MlflowClient
+
+    with _talking_to(uri, "opening the store"):
+        client = MlflowClient(tracking_uri=uri)
+        experiment_ids = _active_experiment_ids(client)
+    with _talking_to(uri, "looking up earlier logging of this execution"):
+        earlier = _existing_parents(client, experiment_ids, sweep, execution_id)
+        for run in earlier:
+            if run.info.status == "FINISHED":
+                exp = client.get_experiment(run.info.experiment_id)
+                return TrackingResult(uri, exp.name, exp.experiment_id, run.info.run_id,
+                                      already_logged=True, seconds=time.monotonic() - started)
+        for run in earlier:
+            _delete_attempt(client, run.info.experiment_id, run.info.run_id)
+    with _talking_to(uri, f"creating experiment {experiment!r}"):
+        experiment_id = _experiment_id(client, experiment, _artifact_location(uri, experiment))
+
+    # Summaries first: nothing is written to the store until they are known to compute.
+    grid = grid_columns(rows, spec)
+    status = rows["status"] if "status" in rows.columns else pd.Series("ok", index=rows.index)
+    rows_ok = rows[status == "ok"]
+    policies = _order_policies(list(pd.unique(rows["policy"])), spec)
+    table = summarise(rows, ("policy",)).set_index("policy").loc[policies].reset_index()
+    cells = _cell_summary(rows, grid)
+    n_cells = int(rows["cell_id"].nunique())
+    with_cells = n_cells * len(policies) <= max_cell_runs
+    cell_note = (
+        f"Per-cell runs: {n_cells * len(policies)}."
+        if with_cells
+        else f"Per-cell runs skipped: {n_cells} cells × {len(policies)} policies > max_cell_runs {max_cell_runs}."
+    )
+    model_versions = sorted(map(str, pd.unique(rows["model_version"]))) if "model_version" in rows else []
+    model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
+    counts = {"cells": n_cells, "policies": len(policies), "rows": len(rows), "failed": len(rows) - len(rows_ok)}
+    sweep_hash = getattr(spec, "sweep_hash", None) or provenance.get("sweep_hash", "")
+    seed = getattr(spec, "seed", None)
+    if seed is None:
+        seed = provenance.get("seed", "")
+    git_sha = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or _git_sha()
+
+    params = {
+        "sweep": sweep,
+        "execution_id": execution_id,
+        "sweep_hash": str(sweep_hash),
+        "grid": _grid_text(rows, grid, spec),
+        "grid_keys": ", ".join(grid) or "(none)",
+        "cells": str(n_cells),
+        "policies": ", ".join(policies),
+        "replicates": _replicates_text(rows, spec),
+        "model_version": model_version,
+        "seed": str(seed),
+        "max_cell_runs": str(max_cell_runs),
+    }
+    params = {k: _value(v) for k, v in params.items()}
+    metrics = {
+        "rows": float(len(rows)),
+        "rows_ok": float(len(rows_ok)),
+        FAILED_METRIC: float(counts["failed"]),
+        "cells": float(n_cells),
+        "policies": float(len(policies)),
+        "rows_in_execution": float((rows["execution_id"] == execution_id).sum()) if "execution_id" in rows else 0.0,
+        "sim_cpu_s": float(rows["wall_s"].astype(float).sum()) if "wall_s" in rows else 0.0,
+    }
+    common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
+    parent_tags = {
+        **common,
+        TAG_ROLE: "parent",
+        "mlflow.note.content": _note(sweep, execution_id, table, counts, model_version, cell_note),
+        "oomsweep.cell_runs": cell_note,
+    }
+    if git_sha:
+        parent_tags["mlflow.source.git.commit"] = str(git_sha)
+
+    with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
+        _write_artifacts(Path(tmp), table, cells, rows_ok, grid, policies, spec, provenance)
+
+        parent_id = None
+        try:
+            with _talking_to(uri, "creating the parent run"):
+                from mlflow.entities import Metric, Param
+
+                now = int(time.time() * 1000)
+                parent = client.create_run(experiment_id, start_time=now, tags=parent_tags,
+                                           run_name=f"{sweep} {execution_id}")
+                parent_id = parent.info.run_id
+                client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                                 params=[Param(k, v) for k, v in params.items()], synchronous=True)
+            with _talking_to(uri, "uploading artifacts"):
+                client.log_artifacts(parent_id, tmp)
+            with _talking_to(uri, "recording the dataset"):
+                source = storage.sweep_dir(output, sweep).resolve()
+                _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
+            plans = _child_plans(rows, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
+                                 with_cells)
+            with _talking_to(uri, "logging child runs"):
+                _log_children(client, experiment_id, plans, threads)
+            with _talking_to(uri, "finishing the parent run"):
+                client.set_terminated(parent_id, "FINISHED")
+        except BaseException:
+            if parent_id is not None:  # best effort: leave it visibly unfinished; the next call redoes it
+                with contextlib.suppress(Exception):
+                    client.set_terminated(parent_id, "FAILED")
+            raise
+
+    return TrackingResult(
+        uri, experiment, experiment_id, parent_id,
+        policy_runs=len(policies),
+        cell_runs=len(cells) if with_cells else 0,
+        seconds=time.monotonic() - started,
+        notes=(cell_note,),
+    )
