@@ -196,3 +196,12 @@ def test_outcome_columns_flatten_cpu_s():
     assert cols["first_kill_s"] is None
     assert json.dumps(cols)  # plain values only
     assert sorted(k for k in cols if k.startswith("cpu_s.")) == ["cpu_s.children", "cpu_s.oom_reaper"]
+
+
+def test_schema_declares_every_outcome_field_in_order():
+    """The Parquet schema and oommodel.Outcome must not drift apart."""
+    from oommodel import Outcome
+    from sweeps.schema import OUTCOME_FIELDS
+
+    model_fields = [name for name in Outcome.field_names() if name != "cpu_s"]
+    assert [f.name for f in OUTCOME_FIELDS] == model_fields
