@@ -57,7 +57,10 @@ class Counters:
 
 
 class World:
-    def __init__(self, sc: Any, policy: OomPolicy, opts: dict[str, Any], seed: int, trace: bool = False) -> None:
+    def __init__(self, sc: Any, policy: OomPolicy, opts: dict[str, Any], seed: int, trace: bool = False,
+                 detector: type = AllocatorStallDetector) -> None:
+        """`detector` is the lockup detector class (pluggable: any class with the
+        AllocatorStallDetector interface and a one-line `criterion`)."""
         self.sc = sc
         self.policy = policy
         self.opts = opts
@@ -75,7 +78,7 @@ class World:
         self.slowpath = try_charge_slowpath if self.domain is not None and self.domain.is_memcg else alloc_slowpath
         self.oom_lock = Mutex(env, "oom_lock")
         self.softirq = Softirq(self)
-        self.detector = AllocatorStallDetector(env, sc.lockup_after_s, self.describe_stall)
+        self.detector = detector(env, sc.lockup_after_s, self.describe_stall)
         self.stats = Counters()
         self.victims: list[Process] = []
         self.skip_log: list[tuple[int, str, float]] = []   # (pid, by, time) each time MMF_OOM_SKIP is set on a victim
