@@ -363,6 +363,17 @@ class Machine:
     def _start(self, th: Thread, demand: float, work: float | None, resched: float | None) -> None:
         """Common part of run()/spin(): a new segment begins (which is also a preemption point)."""
         th.seq += 1
+        if th.runnable and not th.pinned and th.demand == demand:
+            # Same demand on the same run queue: every rate stays as it is (typically the next
+            # run() right after the previous one ended), so only the CPU's timer moves.
+            rq = self.rqs[th.cpu]  # type: ignore[index]
+            now = self.env.now
+            self._settle(rq, now)
+            th.work_left = work
+            th.resched_every_s = resched
+            th.seg_start = now
+            self._arm_cpu_timer(rq, now)
+            return
         th.demand = demand
         th.work_left = work
         th.resched_every_s = resched
