@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("output", metavar="OUTPUT")
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
+
+    from sweeps import history
+
+    history.register(sub)
     return p
 
 
@@ -220,7 +224,14 @@ COMMANDS = {
     "policies": cmd_policies,
     "validate": cmd_validate,
     "log": cmd_log,
+    "history": lambda args: _lazy("sweeps.history", "run_history")(args),
 }
+
+
+def _lazy(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
