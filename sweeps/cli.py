@@ -1,7 +1,8 @@
 """`oomsweep` command line (also `python -m sweeps`).
 
-Exit codes: 0 done, 1 rows failed (or were lost), 2 bad input (one message,
-never a traceback), 130 interrupted.
+Exit codes: 0 done, 1 rows failed, timed out or were lost, or results could not
+be written (disk full), 2 bad input (one message, never a traceback),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fail-fast", action="store_true", help="stop at the first row whose simulation raises")
     r.add_argument("--dry-run", action="store_true", help="print cells, rows and an estimated time; run nothing")
     r.add_argument("--yes", action="store_true", help="run even if the grid has more rows than --max-rows")
-    r.add_argument("--max-rows", type=int, default=int(os.environ.get("OOMSWEEP_MAX_ROWS", "1000000")),
+    r.add_argument("--max-rows", type=int, default=None,
                    help="rows above which --yes is required (default 1,000,000 or $OOMSWEEP_MAX_ROWS)")
+    r.add_argument("--row-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock budget of one row; a row that exceeds it is stored with status 'timeout' "
+                        "(default 300, 0 = no budget)")
     r.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)  # no Ray: debugging and tests
     r.add_argument("--flush-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
 
@@ -85,15 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="validate a sweep file without running it")
     v.add_argument("sweep_file", metavar="SWEEP.yaml")
+    v.add_argument("--yes", action="store_true", help="validate every cell even if the grid has more rows than --max-rows")
+    v.add_argument("--max-rows", type=int, default=None,
+                   help="rows above which --yes is required (default 1,000,000 or $OOMSWEEP_MAX_ROWS)")
 
     lg = sub.add_parser("log", help="log stored sweep results to MLflow (e.g. after the store was unreachable)")
     lg.add_argument("output", metavar="OUTPUT")
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps import history
+    from sweeps import calibrate, history
 
     history.register(sub)
+    calibrate.register(sub)
     return p
 
 
@@ -116,11 +124,26 @@ def _pick_sweep(output: str, sweep: str | None) -> str:
     return names[0]
 
 
+def _max_rows(value: int | None) -> int:
+    if value is not None:
+        return value
+    raw = os.environ.get("OOMSWEEP_MAX_ROWS", "1000000")
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"OOMSWEEP_MAX_ROWS: must be an integer, got {raw!r}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sweeps.runner import RunOptions, run_sweep
 
+    from sweeps.executor import DEFAULT_ROW_TIMEOUT_S
+
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers: must be >= 1")
+    if args.row_timeout is not None and not args.row_timeout >= 0:
+        raise UsageError("--row-timeout: must be >= 0 seconds (0 = no budget)")
+    row_timeout = DEFAULT_ROW_TIMEOUT_S if args.row_timeout is None else (args.row_timeout or None)
     opts = RunOptions(
         output=args.output,
         address=args.address,
@@ -130,9 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         fail_fast=args.fail_fast,
         dry_run=args.dry_run,
         yes=args.yes,
-        max_rows=args.max_rows,
+        max_rows=_max_rows(args.max_rows),
         executor="serial" if args.serial else "ray",
         flush_seconds=args.flush_seconds,
+        row_timeout=row_timeout,
     )
     return run_sweep(args.sweep_file, opts).exit_code
 
@@ -185,9 +209,9 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from sweeps.grid import count_cells
-    from sweeps.spec import load_sweep
+    from sweeps.runner import load_sweep_checked
 
-    spec = load_sweep(args.sweep_file)
+    spec = load_sweep_checked(args.sweep_file, _max_rows(args.max_rows), args.yes)
     cells = count_cells(spec)
     reps = spec.max_replicates
     print(
@@ -225,6 +249,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "log": cmd_log,
     "history": lambda args: _lazy("sweeps.history", "run_history")(args),
+    "calibrate": lambda args: _lazy("sweeps.calibrate", "run_calibrate")(args),
 }
 
 
@@ -232,6 +257,11 @@ def _lazy(module: str, name: str):
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def _one_line(msg: str) -> str:
+    """Control characters (a key named "\\x1e", a newline in a value) escaped: one message, one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in msg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,11 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if isinstance(exc, errors):
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            print(f"oomsweep {args.command}: error: {msg}", file=sys.stderr)
+            print(f"oomsweep {args.command}: error: {_one_line(str(msg))}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if type(exc).__name__ == "ExecutorError":
             print(f"oomsweep {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT if getattr(exc, "bad_input", False) else EXIT_FAILED
+        if type(exc).__name__ == "StorageWriteError":  # e.g. disk full outside the run loop
+            print(f"oomsweep {args.command}: error: cannot store results: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if type(exc).__name__ == "TrackingError":
             print(f"oomsweep {args.command}: MLflow error: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -7,7 +7,9 @@ The first batches are small ("slow start") and grow as measurements arrive.
 A bounded window of tasks is kept in flight with `ray.wait` and results are
 handed back in completion order, so memory stays bounded however large the
 sweep.  A model exception is captured in its row (status "error", with the
-row's description: cell and seed) unless fail-fast; a worker that dies is
+row's description: cell and seed) unless fail-fast; a row that outlives its
+wall-clock budget (`row_timeout`) is cut short and recorded with status
+"timeout" and null outcomes (never a lockup); a worker that dies is
 retried by Ray (`max_retries`); rows of a batch whose retries ran out come back
 with status "lost" and are never written, so a rerun picks them up.
 
@@ -16,25 +18,110 @@ Workers only compute: they never touch MLflow or Parquet.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sweeps.schema import STATUS_ERROR, STATUS_OK
+from sweeps.schema import STATUS_ERROR, STATUS_OK, STATUS_TIMEOUT
 
 STATUS_LOST = "lost"  # never written: the batch died after Ray's retries
+DEFAULT_ROW_TIMEOUT_S = 300.0  # a row is milliseconds to seconds; five minutes means it is stuck
 
 Take = Callable[[int], list[Any]]  # take(n) -> up to n items available now ([] = none right now)
 
 
 class RowFailed(RuntimeError):
-    """A row raised and fail-fast is on."""
+    """A row raised (or ran out of its wall-clock budget) and fail-fast is on."""
+
+
+class RowTimeout(BaseException):
+    """Raised inside a row's simulation when its wall-clock budget runs out.
+
+    A BaseException so that no `except Exception` in the model can swallow it.
+    """
+
+
+class _RowBudget:
+    """A per-row wall-clock budget that interrupts pure-Python simulation code.
+
+    On the main thread (Ray task workers, the serial executor) SIGALRM via
+    setitimer; elsewhere a watchdog timer that raises RowTimeout in the row's
+    thread (PyThreadState_SetAsyncExc).  Both are checked between bytecodes,
+    which is where SimPy spends its time; a row stuck inside one C call is not
+    interrupted (docs/reliability.md).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if seconds and seconds > 0 else None
+        self._armed = False
+        self._fired = False
+        self._lock = threading.Lock()
+        self._use_alarm = (
+            self.seconds is not None
+            and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+        )
+        self._old_handler: Any = None
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self._armed:
+            self._armed = False
+            raise RowTimeout()
+
+    def __enter__(self) -> "_RowBudget":
+        if self._use_alarm:
+            self._old_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old_handler or signal.SIG_DFL)
+
+    @contextmanager
+    def row(self):
+        if self.seconds is None:
+            yield
+            return
+        if self._use_alarm:
+            self._armed = True
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            try:
+                yield
+            finally:
+                self._armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            return
+        tid = threading.get_ident()
+        self._armed, self._fired = True, False
+
+        def fire() -> None:
+            with self._lock:
+                if self._armed:
+                    self._fired = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(RowTimeout))
+
+        timer = threading.Timer(self.seconds, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._armed = False
+                timer.cancel()
+                if self._fired:  # an exception set but not yet raised must not escape later
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
 
 
 class ExecutorError(RuntimeError):
@@ -58,22 +145,40 @@ def _describe(item: Any) -> str:
     return d() if callable(d) else repr(item)
 
 
-def execute_batch(fn: Callable[[Any], dict[str, Any]], items: Sequence[Any], fail_fast: bool, node_id: str) -> list[dict[str, Any]]:
-    """Run `fn` on each item; status columns added, exceptions captured per item."""
+def execute_batch(
+    fn: Callable[[Any], dict[str, Any]],
+    items: Sequence[Any],
+    fail_fast: bool,
+    node_id: str,
+    row_timeout: float | None = None,
+) -> list[dict[str, Any]]:
+    """Run `fn` on each item; status columns added, exceptions captured per item.
+
+    A row that runs longer than `row_timeout` seconds of wall time is cut short
+    and recorded with status "timeout" (never as a lockup: its outcome columns
+    stay null) and its cell and seed in `error`.
+    """
     pid = os.getpid()
     out: list[dict[str, Any]] = []
-    for item in items:
-        t0 = time.perf_counter()
-        try:
-            values = dict(fn(item))
-            values.update(status=STATUS_OK, error="")
-        except Exception as exc:  # a model bug in one row must not take down the sweep
-            if fail_fast:
-                raise RowFailed(f"{type(exc).__name__}: {exc} [{_describe(item)}]") from exc
-            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            values = {"status": STATUS_ERROR, "error": f"{tb} [{_describe(item)}]"}
-        values.update(wall_s=time.perf_counter() - t0, node_id=node_id, worker_pid=pid)
-        out.append(values)
+    with _RowBudget(row_timeout) as budget:
+        for item in items:
+            t0 = time.perf_counter()
+            try:
+                with budget.row():
+                    values = dict(fn(item))
+                values.update(status=STATUS_OK, error="")
+            except RowTimeout:
+                msg = f"row exceeded its wall-clock budget of {budget.seconds:g} s (--row-timeout) [{_describe(item)}]"
+                if fail_fast:
+                    raise RowFailed(msg) from None
+                values = {"status": STATUS_TIMEOUT, "error": msg}
+            except Exception as exc:  # a model bug in one row must not take down the sweep
+                if fail_fast:
+                    raise RowFailed(f"{type(exc).__name__}: {exc} [{_describe(item)}]") from exc
+                tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                values = {"status": STATUS_ERROR, "error": f"{tb} [{_describe(item)}]"}
+            values.update(wall_s=time.perf_counter() - t0, node_id=node_id, worker_pid=pid)
+            out.append(values)
     return out
 
 
@@ -127,9 +232,10 @@ def _nothing() -> None:
 class SerialExecutor:
     """Runs batches in this process: for tests, benchmarks and dry-run calibration."""
 
-    def __init__(self, *, fail_fast: bool = False, target_batch_s: float = 0.5) -> None:
+    def __init__(self, *, fail_fast: bool = False, target_batch_s: float = 0.5, row_timeout: float | None = None) -> None:
         self.workers = 1
         self.fail_fast = fail_fast
+        self.row_timeout = row_timeout
         self.sizer = BatchSizer(target_batch_s)
 
     def stream(self, fn, take, *, should_stop=_never, on_idle=_nothing) -> Iterator[Batch]:
@@ -137,7 +243,7 @@ class SerialExecutor:
             items = take(self.sizer.size)
             if not items:
                 return
-            results = execute_batch(fn, items, self.fail_fast, "local")
+            results = execute_batch(fn, items, self.fail_fast, "local", self.row_timeout)
             self.sizer.observe(results)
             yield Batch(items, results)
             on_idle()
@@ -177,8 +283,12 @@ def _private_token_auth() -> None:
 
 
 def _short_temp_dir() -> str:
-    """A private, short temp dir: Ray's unix socket paths must stay under ~107 bytes."""
-    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    """A private, short temp dir: Ray's unix socket paths must stay under ~107 bytes.
+
+    OOMSWEEP_RAY_TEMP_BASE picks another (short) parent directory; tests use it,
+    with OOMSWEEP_KEEP_RAY_TEMP=1, to inspect the Ray logs of a run afterwards.
+    """
+    base = os.environ.get("OOMSWEEP_RAY_TEMP_BASE") or ("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir())
     return tempfile.mkdtemp(prefix="oomsw-", dir=base)
 
 
@@ -201,8 +311,10 @@ class RayExecutor:
         target_batch_s: float = 0.5,
         max_retries: int = 3,
         window: int | None = None,
+        row_timeout: float | None = None,
     ) -> None:
         self.address = address
+        self.row_timeout = row_timeout
         self.requested_workers = workers
         self.fail_fast = fail_fast
         self.sizer = BatchSizer(target_batch_s)
@@ -281,7 +393,7 @@ class RayExecutor:
                     items = take(self.sizer.size)
                     if not items:
                         break
-                    ref = self._remote.remote(fn_ref, items, self.fail_fast)
+                    ref = self._remote.remote(fn_ref, items, self.fail_fast, self.row_timeout)
                     in_flight[ref] = items
                 if not in_flight:
                     # Nothing running: more work can only appear if take() gives some now.
@@ -290,7 +402,7 @@ class RayExecutor:
                     items = take(self.sizer.size)
                     if not items:
                         return
-                    ref = self._remote.remote(fn_ref, items, self.fail_fast)
+                    ref = self._remote.remote(fn_ref, items, self.fail_fast, self.row_timeout)
                     in_flight[ref] = items
                     continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
@@ -326,7 +438,8 @@ class RayExecutor:
             ray.shutdown()
             self._owns_ray = False
         if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            if os.environ.get("OOMSWEEP_KEEP_RAY_TEMP") != "1":
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
 
     def __enter__(self) -> "RayExecutor":
@@ -336,12 +449,14 @@ class RayExecutor:
         self.close()
 
 
-def _remote_batch(fn: Callable[[Any], dict[str, Any]], items: Sequence[Any], fail_fast: bool) -> list[dict[str, Any]]:
+def _remote_batch(
+    fn: Callable[[Any], dict[str, Any]], items: Sequence[Any], fail_fast: bool, row_timeout: float | None = None
+) -> list[dict[str, Any]]:
     """Body of one Ray task (module-level so workers import it by reference)."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id() or socket.gethostname()
-    return execute_batch(fn, items, fail_fast, node_id)
+    return execute_batch(fn, items, fail_fast, node_id, row_timeout)
 
 
 @dataclass(frozen=True)
@@ -393,5 +508,5 @@ class RowSimulator:
 
 def make_executor(kind: str = "ray", **kwargs: Any) -> Executor:
     if kind == "serial":
-        return SerialExecutor(fail_fast=kwargs.get("fail_fast", False))
+        return SerialExecutor(fail_fast=kwargs.get("fail_fast", False), row_timeout=kwargs.get("row_timeout"))
     return RayExecutor(**kwargs)

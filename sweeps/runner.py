@@ -28,12 +28,22 @@ import pyarrow as pa
 
 from sweeps import schema as S
 from sweeps import storage
-from sweeps.executor import STATUS_LOST, Batch, RayExecutor, RowFailed, RowSimulator, RowTask, SerialExecutor
+from sweeps.executor import (
+    DEFAULT_ROW_TIMEOUT_S,
+    STATUS_LOST,
+    Batch,
+    RayExecutor,
+    RowFailed,
+    RowSimulator,
+    RowTask,
+    SerialExecutor,
+    execute_batch,
+)
 from sweeps.progress import Progress
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
-SUMMARY_COLUMNS = ("policy", "cell_id", "replicate", "status", "lockup", "max_stall_s", "kills", "handed_over")
+SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -56,6 +66,7 @@ class RunOptions:
     flush_rows: int = 20_000
     flush_seconds: float = 10.0
     target_batch_s: float = 0.5
+    row_timeout: float | None = DEFAULT_ROW_TIMEOUT_S  # wall-clock budget per row; None/0 = none
 
 
 @dataclass
@@ -70,6 +81,8 @@ class RunResult:
     rows_run: int = 0
     rows_failed: int = 0
     rows_lost: int = 0
+    rows_timeout: int = 0
+    write_error: str = ""
     wall_s: float = 0.0
     write_s: float = 0.0
     table: Any = None
@@ -220,15 +233,19 @@ class FixedFeeder:
     def _generate(self, cells: Iterator[Any]) -> Iterator[RowTask]:
         spec = self.spec
         for cell in cells:
-            rows = []
+            # counted first, generated lazily: a cell with 10^5 replicates is never a list in memory
+            done = self.done
+            n = sum(
+                1 for r in range(spec.replicates) for p in spec.policies if (cell.cell_id, p.label, r) not in done
+            ) if done else spec.replicates * len(spec.policies)
+            if not n:
+                continue
+            self.register(cell, n)
             for r in range(spec.replicates):
                 seed = self._seed(spec.seed, cell.cell_id, r)
                 for p in spec.policies:
-                    if (cell.cell_id, p.label, r) not in self.done:
-                        rows.append(_task(cell, p, r, seed))
-            if rows:
-                self.register(cell, len(rows))
-                yield from rows
+                    if (cell.cell_id, p.label, r) not in done:
+                        yield _task(cell, p, r, seed)
 
     def take(self, n: int) -> list[RowTask]:
         out = []
@@ -453,6 +470,27 @@ def _print(msg: str, stream: TextIO) -> None:
     print(msg, file=stream, flush=True)
 
 
+def load_sweep_checked(path: str | Path, max_rows: int, yes: bool) -> Any:
+    """load_sweep, but a grid over the row limit is refused before its cells are validated one by one.
+
+    Checking every cell of a 10^12-cell grid would never end; counting them is
+    arithmetic.  With `yes` the full validation runs whatever the size.
+    """
+    from sweeps.grid import count_cells
+    from sweeps.spec import load_sweep
+
+    if not yes:
+        shallow = load_sweep(path, check_cells=False)
+        rows = count_cells(shallow) * len(shallow.policies) * shallow.max_replicates
+        if rows > max_rows:
+            raise ConfirmationNeeded(
+                f"grid: sweep {shallow.name} has {count_cells(shallow)} cells × {len(shallow.policies)} policies × "
+                f"{shallow.max_replicates} replicates = {rows} rows, above the limit of {max_rows}; "
+                f"pass --yes to run it"
+            )
+    return load_sweep(path)
+
+
 def run_sweep(
     path: str | Path,
     opts: RunOptions = RunOptions(),
@@ -462,13 +500,22 @@ def run_sweep(
     executor: Any = None,
 ) -> RunResult:
     """Run (or resume) the sweep in `path`.  Raises SweepError/StorageError/ConfirmationNeeded for bad input."""
-    from sweeps.spec import load_sweep
-
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     started = time.monotonic()
-    spec = load_sweep(path)  # all validation happens here, before Ray starts
+    # all validation happens here, before Ray starts
+    spec = load_sweep_checked(path, opts.max_rows, opts.yes)
     output = Path(opts.output or spec.output)
+    if opts.dry_run:
+        return _run(path, spec, output, opts, out, err, started, executor)
+    with storage.SweepLock(output, spec.name):
+        stale = storage.clean_stale_tmp(output, spec.name)
+        if stale:
+            _print(f"removed {stale} unfinished .tmp file(s) left by an earlier run that was killed", err)
+        return _run(path, spec, output, opts, out, err, started, executor)
+
+
+def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
     model_version = _model_version()
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
@@ -488,7 +535,7 @@ def run_sweep(
     result.rows_stored_before = len(done)
     if plan.rows_total > opts.max_rows and not opts.yes and not opts.dry_run:
         raise ConfirmationNeeded(
-            f"{spec.name}: {plan.cells} cells × {len(spec.policies)} policies × "
+            f"grid: sweep {spec.name} has {plan.cells} cells × {len(spec.policies)} policies × "
             f"{spec.max_replicates} replicates = {plan.rows_total} rows, above the limit of {opts.max_rows}; "
             f"pass --yes to run it"
         )
@@ -537,13 +584,16 @@ def run_sweep(
         if plan.pending or adaptive:
             if own_executor:
                 if opts.executor == "serial":
-                    ex = SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s)
+                    ex = SerialExecutor(
+                        fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout
+                    )
                 else:
                     ex = RayExecutor(
                         address=opts.address,
                         workers=opts.workers,
                         fail_fast=opts.fail_fast,
                         target_batch_s=opts.target_batch_s,
+                        row_timeout=opts.row_timeout,
                     ).start()
             stop.install()
             progress = Progress(plan.pending, labels, stream=err, skipped=len(done))
@@ -556,16 +606,31 @@ def run_sweep(
         fail_message = str(exc)
     except KeyboardInterrupt:
         interrupted = True
+    except storage.StorageWriteError as exc:
+        result.write_error = str(exc)
     finally:
         stop.restore()
-        writer.close()
+        if not result.write_error:
+            try:
+                writer.close()
+            except storage.StorageWriteError as exc:
+                result.write_error = str(exc)
         result.write_s = writer.write_seconds
         if own_executor and ex is not None:
             ex.close()
         if progress is not None:
-            progress.close("interrupted" if interrupted else ("failed" if fail_message else "done"))
+            progress.close("interrupted" if interrupted else ("failed" if fail_message or result.write_error else "done"))
     result.wall_s = time.monotonic() - started
     hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
+    if result.write_error:
+        _print(
+            f"error: cannot store results: {result.write_error}\n"
+            f"  {writer.rows_written} rows of this run are stored in complete files, the rest were not written "
+            f"(no partial file is left); free space or fix the output, then resume with: {hint}",
+            err,
+        )
+        result.exit_code = EXIT_FAILED
+        return result
     if interrupted:
         _print(
             f"interrupted: {writer.rows_written} rows of this run are stored in {output}; "
@@ -588,10 +653,19 @@ def run_sweep(
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:
         _print(f"{result.rows_lost} rows were lost to dying workers after retries; rerun to fill them: {hint}", err)
-    failed = _failed_rows(output, spec, plan)
+    by_status = _failed_rows(output, spec, plan)
+    failed = sum(by_status.values())
     result.rows_failed = failed
+    result.rows_timeout = by_status.get(S.STATUS_TIMEOUT, 0)
     if failed:
-        _print(f"{failed} rows have status != ok (see the `status` and `error` columns)", err)
+        parts = ", ".join(f"{n} {st}" for st, n in sorted(by_status.items()))
+        _print(f"{failed} rows have status != ok ({parts}; see the `status` and `error` columns)", err)
+        if result.rows_timeout:
+            _print(
+                f"  {result.rows_timeout} rows ran out of their wall-clock budget of {opts.row_timeout:g} s "
+                f"(--row-timeout); they are not lockups and have no outcome",
+                err,
+            )
     result.exit_code = EXIT_FAILED if (failed or result.rows_lost) else EXIT_OK
     return result
 
@@ -654,14 +728,31 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
     return res
 
 
-def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
-    df = storage.read_sweep(output, spec.name, columns=columns)
-    if df.empty:
-        return df
-    df = df[df["cell_id"].isin(plan.cell_ids) & df["policy"].isin([p.label for p in spec.policies])]
+def _current_table(output: Path, spec: Any, plan: Plan, columns) -> pa.Table | None:
+    """Rows of the current grid as Arrow, filtered while scanning; string columns dictionary-encoded
+    (a million `status` values are then a few bytes each, not a million Python strings)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    if not storage.list_files(output, spec.name):
+        return None
+    labels = [p.label for p in spec.policies]
+    flt = pds.field("cell_id").isin(sorted(plan.cell_ids)) & pds.field("policy").isin(labels)
     if not _adaptive(spec):
-        df = df[df["replicate"] < spec.replicates]
-    return df
+        flt = flt & (pds.field("replicate") < spec.replicates)
+    t = storage.read_table(output, spec.name, columns=columns, filter=flt)
+    for i, f in enumerate(t.schema):
+        if pa.types.is_string(f.type):
+            t = t.set_column(i, f.name, pc.dictionary_encode(t.column(i)))
+    return t
+
+
+def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
+    """Rows of the current grid as pandas: only `columns` of matching rows are read."""
+    t = _current_table(output, spec, plan, columns)
+    if t is None:
+        return storage.read_sweep(output, spec.name, columns=columns)
+    return t.to_pandas()
 
 
 def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
@@ -676,9 +767,15 @@ def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
     return table
 
 
-def _failed_rows(output: Path, spec: Any, plan: Plan) -> int:
-    df = _current_rows(output, spec, plan, columns=["cell_id", "replicate", "status"])
-    return 0 if df.empty else int((df["status"] != S.STATUS_OK).sum())
+def _failed_rows(output: Path, spec: Any, plan: Plan) -> dict[str, int]:
+    """Rows of the current grid whose status is not ok, counted by status."""
+    import pyarrow.compute as pc
+
+    t = _current_table(output, spec, plan, columns=["status"])
+    if t is None or t.num_rows == 0:
+        return {}
+    counts = pc.value_counts(t.column("status")).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in counts if c["values"] != S.STATUS_OK and c["counts"]}
 
 
 def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) -> None:
@@ -701,13 +798,12 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) 
     sim = RowSimulator()
     walls = []
     deadline = time.monotonic() + 2.0
+    budget = min(opts.row_timeout or 10.0, 10.0)  # calibration must not hang on one endless row
     for task in rows:
-        t0 = time.perf_counter()
-        try:
-            sim(task)
-        except Exception as exc:  # noqa: BLE001
-            _print(f"dry run: row failed: {type(exc).__name__}: {exc} [{task.describe()}]", err)
-        walls.append(time.perf_counter() - t0)
+        (res,) = execute_batch(sim, [task], False, "local", budget)
+        if res["status"] != S.STATUS_OK:
+            _print(f"dry run: row {res['status']}: {res['error']}", err)
+        walls.append(res["wall_s"])
         if time.monotonic() > deadline:
             break
     per_row = sorted(walls)[len(walls) // 2]

@@ -295,6 +295,7 @@ def _parse_base(raw: Any, base_dir: Path, canon, from_file, scenario_errors) -> 
             path = base_dir / path
         if not path.is_file():
             raise SweepError("base", f"no such scenario file: {path}")
+        _check_scenario_file(path)
         try:
             return from_file(path)
         except scenario_errors as e:
@@ -598,6 +599,82 @@ def _with_hash(spec: SweepSpec) -> SweepSpec:
     return replace(spec, sweep_hash=spec.compute_hash())
 
 
+MAX_YAML_BYTES = 4 * 1024 * 1024  # sweep and scenario files are kilobytes
+MAX_YAML_NODES = 1_000_000  # after expanding aliases: stops "billion laughs" documents
+
+
+def _expanded_nodes(data: Any, where: str) -> int:
+    """Nodes the document would have with every alias expanded (memoised, so it is fast on bombs).
+
+    yaml.safe_load shares aliased objects, so a billion-laughs file loads quickly
+    but explodes in whatever walks it next (validation, hashing, JSON).
+    """
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(obj: Any) -> int:
+        if isinstance(obj, dict):
+            children = [*obj.keys(), *obj.values()]
+        elif isinstance(obj, list):
+            children = obj
+        else:
+            return 1
+        key = id(obj)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            raise SweepError("", f"{where}: recursive YAML alias (a node that contains itself)")
+        active.add(key)
+        total = 1
+        for c in children:
+            total += size(c)
+            if total > MAX_YAML_NODES:
+                break
+        active.discard(key)
+        memo[key] = total
+        return total
+
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 10_000))
+    try:
+        return size(data)
+    except RecursionError:
+        raise SweepError("", f"{where}: YAML nested too deeply") from None
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load (no Python tags) with limits on size, nesting and alias expansion."""
+    if len(text) > MAX_YAML_BYTES:
+        raise SweepError("", f"{where}: file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SweepError("", f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise SweepError("", f"{where}: YAML nested too deeply") from None
+    if _expanded_nodes(data, where) > MAX_YAML_NODES:
+        raise SweepError(
+            "", f"{where}: the document expands to more than {MAX_YAML_NODES} nodes through aliases; refused"
+        )
+    return data
+
+
+def _check_scenario_file(path: Path) -> None:
+    """The same YAML limits for a `base:` scenario file before oommodel loads it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError("base", f"cannot read scenario file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        safe_yaml(text, str(path))
+    except SweepError as e:
+        raise SweepError("base", e.reason) from None
+
+
 def load_sweep(path: str | Path, **hooks: Any) -> SweepSpec:
     """Read and validate a sweep YAML file; a relative ``base:`` path is resolved against its directory."""
     p = Path(path)
@@ -605,10 +682,9 @@ def load_sweep(path: str | Path, **hooks: Any) -> SweepSpec:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SweepError("", f"cannot read sweep file {p}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SweepError("", f"{p}: invalid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SweepError("", f"{p}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    data = safe_yaml(text, str(p))
     if data is None:
         raise SweepError("", f"{p}: empty sweep file")
     return parse_sweep(data, p.resolve().parent, text, **hooks)

@@ -11,10 +11,18 @@ Why it is built this way (see ecosystem.md §3):
   and at the end.
 - Every file carries the provenance JSON (sweep hash, seed, versions) in its
   schema metadata; resume reads only the key columns.
+- A run holds an exclusive lock on its sweep directory (`SweepLock`, flock: the
+  kernel drops it when the process dies, even by SIGKILL), so two runs of one
+  sweep cannot write the same rows twice, and the next run can safely delete
+  the ``.tmp`` files a killed run left behind.
+- A failed write (ENOSPC, EIO...) removes its ``.tmp`` file and raises
+  `StorageWriteError`; complete files stay complete.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import time
@@ -35,6 +43,74 @@ TMP_SUFFIX = ".tmp"
 
 class StorageError(ValueError):
     """The output directory cannot be used for this sweep (e.g. a different seed is stored)."""
+
+
+class StorageWriteError(OSError):
+    """A result file could not be written (disk full, I/O error).  Nothing partial is left visible."""
+
+
+LOCK_NAME = ".oomsweep.lock"
+
+
+class SweepLock:
+    """Exclusive, non-blocking flock on `output/sweep=<name>/.oomsweep.lock` for the life of a run.
+
+    flock locks die with their process (also on SIGKILL), so a stale lock never
+    blocks a rerun.  The file is dot-prefixed: readers never see it.
+    """
+
+    def __init__(self, output: str | Path, sweep: str) -> None:
+        self.path = sweep_dir(output, sweep) / LOCK_NAME
+        self.sweep = sweep
+        self._fd: int | None = None
+
+    def acquire(self) -> "SweepLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StorageError(
+                    f"output: another oomsweep run is writing sweep {self.sweep!r} in {self.path.parent.parent}; "
+                    f"wait for it to finish (two runs of one sweep would compute the same rows twice)"
+                ) from None
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> "SweepLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clean_stale_tmp(output: str | Path, sweep: str) -> int:
+    """Delete the ``.tmp`` files a killed run of this sweep left behind; call it holding SweepLock."""
+    root = sweep_dir(output, sweep)
+    n = 0
+    if not root.is_dir():
+        return 0
+    for pdir in root.iterdir():
+        if pdir.is_dir() and pdir.name.startswith("policy="):
+            for f in pdir.iterdir():
+                if f.name.startswith(".") and f.name.endswith(TMP_SUFFIX):
+                    try:
+                        f.unlink()
+                        n += 1
+                    except FileNotFoundError:
+                        pass
+    return n
 
 
 def _quote(value: str) -> str:
@@ -237,19 +313,25 @@ class DatasetWriter:
     def _write(self, policy: str, rows: list[dict[str, Any]]) -> Path:
         table = pa.Table.from_pylist(rows, schema=self.schema)
         pdir = partition_dir(self.output, self.sweep, policy)
-        pdir.mkdir(parents=True, exist_ok=True)
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:12]}"
         tmp = pdir / f".{name}.parquet{TMP_SUFFIX}"
         final = pdir / f"{name}.parquet"
         try:
+            pdir.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression=self.compression)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+        except OSError as e:
+            raise StorageWriteError(e.errno, f"cannot write {final}: {e.strerror or e}") from e
         finally:
-            if tmp.exists():
+            try:
                 tmp.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass
         self.rows_written += table.num_rows
         self.files_written.append(final)
         return final

@@ -1,0 +1,646 @@
+"""`oomsweep calibrate`: run a scenario on a real 6.1 kernel under QEMU, beside the model's prediction.
+
+Why it is built this way:
+- The model is only worth what it predicts about the thing it models, so the kernel side runs the
+  *same scenario file*: `translate()` turns it into reproducer parameters (infra/qemu/src/oomrepro.c)
+  and refuses, naming the key path, every feature a stock kernel cannot run. Keys that are the
+  model's own parameters (costs, `balance_interval_ms`, `ksoftirqd_awake_p`, page-table ratio) are
+  not translated: on the kernel they are whatever the kernel does, which is what is measured.
+- Kernel and model rows go into one sweep of the Parquet dataset with the model's columns plus
+  `source` ("kernel" | "model"), `accelerator` ("tcg" | "kvm" | "" for model rows) and
+  `kernel_release`; kernel rows sit under the policy partition "kernel", model rows under the
+  policy label, so `oomsweep report` shows them side by side and MLflow logs them as sibling
+  child runs of one parent (sweeps.tracking.log_sweep).
+- TCG stretches CPU-bound work against fixed timers (10-20x here): compare structure (who is
+  the victim, who sets MMF_OOM_SKIP, which fixed delays) before rates; the accelerator is on
+  every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sweeps.qemu import QemuError
+
+KERNEL_POLICY = "kernel"
+SOURCE_KERNEL, SOURCE_MODEL = "kernel", "model"
+GUEST_MEMORY_MB = 2048
+MAX_LIMIT_MB = 1536  # memory.max must leave the guest room for its own kernel and the watchdog
+MAX_CPUS = 64  # the reproducer's CPU masks are 64 bits
+DEFAULT_OUTPUT = "calibration"
+
+# Keys that are the model's own parameters: the kernel has its real values, so they are not translated.
+MODEL_ONLY_KEYS = (
+    "machine.balance_interval_ms",
+    "machine.ksoftirqd_awake_p",
+    "victim.pgtable_mb_per_gb",
+    "costs.touch_ms_per_mb",
+    "costs.unmap_ms_per_gb",
+    "costs.free_pgtables_ms_per_gb",
+    "costs.close_ms",
+    "costs.alloc_loop_us",
+    "costs.exit_ms",
+    "costs.oom_kill_us",
+    "reaper.busy_elsewhere_s",
+    "mmap_sem.writer_hold_ms",
+)
+
+
+class CalibrationRefused(ValueError):
+    """The scenario uses a feature the reproducer cannot express on a stock kernel; `.path` names the key."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+# --------------------------------------------------------------------------------------------------
+# The kernel's fixed facts
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the booted kernel fixes at build time (and the scenario must agree with)."""
+
+    release: str
+    hz: int
+    softirq: str = "ksoftirqd_defer"  # 4.9..6.4: "softirq: Let ksoftirqd do its job" (reverted in 6.5)
+
+
+DEBIAN_6_1 = KernelFacts("6.1.0-NN-amd64", 250)  # Debian bookworm's build, when no kernel is cached
+
+
+def kernel_facts(kernel: Path) -> KernelFacts:
+    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250)."""
+    from sweeps.qemu import kernel_release
+
+    release = kernel_release(kernel)
+    hz = 250
+    config = kernel.parent / f"config-{release}"
+    if config.is_file():
+        m = re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(errors="replace"), re.M)
+        if m:
+            hz = int(m.group(1))
+    return KernelFacts(release, hz)
+
+
+def match_kernel(scenario: Mapping[str, Any], facts: KernelFacts) -> tuple[dict[str, Any], list[str]]:
+    """The scenario with machine.hz and machine.softirq set to the kernel's, and what changed.
+
+    Used by --match-kernel: model and kernel then run the same (changed) scenario.
+    """
+    sc = json.loads(json.dumps(scenario))
+    changes = []
+    for key, value in (("hz", facts.hz), ("softirq", facts.softirq)):
+        if sc["machine"].get(key) != value:
+            changes.append(f"machine.{key}: {sc['machine'].get(key)!r} -> {value!r}")
+            sc["machine"][key] = value
+    return sc, changes
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenario -> reproducer parameters
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One reproducer child: a process of a scenario group."""
+
+    group: str
+    index: int
+    role: str
+    policy: str
+    rt_priority: int
+    nice: int
+    cpus: tuple[int, ...] | None  # None: all CPUs
+    bytes: int
+    oom_score_adj: int
+    start_us: int
+
+    def conf_line(self) -> str:
+        mask = "all" if self.cpus is None else format(sum(1 << c for c in self.cpus), "x")
+        return (f"child {self.group} {self.index} {self.role} {self.policy} {self.rt_priority} {self.nice} "
+                f"{mask} {self.bytes} {self.oom_score_adj} {self.start_us}")
+
+
+@dataclass(frozen=True)
+class ReproPlan:
+    """Everything one boot needs: QEMU size, boot parameters, /oomrepro.conf settings and children."""
+
+    cpus: int
+    preempt: str
+    watchdog_cpu: int
+    memory_max_bytes: int
+    horizon_s: float
+    lockup_after_s: float
+    sysctls: tuple[tuple[str, str], ...]
+    reaper: str  # "" (kernel default) or the reproducer's "reaper ..." line
+    children: tuple[ChildSpec, ...]
+    groups: tuple[str, ...]
+
+    def conf_text(self, run_index: int) -> str:
+        lines = [
+            "# written by sweeps/calibrate.py",
+            f"run {run_index}",
+            f"horizon_s {self.horizon_s:.6f}",
+            f"lockup_after_s {self.lockup_after_s:.6f}",
+            f"memory_max {self.memory_max_bytes}",
+            f"watchdog_cpu {self.watchdog_cpu}",
+        ]
+        lines += [f"sysctl {path} {value}" for path, value in self.sysctls]
+        if self.reaper:
+            lines.append(self.reaper)
+        lines += [c.conf_line() for c in self.children]
+        return "\n".join(lines) + "\n"
+
+    def cmdline(self) -> str:
+        # RCU's stall report comes before the watchdog gives up (Debian's default is 21 s).
+        rcu = max(3, int(self.lockup_after_s * 0.75))
+        return (f"console=ttyS0 loglevel=3 printk.devkmsg=on log_buf_len=16M preempt={self.preempt} "
+                f"rcupdate.rcu_cpu_stall_timeout={rcu} panic=-1 rdinit=/init")
+
+
+def _refuse_if(cond: bool, path: str, reason: str) -> None:
+    if cond:
+        raise CalibrationRefused(path, reason)
+
+
+def _is_dist(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) -> ReproPlan:
+    """Reproducer parameters for a canonical scenario dict (Scenario.to_dict()); refuses what a stock kernel cannot run.
+
+    Distributions in rss_mb / start_s are drawn per child from `seed` (oommodel.streams, stream
+    names "calibrate", group, index), so run r of a calibration uses seed + r.
+    """
+    from oommodel.streams import Streams
+
+    v = scenario["victim"]
+    sched_at = v["sched_at_handover"]
+    _refuse_if(sched_at != "unchanged", "victim.sched_at_handover",
+               "Handa's priority change of the victim at the handover point is an in-kernel test hack "
+               "(inside exit_mmap); a stock kernel cannot run it: use 'unchanged'")
+    _refuse_if(v["memory"]["mlocked"] > 0, "victim.memory.mlocked", "only anonymous memory is reproduced")
+    _refuse_if(v["memory"]["shared_file"] > 0, "victim.memory.shared_file", "only anonymous memory is reproduced")
+    m = scenario["machine"]
+    _refuse_if(m["cpus"] > MAX_CPUS, "machine.cpus", f"the reproducer handles at most {MAX_CPUS} CPUs")
+    _refuse_if(m["hz"] != facts.hz, "machine.hz",
+               f"{m['hz']} cannot be set on a built kernel: {facts.release} has CONFIG_HZ={facts.hz}; "
+               f"set machine.hz: {facts.hz} or pass --match-kernel")
+    _refuse_if(m["softirq"] != facts.softirq, "machine.softirq",
+               f"{m['softirq']!r} is not how {facts.release} handles softirqs: from 4.9 to 6.4 pending softirqs "
+               f"are left to ksoftirqd once it is awake ({facts.softirq!r}); set it or pass --match-kernel")
+    oom = scenario.get("oom")
+    _refuse_if(oom is None, "oom", "no memory pressure: nothing for the OOM killer to do on the kernel")
+    _refuse_if(oom["domain"] != "memcg", "oom.domain",
+               "only a memcg OOM is reproduced (a global OOM would take the guest's own memory as the limit)")
+    _refuse_if(oom["limit_mb"] > MAX_LIMIT_MB, "oom.limit_mb",
+               f"must be <= {MAX_LIMIT_MB} MB to fit the {GUEST_MEMORY_MB} MB guest")
+    c = scenario["costs"]
+    _refuse_if(_is_dist(c["close_blocks_on_memory_p"]) or c["close_blocks_on_memory_p"] > 0,
+               "costs.close_blocks_on_memory_p", "a ->close() that waits for memory needs a driver; not reproduced")
+    r = scenario["reaper"]
+    _refuse_if(r["busy_elsewhere_p"] > 0, "reaper.busy_elsewhere_p",
+               "a reaper busy with another domain's victim is not reproduced (one memcg per boot)")
+    _refuse_if(scenario["mmap_sem"]["writer_at_kill_p"] > 0, "mmap_sem.writer_at_kill_p",
+               "a victim killed inside an mmap_sem writer is not reproduced")
+
+    ncpu = m["cpus"]
+    groups = scenario["groups"]
+    rt_cpus: set[int] = set()
+    used: set[int] = set()
+    for i, g in enumerate(groups):
+        _refuse_if(g["threads_per_process"] != 1, f"groups[{i}].threads_per_process",
+                   "the reproducer runs one thread per process")
+        cpus = set(g["cpus"]) if g.get("cpus") is not None else set(range(ncpu))
+        used |= cpus
+        if g["sched"]["policy"] in ("fifo", "rr"):
+            rt_cpus |= cpus
+    free = sorted(set(range(ncpu)) - used)
+    no_rt = sorted(set(range(ncpu)) - rt_cpus)
+    if free:
+        watchdog = free[-1]
+    elif no_rt:
+        watchdog = no_rt[-1]  # shared with non-RT children only: the FIFO-99 watchdog still preempts them
+    else:
+        i = next(i for i, g in enumerate(groups) if g["sched"]["policy"] in ("fifo", "rr"))
+        raise CalibrationRefused(f"groups[{i}].cpus",
+                                 "the watchdog needs a CPU that no SCHED_FIFO/RR group uses; leave one out")
+
+    streams = Streams(seed)
+    children = []
+    for i, g in enumerate(groups):
+        pol = g["sched"]["policy"]
+        for k in range(g["count"]):
+            rss = float(streams.draw(_value(g["rss_mb"]), "calibrate", g["name"], k, "rss_mb"))
+            start = float(streams.draw(_value(g["start_s"]), "calibrate", g["name"], k, "start_s"))
+            children.append(ChildSpec(
+                group=g["name"], index=k, role=g["role"], policy=pol,
+                rt_priority=int(g["sched"].get("rt_priority") or 0) if pol in ("fifo", "rr") else 0,
+                nice=int(g["sched"].get("nice") or 0) if pol in ("normal", "batch") else 0,
+                cpus=None if g.get("cpus") is None else tuple(g["cpus"]),
+                bytes=int(round(rss * 1024 * 1024)), oom_score_adj=int(g["oom_score_adj"]),
+                start_us=int(round(start * 1e6)),
+            ))
+
+    runtime, period = int(m["rt_runtime_us"]), int(m["rt_period_us"])
+    sysctls = [("/proc/sys/kernel/sched_rt_runtime_us", "-1"), ("/proc/sys/kernel/sched_rt_period_us", str(period))]
+    if runtime != -1:
+        sysctls.append(("/proc/sys/kernel/sched_rt_runtime_us", str(runtime)))
+    sysctls += [
+        ("/sys/kernel/debug/sched/features", "RT_RUNTIME_SHARE" if m["rt_runtime_share"] else "NO_RT_RUNTIME_SHARE"),
+        ("/proc/sys/kernel/hung_task_timeout_secs", str(max(1, math.ceil(scenario["lockup_after_s"])))),
+        ("/proc/sys/vm/oom_dump_tasks", "0"),  # 64 task lines per kill would swamp the log
+    ]
+    reaper = ""
+    rs = r["sched"]
+    if r["cpus"] != "all" or rs["policy"] != "normal" or int(rs.get("nice") or 0) != 0:
+        mask = "all" if r["cpus"] == "all" else format(sum(1 << c for c in r["cpus"]), "x")
+        reaper = (f"reaper {rs['policy']} {int(rs.get('rt_priority') or 0)} {int(rs.get('nice') or 0)} {mask}")
+    return ReproPlan(
+        cpus=ncpu, preempt=m["preempt"], watchdog_cpu=watchdog,
+        memory_max_bytes=int(round(oom["limit_mb"] * 1024 * 1024)),
+        horizon_s=float(scenario["horizon_s"]), lockup_after_s=float(scenario["lockup_after_s"]),
+        sysctls=tuple(sysctls), reaper=reaper, children=tuple(children),
+        groups=tuple(g["name"] for g in groups),
+    )
+
+
+def _value(raw: Any) -> Any:
+    """A Num field of a canonical dict as oommodel.streams.draw takes it (a Dist for mappings)."""
+    if isinstance(raw, Mapping):
+        from oommodel.distributions import dist_from_dict
+
+        return dist_from_dict(dict(raw))
+    return raw
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows
+
+
+EXTRA_FIELDS = ("source", "accelerator", "kernel_release")
+
+
+def row_schema(scenario: Mapping[str, Any]):
+    """The sweep file schema (sweeps.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
+    import pyarrow as pa
+
+    from sweeps import schema as S
+
+    base = S.file_schema({}, S.cpu_keys_for(scenario))
+    for name in EXTRA_FIELDS:
+        base = base.append(pa.field(name, pa.string()))
+    return base
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One `oomsweep calibrate` invocation's identity."""
+
+    sweep: str
+    cell_id: str
+    scenario_json: str
+    model_version: str
+    execution_id: str
+    seed: int
+
+
+def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], replicate: int, seed: int,
+         outcome: Mapping[str, Any] | None, status: str, error: str, wall_s: float, source: str,
+         accelerator: str, release: str) -> dict[str, Any]:
+    import os
+    import socket
+
+    from sweeps.schema import outcome_columns
+
+    row: dict[str, Any] = {
+        "policy_name": policy_name,
+        "policy_options": json.dumps(dict(options), sort_keys=True, separators=(",", ":")),
+        "cell_id": cal.cell_id,
+        "cell_index": 0,
+        "replicate": replicate,
+        "seed": seed,
+        "execution_id": cal.execution_id,
+        "model_version": cal.model_version,
+        "scenario_json": cal.scenario_json,
+        "status": status,
+        "error": error,
+        "wall_s": wall_s,
+        "node_id": socket.gethostname(),
+        "worker_pid": os.getpid(),
+        "source": source,
+        "accelerator": accelerator,
+        "kernel_release": release,
+    }
+    if outcome is not None:
+        row.update(outcome_columns(outcome))
+    return row
+
+
+def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
+    """Kernel runs are new samples each time: number them after the stored ones of this scenario."""
+    from sweeps import storage
+
+    keys = storage.done_keys(output, sweep)
+    reps = [r for c, p, r in keys if p == policy and c == cell]
+    return max(reps) + 1 if reps else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The summary table
+
+
+def summary_table(df) -> list[dict[str, Any]]:
+    """One line per (source, policy, accelerator): n, lockups, Wilson 95 % CI, stall median/max, kills."""
+    from sweeps.stats import quantile, wilson
+
+    out = []
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    keys = ["source", "policy", "accelerator"]
+    for key, g in ok.groupby(keys, sort=True, dropna=False):
+        est = wilson(int(g["lockup"].astype(bool).sum()), len(g))
+        stall = [float(x) for x in g["max_stall_s"]]
+        skip = [float(x) for x in g["first_skip_s"] if x is not None and not math.isnan(float(x))] \
+            if "first_skip_s" in g else []
+        kills = g["first_kill_s"].astype(float)
+        out.append({
+            **dict(zip(keys, key)), "n": len(g), "lockups": est.k, "p": est.p, "ci_low": est.low,
+            "ci_high": est.high, "median_stall_s": quantile(stall, 0.5), "max_stall_s": max(stall, default=math.nan),
+            "mean_kills": float(g["kills"].mean()), "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
+            "oom_skip_by": ",".join(f"{k}:{v}" for k, v in g["oom_skip_by"].value_counts().sort_index().items()),
+            "not_ok": 0,
+        })
+    if "status" in df.columns:
+        for line in out:
+            sel = (df["source"] == line["source"]) & (df["policy"] == line["policy"])
+            line["not_ok"] = int((df[sel]["status"] != "ok").sum())
+    return out
+
+
+def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
+    head = ["source", "policy", "accel", "n", "lockups", "P(lockup) [95% CI]", "median stall", "max stall",
+            "kills", "first kill", "MMF_OOM_SKIP by", "not ok"]
+    rows = [head]
+    for ln in lines:
+        rows.append([
+            ln["source"], ln["policy"], ln["accelerator"] or "-", str(ln["n"]), str(ln["lockups"]),
+            f"{ln['p']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
+            f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
+            ln["oom_skip_by"], str(ln["not_ok"]),
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `calibrate` to an argparse subparsers object; the handler is `run_calibrate`."""
+    p = subparsers.add_parser(
+        "calibrate", help="run a scenario on a real 6.1 kernel under QEMU beside the model's prediction",
+        description="Boot Debian's 6.1 kernel under QEMU (infra/qemu/ci-setup.sh fetches it), run the scenario "
+                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset.")
+    p.add_argument("scenario", metavar="SCENARIO.yaml")
+    p.add_argument("--runs", type=int, default=1, help="kernel boots (one run each; default 1)")
+    p.add_argument("--seeds", type=int, default=20, help="model replicates (default 20)")
+    p.add_argument("--policy", default="upstream_6_1", help="model policy to compare with (default upstream_6_1)")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"dataset directory (default ./{DEFAULT_OUTPUT})")
+    p.add_argument("--sweep", help="sweep name in the dataset (default calibrate-<scenario file stem>)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model replicates and of drawn start/rss values")
+    p.add_argument("--match-kernel", action="store_true",
+                   help="set machine.hz and machine.softirq to the kernel's (for both model and kernel)")
+    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                   help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
+    p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--boot-timeout", type=float,
+                   help="hard wall-clock limit per boot in seconds (default 60 + 2 x horizon_s)")
+    p.add_argument("--logs", help="directory for each boot's console log (default OUTPUT/calibrate-logs)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=run_calibrate)
+    return p
+
+
+def _sweep_name(path: Path) -> str:
+    stem = path.stem.removeprefix("calibrate-")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"calibrate-{stem}")
+    return name[:100]
+
+
+def _say(msg: str, stream: TextIO) -> None:
+    print(msg, file=stream, flush=True)
+
+
+def run_calibrate(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """The `calibrate` subcommand: 0 ok, 1 some boot failed, 2 bad input or refused scenario."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        with _sigterm_interrupts():
+            return _calibrate(args, out, err)
+    except CalibrationRefused as exc:
+        _say(f"oomsweep calibrate: refused: {exc}", err)
+        return 2
+    except ValueError as exc:  # ScenarioError, PolicyError, StorageError: one line, no traceback
+        _say(f"oomsweep calibrate: error: {exc}", err)
+        return 2
+    except QemuError as exc:  # the harness is not installed
+        _say(f"oomsweep calibrate: error: {exc}", err)
+        return 2
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so a running QEMU is killed (sweeps.qemu) and no guest outlives us."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from oommodel import POLICIES, Scenario
+
+    from sweeps import qemu, storage
+
+    if args.runs < 0 or args.seeds < 0:
+        raise ValueError("--runs/--seeds: must be >= 0")
+    path = Path(args.scenario)
+    scenario = Scenario.from_yaml(path).to_dict()
+    if args.policy not in POLICIES:
+        import difflib
+
+        m = difflib.get_close_matches(args.policy, list(POLICIES), n=1)
+        raise ValueError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
+    options = POLICIES[args.policy].check_options({})
+
+    kernel, missing = None, None
+    try:
+        kernel = qemu.find_kernel(args.kernel)
+    except qemu.QemuError as exc:
+        missing = exc  # refusals do not need the kernel: translate against Debian's 6.1 facts first
+    facts = kernel_facts(kernel) if kernel else DEBIAN_6_1
+    if args.match_kernel:
+        scenario, changes = match_kernel(scenario, facts)
+        for ch in changes:
+            _say(f"--match-kernel: {ch}", err)
+        scenario = Scenario.from_dict(scenario).to_dict()
+    plan = translate(scenario, facts, args.seed)  # refuses before anything runs
+    if args.runs and missing is not None:
+        raise missing
+    if not args.runs:
+        kernel = None
+
+    output = Path(args.output)
+    sweep = args.sweep or _sweep_name(path)
+    # One writer per sweep (kernel replicate numbers are taken from what is stored).
+    with storage.SweepLock(output, sweep):
+        storage.clean_stale_tmp(output, sweep)
+        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options)
+
+
+def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: Path, scenario: dict[str, Any],
+                      facts: KernelFacts, kernel: Path | None, plan: ReproPlan, output: Path, sweep: str,
+                      options: dict[str, Any]) -> int:
+    from oommodel import MODEL_VERSION, Scenario, simulate
+
+    from sweeps import qemu, storage
+    from sweeps.identity import canonical_json, cell_id, replicate_seed
+    from sweeps.kernel_log import KernelLogError, parse_run
+    from sweeps.runner import git_sha, package_versions
+    from sweeps.schema import SCHEMA_VERSION
+
+    storage.check_sweep_seed(output, sweep, args.seed)
+    scenario_json = canonical_json(scenario)
+    cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
+                      f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
+    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
+    provenance = {
+        "sweep": sweep, "sweep_hash": cal.cell_id, "seed": args.seed, "model_version": MODEL_VERSION,
+        "schema_version": SCHEMA_VERSION, "git_sha": git_sha(), "packages": package_versions(),
+        "execution_id": cal.execution_id, "sweep_file": None, "scenario_file": str(path),
+        "kernel": facts.release, "accelerator": accel, "command": "calibrate",
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    writer = storage.DatasetWriter(output, sweep, row_schema(scenario), provenance, flush_seconds=1e9)
+    _say(f"calibrate {path} -> {output}/sweep={sweep} (execution {cal.execution_id}); kernel {facts.release}, "
+         f"accelerator {accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) of {args.policy}", err)
+
+    # Model rows: replicates not stored yet (same seeds give the same rows).
+    done = {r for c, p, r in storage.done_keys(output, sweep) if p == args.policy and c == cal.cell_id}
+    sc = Scenario.from_dict(scenario)
+    model_rows = []
+    failures = 0
+    for rep in range(args.seeds):
+        if rep in done:
+            continue
+        seed = replicate_seed(args.seed, cal.cell_id, rep)
+        t = time.perf_counter()
+        try:
+            outcome, status, error = _outcome_dict(simulate(sc, args.policy, seed=seed)), "ok", ""
+        except Exception as exc:  # a model bug is a row with its seed, not a lost calibration
+            outcome, status, error = None, "error", f"{type(exc).__name__}: {exc}"
+            failures += 1
+        model_rows.append(_row(cal, policy_name=args.policy, options=options, replicate=rep, seed=seed,
+                               outcome=outcome, status=status, error=error, wall_s=time.perf_counter() - t,
+                               source=SOURCE_MODEL, accelerator="", release=""))
+    if model_rows:
+        writer.add(args.policy, model_rows)
+        writer.flush()
+        _say(f"model: {len(model_rows)} replicate(s) simulated ({args.seeds - len(model_rows)} already stored)", err)
+
+    if args.runs:
+        base = qemu.base_initramfs()
+        logs = Path(args.logs) if args.logs else output / "calibrate-logs" / sweep
+        logs.mkdir(parents=True, exist_ok=True)
+        limit = args.boot_timeout or 60.0 + 2.0 * plan.horizon_s
+        first = _next_replicate(output, sweep, KERNEL_POLICY, cal.cell_id)
+        for i in range(args.runs):
+            rep = first + i
+            run_plan = translate(scenario, facts, args.seed + rep)  # run r draws its start offsets from seed + r
+            conf = run_plan.conf_text(rep)
+            b = qemu.boot(kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
+                          cmdline=run_plan.cmdline(), accelerator=accel, limit_s=limit)
+            log = logs / f"{cal.execution_id}-run{rep}.log"
+            log.write_text(b.console)
+            outcome, status, error = None, "ok", ""
+            note = ""
+            try:
+                run = parse_run(b.console, plan.groups)
+                outcome = run.outcome
+                if run.errors:
+                    status, error = "error", "; ".join(run.errors)
+                elif run.settings_failed:
+                    status, error = "error", "kernel settings failed: " + ", ".join(run.settings_failed)
+                elif b.timed_out and not run.end_reason:
+                    status, error = "timeout", f"boot exceeded {limit:.0f} s"
+                skip = ("" if outcome["first_skip_s"] is None
+                        else f" {outcome['first_skip_s'] - outcome['first_kill_s']:.3f} s after the kill")
+                note = (f"kills {outcome['kills']}, lockup {'YES' if outcome['lockup'] else 'no'}, "
+                        f"max stall {outcome['max_stall_s']:.2f} s, first victim's MMF_OOM_SKIP by "
+                        f"{outcome['oom_skip_by']}{skip}, reaps {len(run.kill_to_reap_s)}, "
+                        f"oom events {outcome['oom_calls']}")
+            except KernelLogError as exc:
+                status = "timeout" if b.timed_out else "error"
+                error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")
+                note = error
+            failures += status != "ok"
+            writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
+                                            options={"release": facts.release, "accelerator": accel},
+                                            replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
+                                            error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
+                                            accelerator=accel, release=facts.release)])
+            writer.flush()
+            _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
+    writer.close()
+
+    df = storage.read_sweep(output, sweep)
+    df = df[df["cell_id"] == cal.cell_id]
+    if not df.empty:
+        _say(f"sweep {sweep}, scenario {path.name} (cell {cal.cell_id}):", out)
+        _say(format_summary(summary_table(df)), out)
+    if not args.no_mlflow and not df.empty:
+        _log_mlflow(output, sweep, cal, args.mlflow_uri, err)
+    return 1 if failures else 0
+
+
+def _outcome_dict(outcome: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(outcome)
+
+
+def _log_mlflow(output: Path, sweep: str, cal: Calibration, uri: str | None, err: TextIO) -> None:
+    """Kernel and model as sibling child runs (policy "kernel" and the model's policy) of one parent."""
+    from sweeps.tracking import TrackingError, log_sweep
+
+    try:
+        res = log_sweep(output, sweep, tracking_uri=uri, execution_id=cal.execution_id, experiment=sweep)
+        _say(f"MLflow: experiment {res.experiment!r}, parent run {res.parent_run_id}", err)
+    except (TrackingError, ValueError) as exc:
+        _say(f"MLflow: not logged ({exc}); rows are safe in Parquet, `oomsweep log {output}` retries", err)

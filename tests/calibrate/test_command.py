@@ -1,0 +1,87 @@
+"""The `calibrate` subcommand without a boot: refusals before anything runs, model rows, the table."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from sweeps import storage
+from sweeps.calibrate import format_summary, register, row_schema, run_calibrate, summary_table
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    p = argparse.ArgumentParser(prog="oomsweep")
+    register(p.add_subparsers(dest="command"))
+    args = p.parse_args(argv)
+    assert args.func is run_calibrate
+    out, err = io.StringIO(), io.StringIO()
+    return run_calibrate(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+
+def test_handa_hack_refused_before_anything_runs(tmp_path):
+    code, out, err = _run(["calibrate", str(SCENARIOS / "handa-2018-11-14.yaml"), "--match-kernel", "--runs", "3",
+                           "--output", str(tmp_path / "ds"), "--no-mlflow"])
+    assert code == 2 and out == ""
+    assert "refused: victim.sched_at_handover: " in err and "stock kernel" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unknown_policy_is_bad_input(tmp_path):
+    code, _, err = _run(["calibrate", str(SCENARIOS / "calibrate-normal-children.yaml"), "--runs", "0",
+                         "--policy", "upstream_6_2", "--output", str(tmp_path / "ds"), "--no-mlflow"])
+    assert code == 2 and "--policy" in err and "upstream_6_1" in err
+
+
+def test_model_rows_only(tmp_path):
+    ds = tmp_path / "ds"
+    argv = ["calibrate", str(SCENARIOS / "calibrate-normal-children.yaml"), "--runs", "0", "--seeds", "2",
+            "--output", str(ds), "--no-mlflow"]
+    code, out, _ = _run(argv)
+    assert code == 0
+    df = storage.read_sweep(ds, "calibrate-normal-children")
+    assert len(df) == 2 and set(df["source"]) == {"model"} and set(df["policy"]) == {"upstream_6_1"}
+    assert sorted(df["replicate"]) == [0, 1] and df["seed"].nunique() == 2
+    assert "model" in out and "upstream_6_1" in out
+    argv[argv.index("--seeds") + 1] = "3"  # one more replicate; the stored two are not redone
+    code, _, err = _run(argv)
+    assert code == 0 and "1 replicate(s) simulated (2 already stored)" in err
+    assert len(storage.read_sweep(ds, "calibrate-normal-children")) == 3
+
+
+def test_schema_adds_source_columns():
+    from oommodel import Scenario
+
+    sc = Scenario.from_yaml(SCENARIOS / "calibrate-normal-children.yaml").to_dict()
+    names = row_schema(sc).names
+    assert names[-3:] == ["source", "accelerator", "kernel_release"]
+    assert "cpu_s.children" in names and "lockup" in names and "scenario_json" in names
+
+
+def test_summary_table_wilson_and_stalls():
+    df = pd.DataFrame({
+        "source": ["kernel"] * 3 + ["model"] * 2,
+        "policy": ["kernel"] * 3 + ["upstream_6_1"] * 2,
+        "accelerator": ["tcg"] * 3 + [""] * 2,
+        "status": ["ok", "ok", "timeout", "ok", "ok"],
+        "lockup": [True, False, None, False, False],
+        "max_stall_s": [20.0, 2.03, math.nan, 2.005, 2.004],
+        "kills": [1, 1, 0, 1, 1],
+        "first_kill_s": [3.5, 3.6, math.nan, 3.0, 3.0],
+        "first_skip_s": [math.nan, 5.6, math.nan, 5.0, 5.0],
+        "oom_skip_by": ["none", "reaper", "none", "reaper", "reaper"],
+    })
+    lines = {ln["source"]: ln for ln in summary_table(df)}
+    k = lines["kernel"]
+    assert (k["n"], k["lockups"], k["not_ok"]) == (2, 1, 1)
+    assert k["p"] == 0.5 and 0.09 < k["ci_low"] < 0.1 and 0.9 < k["ci_high"] < 0.91  # Wilson 1/2
+    assert k["max_stall_s"] == 20.0 and k["oom_skip_by"] == "none:1,reaper:1"
+    assert lines["model"]["lockups"] == 0 and lines["model"]["ci_high"] < 0.85
+    text = format_summary(summary_table(df))
+    assert text.splitlines()[0].startswith("source") and "0.500 [0.095, 0.905]" in text
