@@ -130,6 +130,10 @@ def test_generated_sweep_files(doc, tmp_path, capsys):
     code_run, err_run = _check(["run", str(path), "--max-rows", "0", "--no-mlflow", "--serial"], capsys)
     assert code_run == 2
     if code == 2 and "pass --yes" not in err:
+        if "pass --yes" in err_run:
+            # the row limit is checked before the cells are validated: lift it, the cell error must follow
+            code_run, err_run = _check(["run", str(path), "--max-rows", "5000", "--no-mlflow", "--serial"], capsys)
+            assert code_run == 2
         assert err_run.split(": error: ", 1)[1] == err.split(": error: ", 1)[1]
     else:
         assert "pass --yes" in err_run
