@@ -30,7 +30,8 @@ def _cheap_sweep(tmp_path: Path, name: str, replicates: int) -> Path:
 def _peak_bytes(tmp_path: Path, name: str, replicates: int) -> int:
     """Peak Python memory of the driver over one run on Ray (the simulations run in the workers)."""
     path = _cheap_sweep(tmp_path, name, replicates)
-    opts = RunOptions(no_mlflow=True, workers=2, flush_rows=250, flush_seconds=1e9)
+    # small batches: both sizes reach the steady batch size early, so what is compared is what grows with rows
+    opts = RunOptions(no_mlflow=True, workers=2, flush_rows=250, flush_seconds=1e9, target_batch_s=0.05)
     tracemalloc.start()
     try:
         base, _ = tracemalloc.get_traced_memory()
