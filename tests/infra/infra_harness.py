@@ -65,8 +65,13 @@ def marked_pids(marker: str) -> list[int]:
     return pids
 
 
-def kill_marked(marker: str, grace_s: float = 3.0) -> int:
-    """SIGTERM, then SIGKILL after grace_s, the processes carrying our marker; returns how many."""
+def kill_marked(marker: str, grace_s: float = 3.0, kill_wait_s: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL after grace_s, the processes carrying our marker; returns how many.
+
+    SIGKILL is repeated until none is left (or kill_wait_s passes): a Ray daemon that is still
+    alive between the two rounds may fork one more worker, and a killed process is not gone from
+    /proc the instant kill() returns.
+    """
     pids = marked_pids(marker)
     for pid in pids:
         try:
@@ -76,11 +81,14 @@ def kill_marked(marker: str, grace_s: float = 3.0) -> int:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and marked_pids(marker):
         time.sleep(0.2)
-    for pid in marked_pids(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    deadline = time.monotonic() + kill_wait_s
+    while (left := marked_pids(marker)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
     return len(pids)
 
 
