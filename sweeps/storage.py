@@ -121,6 +121,24 @@ def sweep_dir(output: str | Path, sweep: str) -> Path:
     return Path(output) / f"sweep={_quote(sweep)}"
 
 
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename into it survives a power cut, not only a process kill.
+
+    POSIX makes the rename atomic but durable only once the directory entry is on disk; on
+    filesystems that refuse to open or fsync a directory (some network mounts) this is skipped.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def partition_dir(output: str | Path, sweep: str, policy: str) -> Path:
     return sweep_dir(output, sweep) / f"policy={_quote(policy)}"
 
@@ -323,6 +341,7 @@ class DatasetWriter:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+            _fsync_dir(pdir)
         except OSError as e:
             raise StorageWriteError(e.errno, f"cannot write {final}: {e.strerror or e}") from e
         finally:
