@@ -26,14 +26,11 @@ import yaml
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # RT round-robin hogs throttled every 1 ms next to CFS hogs, for 2 ms of simulated time: ~1-3 ms per row.
+ROOT = Path(__file__).resolve().parent.parent
 CHEAP = {
+    **yaml.safe_load((ROOT / "configs" / "scenarios" / "rt-rr-hogs-throttled.yaml").read_text()),
     "horizon_s": 0.002,
     "lockup_after_s": 0.001,
-    "machine": {"cpus": 2, "hz": 1000, "rt_period_us": 1000, "rt_runtime_us": 500},
-    "groups": [
-        {"name": "rt_hogs", "count": 4, "role": "hog", "sched": {"policy": "rr", "rt_priority": 50}},
-        {"name": "cfs_hogs", "count": 4, "role": "hog", "sched": {"policy": "normal"}},
-    ],
 }
 
 
