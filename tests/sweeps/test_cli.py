@@ -80,6 +80,14 @@ def test_validate_counts_rows(capsys):
     assert "12 cells × 5 policies × 200 replicates = 12000 rows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "cfg", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_sweep_validates(cfg, capsys):
+    """A sweep in configs/ that no longer validates (a renamed key, a new policy name) fails here."""
+    assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
+
+
 def test_policies_lists_the_registry(capsys):
     from oommodel import POLICIES
 
