@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--row-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget of one row; a row that exceeds it is stored with status 'timeout' "
                         "(default 300, 0 = no budget)")
+    r.add_argument("--replicate-block", type=int, default=None, metavar="K",
+                   help="run replicates K*R .. K*R+R-1 (R = the sweep's replicates): fresh seeds for a "
+                        "scheduled run; the nightly script passes the day number")
     r.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)  # no Ray: debugging and tests
     r.add_argument("--flush-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
 
@@ -157,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor="serial" if args.serial else "ray",
         flush_seconds=args.flush_seconds,
         row_timeout=row_timeout,
+        replicate_block=args.replicate_block,
     )
     return run_sweep(args.sweep_file, opts).exit_code
 

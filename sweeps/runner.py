@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -67,6 +68,7 @@ class RunOptions:
     flush_seconds: float = 10.0
     target_batch_s: float = 0.5
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT_S  # wall-clock budget per row; None/0 = none
+    replicate_block: int | None = None  # run replicates K*R .. K*R+R-1 (fresh seeds per scheduled run)
 
 
 @dataclass
@@ -180,7 +182,7 @@ def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str
     kinds: dict[str, list] = {k: [] for k in keys}
     cpu_keys: list[str] = []
     labels = [p.label for p in spec.policies]
-    reps = spec.replicates.min if _adaptive(spec) else spec.replicates
+    reps = range(spec.replicates.min) if _adaptive(spec) else spec.replicate_range
     n = 0
     ids: set[str] = set()
     pending = 0
@@ -196,7 +198,7 @@ def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str
         for ck in S.cpu_keys_for(cell.scenario):
             if ck not in cpu_keys:
                 cpu_keys.append(ck)
-        for r in range(reps):
+        for r in reps:
             for lab in labels:
                 if (cell.cell_id, lab, r) not in done:
                     pending += 1
@@ -209,7 +211,7 @@ def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str
         param_keys={param_column(k): k for k in keys},
         cpu_keys=cpu_keys,
         rows_total=n * per_cell,
-        rows_min=n * len(labels) * reps,
+        rows_min=n * len(labels) * len(reps),
         pending=pending,
     )
 
@@ -235,13 +237,14 @@ class FixedFeeder:
         for cell in cells:
             # counted first, generated lazily: a cell with 10^5 replicates is never a list in memory
             done = self.done
+            reps = spec.replicate_range
             n = sum(
-                1 for r in range(spec.replicates) for p in spec.policies if (cell.cell_id, p.label, r) not in done
+                1 for r in reps for p in spec.policies if (cell.cell_id, p.label, r) not in done
             ) if done else spec.replicates * len(spec.policies)
             if not n:
                 continue
             self.register(cell, n)
-            for r in range(spec.replicates):
+            for r in reps:
                 seed = self._seed(spec.seed, cell.cell_id, r)
                 for p in spec.policies:
                     if (cell.cell_id, p.label, r) not in done:
@@ -491,6 +494,25 @@ def load_sweep_checked(path: str | Path, max_rows: int, yes: bool) -> Any:
     return load_sweep(path)
 
 
+def with_replicate_block(spec: Any, block: int | None) -> Any:
+    """The spec of execution block K: replicates K*R .. K*R+R-1 instead of 0 .. R-1.
+
+    Rows are keyed by (cell, policy, replicate) and seeds hang off the replicate number, so each
+    block is a fresh, independent sample of every cell, and a rerun of the same block resumes it.
+    A nightly job passes the day number: every night adds R new replicates, and `oomsweep history`
+    compares the nights as independent samples.
+    """
+    from sweeps.spec import SweepError
+
+    if block is None:
+        return spec
+    if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+        raise SweepError("--replicate-block", f"must be an integer >= 0, got {block!r}")
+    if _adaptive(spec):
+        raise SweepError("--replicate-block", "needs a fixed `replicates`, not adaptive replication")
+    return dataclasses.replace(spec, replicate_start=block * spec.replicates)
+
+
 def run_sweep(
     path: str | Path,
     opts: RunOptions = RunOptions(),
@@ -504,7 +526,7 @@ def run_sweep(
     err = stderr or sys.stderr
     started = time.monotonic()
     # all validation happens here, before Ray starts
-    spec = load_sweep_checked(path, opts.max_rows, opts.yes)
+    spec = with_replicate_block(load_sweep_checked(path, opts.max_rows, opts.yes), opts.replicate_block)
     output = Path(opts.output or spec.output)
     if opts.dry_run:
         return _run(path, spec, output, opts, out, err, started, executor)
@@ -545,6 +567,9 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         f"half-width {spec.replicates.ci_half_width})"
         if adaptive
         else str(spec.replicates)
+        if not spec.replicate_start
+        else f"{spec.replicates} (block {spec.replicate_start // spec.replicates}: replicates "
+        f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})"
     )
     _print(
         f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
@@ -739,7 +764,8 @@ def _current_table(output: Path, spec: Any, plan: Plan, columns) -> pa.Table | N
     labels = [p.label for p in spec.policies]
     flt = pds.field("cell_id").isin(sorted(plan.cell_ids)) & pds.field("policy").isin(labels)
     if not _adaptive(spec):
-        flt = flt & (pds.field("replicate") < spec.replicates)
+        reps = spec.replicate_range
+        flt = flt & (pds.field("replicate") >= reps.start) & (pds.field("replicate") < reps.stop)
     t = storage.read_table(output, spec.name, columns=columns, filter=flt)
     for i, f in enumerate(t.schema):
         if pa.types.is_string(f.type):

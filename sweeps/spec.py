@@ -129,6 +129,10 @@ class SweepSpec:
     mlflow: MlflowSpec
     source_text: str = field(default="", compare=False)
     sweep_hash: str = ""
+    # First replicate index of this execution (fixed replicates only): `--replicate-block K` sets it
+    # to K × replicates, so that scheduled runs of one sweep file draw fresh seeds. Not part of the
+    # sweep file, of to_dict() or of sweep_hash: it is a property of a run, not of the sweep.
+    replicate_start: int = 0
 
     @property
     def varied_keys(self) -> tuple[str, ...]:
@@ -139,6 +143,13 @@ class SweepSpec:
     @property
     def adaptive(self) -> Adaptive | None:
         return self.replicates if isinstance(self.replicates, Adaptive) else None
+
+    @property
+    def replicate_range(self) -> range:
+        """Replicate numbers this execution covers (fixed replicates): start .. start + replicates - 1."""
+        if isinstance(self.replicates, Adaptive):
+            raise TypeError("replicate_range: adaptive replication has no fixed range")
+        return range(self.replicate_start, self.replicate_start + self.replicates)
 
     @property
     def max_replicates(self) -> int:

@@ -16,6 +16,10 @@
 #   OOMSWEEP_OUTPUT     dataset directory as seen by the head node (default /srv/oomsweep/results)
 #   OOMSWEEP_DATE       the day to submit for (default: today, UTC; set it to re-run a given day)
 #   OOMSWEEP_MAX_RETRIES  resubmissions of a failed day (default 2)
+#   OOMSWEEP_FRESH_SEEDS=1  each day runs a fresh block of replicates (`--replicate-block` = days
+#                       since 1970-01-01): an unchanged sweep then adds R new replicates a night and
+#                       `oomsweep history` compares independent nights; a retry of the day resumes its
+#                       block. Default 0: the sweep's own replicates, so unchanged code adds nothing.
 #   OOMSWEEP_NO_WAIT=1  return after submitting (default: wait, exit with the job's result)
 #   RAY_BIN             the `ray` executable (default: `ray` on PATH)
 #   OOMSWEEP_PYTHON     a Python with Ray installed (default: the `python` next to `ray`)
@@ -76,6 +80,9 @@ if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then
     cmd+=(--runtime-env-json "{\"env_vars\": {\"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\", \"RAY_USAGE_STATS_ENABLED\": \"0\"}}")
 fi
 cmd+=(-- oomsweep run "$SWEEP" --address auto --output "$OUTPUT")
+if [ "${OOMSWEEP_FRESH_SEEDS:-0}" = 1 ]; then
+    cmd+=(--replicate-block "$(( $(date -u -d "$DAY" +%s) / 86400 ))")
+fi
 log "submitting $ID: ${cmd[*]}"
 if "${cmd[@]}"; then
     log "$ID done; compare with earlier runs: oomsweep history $OUTPUT --sweep $NAME"

@@ -32,7 +32,8 @@ def nightly(tmp_path):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
 
-    def call(statuses: dict[str, str], *, sweep: str = "tests/infra/data/tiny.yaml", submit_rc: int = 0):
+    def call(statuses: dict[str, str], *, sweep: str = "tests/infra/data/tiny.yaml", submit_rc: int = 0,
+             **extra_env: str):
         (tmp_path / "statuses.json").write_text(json.dumps(statuses))
         for old in tmp_path.glob("submit-*"):
             old.unlink()
@@ -40,6 +41,8 @@ def nightly(tmp_path):
                    OOMSWEEP_DATE="2026-11-26", OOMSWEEP_OUTPUT="/srv/results", RAY_ADDRESS="http://head:8265",
                    OOMSWEEP_SWEEP=sweep, FAKE_SUBMIT_RC=str(submit_rc))
         env.pop("MLFLOW_TRACKING_URI", None)
+        env.pop("OOMSWEEP_FRESH_SEEDS", None)
+        env.update(extra_env)
         p = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
         submits = [f.read_text().splitlines() for f in sorted(tmp_path.glob("submit-*"))]
         return p, submits
@@ -57,6 +60,16 @@ def test_first_run_of_the_day_submits_under_name_and_date(nightly):
     assert args[args.index("--address") + 1] == "http://head:8265"
     assert args[args.index("--") + 1:] == ["oomsweep", "run", "tests/infra/data/tiny.yaml", "--address", "auto",
                                            "--output", "/srv/results"]
+
+
+def test_fresh_seeds_run_the_block_of_the_day(nightly):
+    p, submits = nightly({}, OOMSWEEP_FRESH_SEEDS="1")
+    assert p.returncode == 0, p.stderr
+    (args,) = submits
+    # 2026-11-26 is day 20,783 since 1970-01-01: replicates 20783*R .. 20783*R+R-1
+    assert args[-2:] == ["--replicate-block", "20783"]
+    p, submits = nightly({}, OOMSWEEP_FRESH_SEEDS="1", OOMSWEEP_DATE="2026-11-27")
+    assert submits[0][-2:] == ["--replicate-block", "20784"]
 
 
 @pytest.mark.parametrize("status", ["PENDING", "RUNNING", "SUCCEEDED"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import subprocess
 from pathlib import Path
 
@@ -137,7 +138,8 @@ esac
 
 
 @pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
-def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
+def _run_cronjob_script(tmp_path, **env_overrides: str) -> list[subprocess.CompletedProcess]:
+    """Runs the CronJob container's script twice (same day) against a fake kubectl, with the container's env."""
     cj = _one("cronjob.yaml", "CronJob")
     container = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     script = container["args"][0].replace("/template/rayjob.yaml", str(K8S / "rayjob.yaml"))
@@ -147,8 +149,13 @@ def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
     (bin_dir / "kubectl").chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STATE=str(tmp_path))
-    runs = [subprocess.run(container["command"] + [script], env=env, capture_output=True, text=True, timeout=30)
+    env.update({e["name"]: e["value"] for e in container.get("env", [])}, **env_overrides)
+    return [subprocess.run(container["command"] + [script], env=env, capture_output=True, text=True, timeout=30)
             for _ in range(2)]
+
+
+def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
+    runs = _run_cronjob_script(tmp_path)
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
     created = list(tmp_path.glob("created-*"))
     assert len(created) == 1, "the second run of the same day must not create another RayJob"
@@ -161,3 +168,13 @@ def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     del job["spec"]["jobId"]
     assert job == template
     assert "already exists" in runs[1].stdout
+
+
+def test_cronjob_fresh_seeds_appends_the_block_of_the_day(tmp_path):
+    runs = _run_cronjob_script(tmp_path, OOMSWEEP_FRESH_SEEDS="1")
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    (created,) = tmp_path.glob("created-*")
+    entrypoint = yaml.safe_load(created.read_text())["spec"]["entrypoint"]
+    m = re.search(r"--output /data/results --replicate-block (\d+)$", entrypoint)
+    assert m, entrypoint
+    assert abs(int(m.group(1)) - int(time.time()) // 86400) <= 1

@@ -1,0 +1,85 @@
+"""`oomsweep run --replicate-block K`: a scheduled run of an unchanged sweep draws fresh seeds.
+
+Serial executor in-process (no Ray), real Parquet: each block adds R new replicates per cell and
+policy, a rerun of the same block adds nothing, and `history` sees the blocks as executions.
+"""
+
+from __future__ import annotations
+
+import pyarrow.dataset as pds
+import pytest
+
+from sweeps.cli import main
+
+
+def _rows(tmp_path):
+    t = pds.dataset(tmp_path / "results", format="parquet", partitioning="hive").to_table(
+        columns=["cell_id", "policy", "replicate", "seed", "execution_id"]
+    )
+    return t.to_pylist()
+
+
+@pytest.fixture
+def sweep(write_sweep, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return write_sweep(tmp_path, replicates=2)
+
+
+def test_blocks_add_fresh_replicates_and_a_rerun_adds_nothing(sweep, tmp_path, capsys):
+    assert main(["run", str(sweep), "--serial", "--no-mlflow"]) == 0
+    first = _rows(tmp_path)
+    assert sorted({r["replicate"] for r in first}) == [0, 1]
+
+    assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "block 3: replicates 6..7" in err and "8 to run" in err
+    rows = _rows(tmp_path)
+    assert len(rows) == 2 * len(first)
+    new = [r for r in rows if r["replicate"] >= 2]
+    assert sorted({r["replicate"] for r in new}) == [6, 7]
+    assert not {r["seed"] for r in new} & {r["seed"] for r in first}  # fresh draws
+    assert len({r["execution_id"] for r in rows}) == 2
+    keys = [(r["cell_id"], r["policy"], r["replicate"]) for r in rows]
+    assert len(keys) == len(set(keys))
+
+    # the same block again (a retried nightly job) resumes: nothing new
+    assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "3"]) == 0
+    assert "0 to run" in capsys.readouterr().err
+    assert len(_rows(tmp_path)) == len(rows)
+
+    # history shows one line per policy per execution: the two blocks are compared
+    assert main(["history", "results", "--sweep", "tiny"]) == 0
+    hist = capsys.readouterr().out
+    assert hist.count("upstream_4_19") >= 2
+
+
+def test_the_final_table_counts_only_this_block(sweep, tmp_path, capsys):
+    assert main(["run", str(sweep), "--serial", "--no-mlflow"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "1"]) == 0
+    out = capsys.readouterr().out
+    # 2 cells × 2 replicates of this block per policy, not the 8 stored in all
+    assert any(line.split()[:2] == ["upstream_4_19", "4"] for line in out.splitlines())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--replicate-block", "-1"], "--replicate-block: must be an integer >= 0"),
+        (["--replicate-block", "x"], "--replicate-block"),
+    ],
+)
+def test_bad_block_exits_2_naming_the_flag(sweep, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        rc = main(["run", str(sweep), "--serial", "--no-mlflow", *extra])
+        raise SystemExit(rc)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_adaptive_sweep_refuses_a_block(write_sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path, replicates={"ci_half_width": 0.2, "min": 2, "max": 4, "batch": 2})
+    assert main(["run", str(path), "--serial", "--no-mlflow", "--replicate-block", "1"]) == 2
+    assert "--replicate-block: needs a fixed `replicates`" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() or not _rows(tmp_path)
