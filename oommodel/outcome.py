@@ -13,6 +13,9 @@ class Outcome:
     `released_by` says who let
     the OOM killer move on from it (the same except under Handa's victim list, policies d2
     and e, where the victim stays pending until `__mmput` ends or its score stalls).
+    `exits_pending_max` is the most killed processes that had freed their memory (`__mmput`
+    returned) but had not yet exited at one time; `exit_delay_max_s` the longest time from
+    `__mmput` to exit (a process still waiting at the end counts up to `sim_time_s`).
     """
 
     lockup: bool
@@ -34,6 +37,8 @@ class Outcome:
     oom_calls: int
     sim_time_s: float
     sim_events: int
+    exits_pending_max: int
+    exit_delay_max_s: float
     cpu_s: dict[str, float] = field(default_factory=dict)
 
     @classmethod

@@ -58,6 +58,8 @@ OUTCOME_FIELDS: tuple[pa.Field, ...] = (
     pa.field("oom_calls", pa.int64()),
     pa.field("sim_time_s", pa.float64()),
     pa.field("sim_events", pa.int64()),
+    pa.field("exits_pending_max", pa.int64()),
+    pa.field("exit_delay_max_s", pa.float64()),
 )
 
 STATUS_FIELDS: tuple[pa.Field, ...] = (

@@ -1,15 +1,17 @@
-"""The victim's exit path: `do_exit()` -> `exit_mm()` -> `mmput()` -> `exit_mmap()`.
+"""The victim's exit path: `do_exit()` -> `exit_mm()` -> `mmput()` -> `exit_mmap()`, then the
+rest of `do_exit()` up to `do_task_dead()`.
 
 `exit_mmap` interprets the policy's list of `ExitStep`s (oommodel/policies/), so each
 variant's ordering of unmap, `mm->mmap = NULL`, page-table freeing, `->close()` and
 `MMF_OOM_SKIP` is data that can be read next to the kernel source (reference section 1.5).
+`do_exit_tail` is the part after `exit_mm()`, where a v6.1 task can lose its CPU once more.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oommodel.kernel.costs import MB_PER_GB, UNLINK_VMAS_S, ZAP_RESCHED_S
+from oommodel.kernel.costs import DO_EXIT_TAIL_S, MB_PER_GB, UNLINK_VMAS_S, ZAP_RESCHED_S
 from oommodel.kernel.mm import MMF
 from oommodel.kernel.oom_domain import EPS_MB
 from oommodel.policies.base import Op, Phase
@@ -36,9 +38,48 @@ def do_exit(world: World, proc: Process, th: Thread):
         yield from exit_mmap(world, proc, th)
         proc.mmput_done = True
         proc.exit_phase = "exited"
+        world.note_mmput(proc)
         if proc.in_victim_list:
             world.release_victim(proc, "exit")           # Handa's exit_oom_mm() at the end of __mmput
+    yield from do_exit_tail(world, proc, th)
     machine.exit(th)
+    world.note_thread_exit(proc)
+
+
+def do_exit_tail(world: World, proc: Process, th: Thread):
+    """Models kernel/exit.c:do_exit() after exit_mm() as of v6.1: exit_sem() .. exit_task_work(),
+    perf_event_exit_task(), sched_autogroup_exit_task(), cgroup_exit(), exit_notify() .. do_task_dead().
+
+    With CONFIG_SCHED_AUTOGROUP (Debian's config), `sched_autogroup_exit_task()` calls
+    `sched_move_task()` (kernel/sched/core.c) for every exiting task, whether autogroup is enabled
+    or not: `dequeue_task()` + `enqueue_task()` with DEQUEUE_SAVE |
+    DEQUEUE_MOVE, which `rt.c:enqueue_rt_entity()` turns into `list_add_tail()` -- the running task
+    goes to the *tail* of its priority -- and, since 2a4b03ffc69f (v5.6), `resched_curr()`:
+
+        preempt=full                                 preempt=none / voluntary
+        ------------                                 ------------------------
+        task_rq_unlock() -> preempt_enable():        TIF_NEED_RESCHED set, but no cond_resched()
+          __schedule(SM_PREEMPT) picks the head        point follows on this path: cgroup_exit(),
+          of the FIFO list, another task             exit_notify() .. do_task_dead() run at once
+        the dying task waits runnable behind every   (nothing changes: its cost is in exit_ms)
+          runnable task of its priority, its memory
+          already freed by mmput()
+
+    real-kernel-6.1.md section 4. v4.19 has the requeue but no resched_curr(); v6.4 to v6.13 skip
+    the move when the task group is unchanged (eff6c8ce8d4d, reverted by 76f970ce51c8), so the
+    policy says whether its kernel does this (`OomPolicy.exit_sched_move_resched`). Approximations:
+    no other preemption point is modelled in this part of do_exit(), and after the preemption the
+    task needs `DO_EXIT_TAIL_S` of CPU to finish; the OOM killer already skips it (no mm).
+    """
+    if not world.exit_requeue:
+        return
+    machine = world.machine
+    if proc.mmput_done:
+        proc.exit_phase = "do_exit: preempted in sched_move_task(), runnable at the tail of its priority"
+    machine.requeue_tail(th)
+    yield machine.run(th, DO_EXIT_TAIL_S)
+    if proc.mmput_done:
+        proc.exit_phase = "exited"
 
 
 def exit_mmap(world: World, proc: Process, th: Thread):

@@ -22,7 +22,7 @@ class Process:
         "pid", "group", "role", "oom_score_adj", "attr", "allowed", "threads", "mm",
         "killed", "kill_time", "kill_event", "oom_victim", "mmput_done", "released_by",
         "released_time", "handed_over", "in_victim_list", "last_score", "last_score_drop",
-        "writer_hold_s", "cpu_at_kill", "exit_phase", "mm_gone", "start_s",
+        "writer_hold_s", "cpu_at_kill", "exit_phase", "mm_gone", "start_s", "mmput_time", "exit_time",
     )
 
     def __init__(self, env: simpy.Environment, pid: int, group: str, role: str, oom_score_adj: int,
@@ -51,6 +51,8 @@ class Process:
         self.exit_phase = "running"
         self.start_s = 0.0
         self.mm_gone = False               # every thread passed exit_mm(): find_lock_task_mm() fails
+        self.mmput_time: float | None = None  # when __mmput() returned: its memory is freed
+        self.exit_time: float | None = None   # when its last thread reached do_task_dead()
 
     @property
     def name(self) -> str:

@@ -54,6 +54,9 @@ class Counters:
     first_skip_s: float | None = None
     first_released_by: str | None = None
     panic: bool = False
+    exits_pending: int = 0            # killed processes past mmput() whose last thread has not exited
+    exits_pending_max: int = 0
+    exit_delay_max_s: float = 0.0
 
 
 class World:
@@ -65,6 +68,8 @@ class World:
         self.policy = policy
         self.opts = opts
         self.exit_steps = policy.steps_for(opts)
+        # do_exit() -> sched_move_task(): requeued at the tail and preempted at once (see do_exit_tail)
+        self.exit_requeue = policy.exit_sched_move_resched and sc.machine.preempt == "full"
         self.streams = Streams(seed)
         self.env = env = CountingEnvironment()
         m = sc.machine
@@ -230,6 +235,25 @@ class World:
         victim.handed_over = True
         self.stats.handovers += 1
 
+    def note_mmput(self, proc: Process) -> None:
+        """__mmput() returned: the process's memory is freed, its exit still to finish."""
+        proc.mmput_time = self.env.now
+        if proc.killed:
+            st = self.stats
+            st.exits_pending += 1
+            if st.exits_pending > st.exits_pending_max:
+                st.exits_pending_max = st.exits_pending
+
+    def note_thread_exit(self, proc: Process) -> None:
+        """A thread reached do_task_dead(); the process has exited with its last thread."""
+        if proc.exit_time is not None or not all(t.exited for t in proc.threads):
+            return
+        proc.exit_time = self.env.now
+        if proc.killed and proc.mmput_time is not None:
+            st = self.stats
+            st.exits_pending -= 1
+            st.exit_delay_max_s = max(st.exit_delay_max_s, proc.exit_time - proc.mmput_time)
+
     def note_alloc_after_wait(self) -> None:
         if self.stats.first_progress_s is None and self.stats.first_kill_s is not None:
             self.stats.first_progress_s = self.env.now
@@ -298,6 +322,10 @@ class World:
             for t in v.threads:
                 victim_cpu += machine.cpu_time(t) - v.cpu_at_kill.get(t.tid, 0.0)
         cpu["victim"] = victim_cpu
+        exit_delay_max_s = st.exit_delay_max_s
+        for v in self.victims:                         # still waiting at the end of the run
+            if v.mmput_time is not None and v.exit_time is None:
+                exit_delay_max_s = max(exit_delay_max_s, env.now - v.mmput_time)
         det = self.detector
         return Outcome(
             lockup=det.lockup,
@@ -319,5 +347,7 @@ class World:
             oom_calls=st.oom_calls,
             sim_time_s=env.now,
             sim_events=env.processed,
+            exits_pending_max=st.exits_pending_max,
+            exit_delay_max_s=exit_delay_max_s,
             cpu_s=cpu,
         )

@@ -88,6 +88,7 @@ class OomPolicy:
     victim_list_backoff: bool = False          # Handa: pending until __mmput or a stall of stall_s
     direct_reap: bool = False                  # allocators reap victims themselves
     memcg_oom_lock_killable: bool = False      # mutex_lock_killable (5.1+) in the memcg OOM path
+    exit_sched_move_resched: bool = False      # 5.6+: do_exit() -> sched_move_task() ends in resched_curr()
     options: Mapping[str, Any] = field(default_factory=dict)
     option_variants: Mapping[str, Mapping[Any, tuple[ExitStep, ...]]] = field(default_factory=dict)
 

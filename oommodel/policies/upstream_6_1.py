@@ -1,5 +1,7 @@
 """(f) v6.1 upstream: exit_mmap sets MMF_OOM_SKIP for every mm right after unmap_vmas; the
-reaper runs from a timer OOM_REAPER_DELAY = 2*HZ after the kill and reaps mlocked vmas too."""
+reaper runs from a timer OOM_REAPER_DELAY = 2*HZ after the kill and reaps mlocked vmas too.
+Late in do_exit, sched_move_task() requeues the task at the tail of its priority and reschedules
+(taken at once under preempt=full; oommodel.kernel.exit.do_exit_tail)."""
 
 from oommodel.policies.base import OomPolicy, Op, Phase, ReaperKind, step, work
 
@@ -26,10 +28,12 @@ POLICY = OomPolicy(
         "20220510030014.3842475-2-surenb@google.com",
         "commit f798a1d4f94d",
         "v6.1 mm/oom_kill.c:queue_oom_reaper() (OOM_REAPER_DELAY)",
+        "v6.1 kernel/exit.c:do_exit() -> sched_autogroup_exit_task() -> sched_move_task() (commit 2a4b03ffc69f)",
     ),
     exit_steps=EXIT_6_1,
     reaper=ReaperKind.UNCONDITIONAL,
     reaper_delay_jiffies_per_hz=2.0,
     reaper_reaps_mlocked=True,
     memcg_oom_lock_killable=True,
+    exit_sched_move_resched=True,
 )

@@ -286,6 +286,19 @@ class Machine:
         self._update(rq, th if raised else None)
         self._finish()
 
+    def requeue_tail(self, th: Thread) -> None:
+        """Move a runnable th to the tail of its priority on its run queue and re-share the CPU at
+        once: enqueue with DEQUEUE_MOVE (rt.c:enqueue_rt_entity() list_add_tail) and a resched
+        taken now. The caller decides that a preemption point is passed. No effect on CFS shares."""
+        self._check_alive(th)
+        if not th.runnable:
+            return
+        rq = self.rqs[th.cpu]  # type: ignore[index]
+        self._dequeue(rq, th)
+        self._enqueue(rq, th)
+        self._update(rq, None)
+        self._finish()
+
     def exit(self, th: Thread) -> None:
         """do_exit(): the thread is gone for good; its CPU time stays accounted."""
         if th.exited:

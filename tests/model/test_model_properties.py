@@ -132,3 +132,8 @@ def test_invariants_hold_on_random_scenarios(d, policy, seed):
     assert out.lockup == (out.max_stall_s >= sc.lockup_after_s)
     assert out.kills == len(world.victims) >= out.extra_kills
     assert 0.0 <= out.memory_freed_mb
+    # exits: a process exits only after __mmput() freed its memory; the waiting count is bounded
+    assert 0 <= out.exits_pending_max <= out.kills
+    assert 0.0 <= out.exit_delay_max_s <= out.sim_time_s
+    for v in world.victims:
+        assert v.exit_time is None or (v.mmput_time is not None and v.mmput_time <= v.exit_time)
