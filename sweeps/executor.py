@@ -36,6 +36,7 @@ from sweeps.schema import STATUS_ERROR, STATUS_OK, STATUS_TIMEOUT
 
 STATUS_LOST = "lost"  # never written: the batch died after Ray's retries
 DEFAULT_ROW_TIMEOUT_S = 300.0  # a row is milliseconds to seconds; five minutes means it is stuck
+DRAIN_S = 10.0  # after a stop request, how long running batches may still deliver their rows
 
 Take = Callable[[int], list[Any]]  # take(n) -> up to n items available now ([] = none right now)
 
@@ -387,6 +388,7 @@ class RayExecutor:
             self.start()
         fn_ref = ray.put(fn)
         in_flight: dict[Any, list[Any]] = {}
+        drain_until = 0.0
         try:
             while True:
                 while not should_stop() and len(in_flight) < self._window:
@@ -408,7 +410,11 @@ class RayExecutor:
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
                 on_idle()
                 if should_stop():
-                    return
+                    # Stop submitting, but keep the batches already running: their rows are
+                    # stored, not recomputed on resume. Past DRAIN_S they are abandoned.
+                    drain_until = drain_until or time.monotonic() + DRAIN_S
+                    if time.monotonic() > drain_until:
+                        return
                 for ref in ready:
                     items = in_flight.pop(ref)
                     try:
@@ -425,11 +431,12 @@ class RayExecutor:
                         self.sizer.observe(results)
                     yield Batch(items, results)
         finally:
-            for ref in in_flight:
-                try:
-                    ray.cancel(ref)
-                except Exception:
-                    pass
+            # No ray.cancel() of what is left: with Ray 2.60 a reply that arrives for a task the
+            # driver has just cancelled aborts the driver ("Tried to complete task that was not
+            # pending", task_manager.cc), which turned a clean Ctrl-C into SIGABRT. The embedded
+            # Ray's shutdown stops its workers; on a cluster the abandoned batches finish and
+            # their results are dropped (a few seconds of work each).
+            in_flight.clear()
 
     def close(self) -> None:
         if self._owns_ray:
