@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import simpy
 
-from oommodel import Scenario, simulate
-
 ROOT = Path(__file__).resolve().parent.parent
+# The model of *this* checkout, not the editable install (which may point at another worktree).
+sys.path.insert(0, str(ROOT))
+
+from oommodel import Scenario, simulate  # noqa: E402
+
 SCENARIOS = ("handa-2018-11-14.yaml", "global-normal.yaml", "all-cpus-rt-busy.yaml")
 
 

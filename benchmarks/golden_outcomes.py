@@ -22,9 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from oommodel import POLICIES, Outcome, Scenario, simulate
-
 ROOT = Path(__file__).resolve().parent.parent
+# The model of *this* checkout, not the editable install (which may point at another worktree).
+sys.path.insert(0, str(ROOT))
+
+from oommodel import POLICIES, Outcome, Scenario, simulate  # noqa: E402
+
 SEEDS = range(15)
 EVENTS_ONLY = {"sim_events"}
 
