@@ -195,6 +195,7 @@ class Machine:
         self._runtime = spec.rt_runtime_us / 1e6
         self._share = spec.rt_runtime_share and spec.cpus > 1
         self._n_rt_idle = spec.cpus
+        self._budget_s = self._compute_budget()   # cached: depends only on _n_rt_idle
         self._budget_dirty = False
         self._pull_pending = False
         self._nr_rt_mobile = 0             # movable RT threads queued anywhere
@@ -423,6 +424,7 @@ class Machine:
                 q.append(th)
             if rq.nr_rt == 0:
                 self._n_rt_idle -= 1
+                self._budget_s = self._compute_budget()
                 self._budget_dirty = True
             rq.nr_rt += 1
             if th.mobile:
@@ -446,6 +448,7 @@ class Machine:
             rq.nr_rt -= 1
             if rq.nr_rt == 0:
                 self._n_rt_idle += 1
+                self._budget_s = self._compute_budget()
                 self._budget_dirty = True
             if th.mobile:
                 rq.nr_rt_mobile -= 1
@@ -517,8 +520,12 @@ class Machine:
                 rq.rt_time += rq.rt_rate * dt
         rq.last = now
 
-    def _budget(self) -> float:
-        """RT runtime available to a CPU that has RT threads (do_balance_runtime(), simplified)."""
+    def _compute_budget(self) -> float:
+        """RT runtime available to a CPU that has RT threads (do_balance_runtime(), simplified).
+
+        Only _n_rt_idle changes it, so _enqueue()/_dequeue() refresh the cached `_budget_s`
+        whenever a CPU becomes RT-idle or RT-busy; readers use the cache.
+        """
         if not self._share:
             return self._runtime
         return min(self._period, self._runtime + self._n_rt_idle * self._runtime / self.spec.cpus)
@@ -526,7 +533,7 @@ class Machine:
     def _is_throttled(self, rq: _RunQueue) -> bool:
         if not self._rt_limited or not rq.nr_rt or not rq.cfs:
             return False
-        budget = self._budget()
+        budget = self._budget_s
         if budget >= self._period - _EPS:
             return False
         return rq.rt_time >= budget - _RT_EPS
@@ -714,7 +721,7 @@ class Machine:
                 if pend < t:
                     t = pend
             elif rq.rt_rate > 0.0:
-                budget = self._budget()
+                budget = self._budget_s
                 if budget < self._period - _EPS:
                     tt = min(now + (budget - rq.rt_time) / rq.rt_rate, pend)
                     if tt < t:
