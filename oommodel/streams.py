@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import struct
 from numbers import Integral
 
 import numpy as np
@@ -23,6 +25,26 @@ from oommodel.distributions import Dist
 __all__ = ["Streams", "stream_key"]
 
 NamePart = str | int
+
+
+# JSON escapes only '"', '\\' and control characters when ensure_ascii=False: a part without
+# them encodes as itself in quotes, so the common names skip json.dumps (same bytes).
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+_WORDS = struct.Struct("<4I")
+
+
+def _encode(name_parts: tuple[NamePart, ...]) -> str:
+    """``json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)`` with str/int
+    parts already checked; plain strings and ints are formatted directly."""
+    out = []
+    for p in name_parts:
+        if type(p) is int:
+            out.append(str(p))
+        elif type(p) is str and _NEEDS_ESCAPE.search(p) is None:
+            out.append('"' + p + '"')
+        else:
+            out.append(json.dumps(p if isinstance(p, str) else int(p), ensure_ascii=False))
+    return "[" + ",".join(out) + "]"
 
 
 def stream_key(*name_parts: NamePart) -> tuple[int, ...]:
@@ -35,9 +57,8 @@ def stream_key(*name_parts: NamePart) -> tuple[int, ...]:
     for part in name_parts:
         if isinstance(part, bool) or not isinstance(part, (str, Integral)):
             raise TypeError(f"stream name parts must be str or int, got {type(part).__name__} {part!r}")
-    canon = [p if isinstance(p, str) else int(p) for p in name_parts]
-    digest = hashlib.sha256(json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode()).digest()
-    return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
+    digest = hashlib.sha256(_encode(name_parts).encode()).digest()
+    return _WORDS.unpack_from(digest)
 
 
 class Streams:
