@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
+from simpy.core import EmptySchedule, StopSimulation
 
 from oommodel.kernel.costs import RunCosts
 from oommodel.kernel.exit import do_exit
@@ -29,15 +30,33 @@ from oommodel.streams import Streams
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes (Outcome.sim_events)."""
+    """A SimPy environment that counts the events it processes (Outcome.sim_events).
+
+    `run_until` is `run(until=event)` with the count kept in a local of its own loop: an
+    overridden `step()` would add a Python call to every event of the run.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.processed = 0
 
-    def step(self) -> None:
-        self.processed += 1
-        super().step()
+    def run_until(self, stop: simpy.Event) -> None:
+        """Process events until `stop` is processed (something must trigger it: the horizon)."""
+        if stop.callbacks is None:
+            return
+        stop.callbacks.append(StopSimulation.callback)
+        step = super().step
+        n = 0
+        try:
+            while True:
+                n += 1
+                step()
+        except StopSimulation:
+            pass
+        except EmptySchedule:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
+        finally:
+            self.processed += n
 
 
 @dataclass(slots=True)
@@ -285,7 +304,7 @@ class World:
         env = self.env
         sc = self.sc
         env.timeout(sc.horizon_s).callbacks.append(lambda _e: None if self.stop.triggered else self.stop.succeed())
-        env.run(until=self.stop)
+        env.run_until(self.stop)
         self.detector.finish()
         st = self.stats
         machine = self.machine
