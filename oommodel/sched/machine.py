@@ -78,6 +78,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 import simpy
+from simpy.events import Event, Timeout
 
 from oommodel.sched.attrs import MachineSpec, SchedAttr, SchedPolicy
 
@@ -175,6 +176,14 @@ class _RunQueue:
         return self.nr_rt + len(self.cfs)
 
 
+def _pin_due(pinned: list[Thread], now: float) -> bool:
+    """Some deferred preemption point on this CPU is due now."""
+    for p in pinned:
+        if p.pin_until <= now + _EPS:
+            return True
+    return False
+
+
 class Machine:
     """The CPUs of one simulated machine; all scheduler state of one run lives here."""
 
@@ -220,7 +229,7 @@ class Machine:
     def run(self, th: Thread, work_s: float, resched_every_s: float | None = None) -> simpy.Event:
         """th needs work_s CPU-seconds; the event succeeds at the instant it has received them."""
         self._check_alive(th)
-        ev = self.env.event()
+        ev = Event(self.env)               # env.event() without the BoundClass lookup
         self.events_scheduled += 1
         th.done_ev = None
         if work_s <= 0.0:
@@ -733,7 +742,7 @@ class Machine:
             rq.timer_at = None
             return
         rq.timer_at = t
-        ev = self.env.timeout(max(0.0, t - now), rq.gen)
+        ev = Timeout(self.env, t - now if t > now else 0.0, rq.gen)
         self.events_scheduled += 1
         ev.callbacks.append(rq.on_timer)  # type: ignore[arg-type]
 
@@ -744,14 +753,11 @@ class Machine:
             rq.timer_at = None
             now = self.env.now
             self._settle(rq, now)
-            completed = False
-            for th in list(rq.running):
-                w = th.work_left
-                if w is not None and (w <= _WORK_EPS or now + w / th.rate <= now):
-                    self._complete(th, None)
-                    completed = True
-            if completed and not (self._rt_limited and rq.nr_rt and rq.cfs) and not any(
-                    p.pin_until <= now + _EPS for p in rq.pinned):
+            done = [th for th in rq.running
+                    if th.work_left is not None and (th.work_left <= _WORK_EPS or now + th.work_left / th.rate <= now)]
+            for th in done:
+                self._complete(th, None)
+            if done and not (self._rt_limited and rq.nr_rt and rq.cfs) and not _pin_due(rq.pinned, now):
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
                 self._arm_cpu_timer(rq, now)
