@@ -78,7 +78,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 import simpy
-from simpy.events import Event, Timeout
+from simpy.events import Event, Process, Timeout
 
 from oommodel.sched.attrs import MachineSpec, SchedAttr, SchedPolicy
 
@@ -174,6 +174,17 @@ class _RunQueue:
     @property
     def nr_running(self) -> int:
         return self.nr_rt + len(self.cfs)
+
+
+_PROCESS_RESUME = Process._resume
+
+
+def _resumes_one_process(ev: simpy.Event | None) -> bool:
+    """ev's only callback resumes a SimPy process (a model thread waiting on its run())."""
+    if ev is None:
+        return False
+    cbs = ev.callbacks
+    return cbs is not None and len(cbs) == 1 and getattr(cbs[0], "__func__", None) is _PROCESS_RESUME
 
 
 def _pin_due(pinned: list[Thread], now: float) -> bool:
@@ -714,6 +725,10 @@ class Machine:
 
     def _arm_cpu_timer(self, rq: _RunQueue, now: float) -> None:
         """Keep exactly one pending timer per CPU at its earliest future event (stale ones are ignored)."""
+        self._set_cpu_timer(rq, self._next_cpu_event(rq, now), now)
+
+    def _next_cpu_event(self, rq: _RunQueue, now: float) -> float:
+        """Earliest run() completion, deferred preemption point or RT throttle edge on rq."""
         t = _INF
         for th in rq.running:
             w = th.work_left
@@ -735,6 +750,9 @@ class Machine:
                     tt = min(now + (budget - rq.rt_time) / rq.rt_rate, pend)
                     if tt < t:
                         t = tt
+        return t
+
+    def _set_cpu_timer(self, rq: _RunQueue, t: float, now: float) -> None:
         if t == rq.timer_at:
             return
         rq.gen += 1
@@ -755,16 +773,55 @@ class Machine:
             self._settle(rq, now)
             done = [th for th in rq.running
                     if th.work_left is not None and (th.work_left <= _WORK_EPS or now + th.work_left / th.rate <= now)]
-            for th in done:
-                self._complete(th, None)
             if done and not (self._rt_limited and rq.nr_rt and rq.cfs) and not _pin_due(rq.pinned, now):
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
+                lone = done[0] if len(done) == 1 else None
+                if lone is not None and self.env.peek() > now and _resumes_one_process(lone.done_ev):
+                    self._complete_lone(rq, lone, now)
+                    return
+                for th in done:
+                    self._complete(th, None)
                 self._arm_cpu_timer(rq, now)
                 return
+            for th in done:
+                self._complete(th, None)
             self._update(rq, None)
             self._finish()
         return on_timer
+
+    def _complete_lone(self, rq: _RunQueue, th: Thread, now: float) -> None:
+        """One run() ended and nothing else is due at this instant: resume its waiter in place.
+
+        _complete() would schedule th's event at (now, NORMAL) and re-arm the CPU timer for a
+        later instant; with nothing else queued at `now`, that event is the very next one SimPy
+        would process, so processing it here (the same callbacks, in the same order, at the
+        same simulated time) changes nothing but saves one trip through the event queue.
+        Only for an event whose one callback resumes a process (the model's threads), so no
+        StopSimulation of env.run(until=...) can be raised from inside this timer callback.
+        The timer is armed first, as _complete() + _arm_cpu_timer() would have scheduled it
+        after the event; if it would fire at `now` itself the ordinary path is taken.
+        """
+        w = th.work_left
+        th.work_left = None
+        t = self._next_cpu_event(rq, now)
+        if t <= now:
+            th.work_left = w
+            self._complete(th, None)
+            self._arm_cpu_timer(rq, now)
+            return
+        self._set_cpu_timer(rq, t, now)
+        th.pinned = False    # end of the segment: a preemption point
+        done = th.done_ev
+        th.done_ev = None
+        seq = th.seq
+        done._ok = True
+        done._value = None
+        callbacks, done.callbacks = done.callbacks, None
+        for callback in callbacks:
+            callback(done)
+        if th.seq == seq:
+            self._lazy_idle_check(th, seq)
 
     def _complete(self, th: Thread, value: object) -> None:
         """End th's run() segment now and fire its event.
