@@ -773,7 +773,7 @@ class Machine:
             self._settle(rq, now)
             done = [th for th in rq.running
                     if th.work_left is not None and (th.work_left <= _WORK_EPS or now + th.work_left / th.rate <= now)]
-            if done and not (self._rt_limited and rq.nr_rt and rq.cfs) and not _pin_due(rq.pinned, now):
+            if done and self._rates_hold(rq, now):
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
                 lone = done[0] if len(done) == 1 else None
@@ -789,6 +789,25 @@ class Machine:
             self._update(rq, None)
             self._finish()
         return on_timer
+
+    def _rates_hold(self, rq: _RunQueue, now: float) -> bool:
+        """At a CPU timer where run() segments end: may the allocation stay as it is?
+
+        Without RT throttling in play, yes unless a deferred preemption point is due. With RT
+        and CFS threads on a throttling CPU the timer may also be the RT budget running out,
+        so a recompute is skipped only when it would change nothing at all: the throttle
+        state is unchanged, no thread is pinned, and none of the recompute's side effects
+        (load_balance() timers for starved CFS threads, push_rt_task(), pending budget or
+        pull work) has anything to do.
+        """
+        if not (self._rt_limited and rq.nr_rt and rq.cfs):
+            return not _pin_due(rq.pinned, now)
+        return (not rq.pinned
+                and self._is_throttled(rq) == rq.throttled
+                and not (rq.nr_cfs_mobile and rq.cfs_cap <= 0.0)
+                and not (self._starved and rq.cfs_cap > 0.0)
+                and not (rq.nr_rt_mobile and rq.rt_exhausted and not rq.throttled)
+                and not self._pull_pending and not self._budget_dirty)
 
     def _complete_lone(self, rq: _RunQueue, th: Thread, now: float) -> None:
         """One run() ended and nothing else is due at this instant: resume its waiter in place.
