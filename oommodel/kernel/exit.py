@@ -58,22 +58,22 @@ def exit_mmap(world: World, proc: Process, th: Thread):
         elif op is Op.SET_UNSTABLE:
             mm.flags |= MMF.MMF_UNSTABLE
         elif op is Op.DOWN_READ:
-            got = sem.down_read(th)
-            if not got.triggered:
+            if not sem.down_read_trylock(th):          # uncontended: taken at once, no event
+                got = sem.down_read(th)
                 machine.block(th)
                 yield got
         elif op is Op.UP_READ:
             sem.up_read(th)
         elif op is Op.DOWN_WRITE:
-            got = sem.down_write(th)
-            if not got.triggered:
+            if not sem.down_write_trylock(th):
+                got = sem.down_write(th)
                 machine.block(th)
                 yield got
         elif op is Op.UP_WRITE:
             sem.up_write(th)
         elif op is Op.OOM_LOCK:
-            got = world.oom_lock.lock(th)
-            if not got.triggered:
+            if not world.oom_lock.trylock(th):
+                got = world.oom_lock.lock(th)
                 machine.block(th)
                 yield got
             world.oom_lock.long_hold = True
