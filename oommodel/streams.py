@@ -61,15 +61,26 @@ def stream_key(*name_parts: NamePart) -> tuple[int, ...]:
     return _WORDS.unpack_from(digest)
 
 
+def _uint32_words(n: int) -> np.ndarray:
+    """n >= 0 as little-endian uint32 words, [0] for 0 (numpy's `_int_to_uint32_array`)."""
+    words = []
+    while True:
+        words.append(n & 0xFFFFFFFF)
+        n >>= 32
+        if n == 0:
+            return np.array(words, dtype=np.uint32)
+
+
 class Streams:
     """A seed's family of independent, named random streams."""
 
-    __slots__ = ("_seed",)
+    __slots__ = ("_seed", "_entropy")
 
     def __init__(self, seed: int) -> None:
         if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self._seed = int(seed)
+        self._entropy = _uint32_words(self._seed)
 
     @property
     def seed(self) -> int:
@@ -77,7 +88,12 @@ class Streams:
 
     def rng(self, *name_parts: NamePart) -> np.random.Generator:
         """A fresh Generator for this name: each call restarts the same sequence."""
-        ss = np.random.SeedSequence(self._seed, spawn_key=stream_key(*name_parts))
+        # Same words as SeedSequence(seed, spawn_key=stream_key(...)) would derive from the
+        # ints (one uint32 per key word, the seed in little-endian 32-bit words), handed over
+        # as uint32 arrays: that skips SeedSequence's per-int conversion, the slow part of a
+        # new stream. tests/model/test_streams.py checks the draws against the int form.
+        key = np.array(stream_key(*name_parts), dtype=np.uint32)
+        ss = np.random.SeedSequence(self._entropy, spawn_key=(key,))
         return np.random.Generator(np.random.PCG64(ss))
 
     def draw(self, value: float | str | Dist, *name_parts: NamePart) -> float | str:

@@ -142,3 +142,11 @@ def test_stream_key_fast_encoding_equals_json(parts: tuple) -> None:
     canon = [p if isinstance(p, str) else int(p) for p in parts]
     digest = hashlib.sha256(json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode()).digest()
     assert stream_key(*parts) == tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**31, 2**32 - 1, 2**32, 2**32 + 1, 2**64 - 1, 2**64, 2**100 + 12345])
+def test_rng_equals_seedsequence_of_the_ints(seed: int) -> None:
+    """Streams.rng hands SeedSequence uint32 arrays; the streams must be the int form's."""
+    for name in [("start_s", "children"), ("close_ms", 17), ("ksoftirqd_awake", 3, 99)]:
+        ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=stream_key(*name))))
+        assert np.array_equal(Streams(seed).rng(*name).random(16), ref.random(16))
