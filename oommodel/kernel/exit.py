@@ -93,12 +93,15 @@ def exit_mmap(world: World, proc: Process, th: Thread):
                     machine.set_attr(th, world.sched_attr(str(text)))
 
 
+_PHASE_TEXT = {p: p.value for p in Phase}   # Enum.value is a Python-level property
+
+
 def exit_phase(world: World, proc: Process, th: Thread, phase: Phase):
     """CPU work of one exit_mmap phase, and what it frees."""
     machine = world.machine
     mm = proc.mm
     c = world.costs
-    proc.exit_phase = phase.value
+    proc.exit_phase = _PHASE_TEXT[phase]
     if phase is Phase.SELF_REAP:
         amount = mm.reapable_mb(world.policy.reaper_reaps_mlocked)
         if amount > 0.0 and c.unmap_s_per_mb > 0.0:

@@ -239,7 +239,8 @@ class Machine:
 
     def run(self, th: Thread, work_s: float, resched_every_s: float | None = None) -> simpy.Event:
         """th needs work_s CPU-seconds; the event succeeds at the instant it has received them."""
-        self._check_alive(th)
+        if th.exited:
+            self._check_alive(th)
         ev = Event(self.env)               # env.event() without the BoundClass lookup
         self.events_scheduled += 1
         th.done_ev = None
@@ -389,11 +390,12 @@ class Machine:
             # run() right after the previous one ended), so only the CPU's timer moves.
             rq = self.rqs[th.cpu]  # type: ignore[index]
             now = self.env.now
-            self._settle(rq, now)
+            if now > rq.last:
+                self._settle(rq, now)
             th.work_left = work
             th.resched_every_s = resched
             th.seg_start = now
-            self._arm_cpu_timer(rq, now)
+            self._set_cpu_timer(rq, self._next_cpu_event(rq, now), now)
             return
         th.demand = demand
         th.work_left = work
