@@ -126,12 +126,13 @@ class World:
         for g in self.sc.groups:
             attr = SchedAttr.parse(_sched_text(g.sched))
             allowed = tuple(g.cpus) if g.cpus is not None else None
-            rss_rng = self.streams.rng("rss_mb", g.name) if not isinstance(g.rss_mb, (int, float)) else None
-            start_rng = self.streams.rng("start_s", g.name) if not isinstance(g.start_s, (int, float)) else None
-            for _ in range(g.count):
+            # one stream per group and quantity, drawn in process order (all draws at once)
+            rss_all = self._draw_n(g.rss_mb, g.count, "rss_mb", g.name)
+            start_all = self._draw_n(g.start_s, g.count, "start_s", g.name)
+            for i in range(g.count):
                 pid += 1
-                rss = float(g.rss_mb.sample(rss_rng)) if rss_rng is not None else float(g.rss_mb)
-                start = float(g.start_s.sample(start_rng)) if start_rng is not None else float(g.start_s)
+                rss = float(rss_all[i])
+                start = float(start_all[i])
                 mm = Mm(env, pid, g.threads_per_process, fractions, self.costs.pgtable_mb_per_gb)
                 proc = Process(env, pid, g.name, g.role, g.oom_score_adj, attr, allowed, mm)
                 proc.start_s = start
@@ -141,6 +142,12 @@ class World:
                     th = self.machine.spawn(f"{g.name}/{pid}.{t}", g.name, attr, allowed)
                     proc.threads.append(th)
                     env.process(self.task_main(proc, th, per_thread, start))
+
+    def _draw_n(self, value: Any, n: int, *name: str) -> list[Any]:
+        """n draws of a scenario number from the stream `name` (a plain number n times)."""
+        if isinstance(value, (int, float)):
+            return [value] * n
+        return value.sample_n(self.streams.rng(*name), n)
 
     def task_main(self, proc: Process, th, target_mb: float, start_s: float):
         """A thread's life: start, do its role's work, die when killed (or when done)."""
