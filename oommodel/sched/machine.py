@@ -5,6 +5,12 @@ its own single pending timer fires (earliest run() completion, RT throttle start
 deferred preemption point). Between events every runnable thread receives CPU at a constant *rate*, and
 CPU time is settled lazily (cpu_time += rate * elapsed), so a spinning thread costs no events.
 
+Cost per event (none of this changes what is computed): when a CPU timer ends one run() segment and
+nothing else is queued for that instant, the waiting process is resumed inside the timer callback
+instead of through a second SimPy event (it would have been the very next event anyway); and a timer
+whose only news is the end of run() segments does not rebuild the CPU's rates when a rebuild could not
+change them (see _rates_hold). Outcome.sim_events counts the SimPy events actually processed.
+
 Rates on one CPU (kernel/sched/core.c:pick_next_task() class order):
 
 1. RT (kernel/sched/rt.c): priorities highest first. Within a priority, SCHED_FIFO threads in run-queue
