@@ -40,6 +40,10 @@ class Dist:
     def sample(self, rng: np.random.Generator) -> float | str:
         raise NotImplementedError
 
+    def sample_n(self, rng: np.random.Generator, n: int) -> list[float | str]:
+        """n draws, the same values as n calls of `sample` on rng (subclasses vectorise)."""
+        return [self.sample(rng) for _ in range(n)]
+
     def to_dict(self) -> dict[str, list]:
         raise NotImplementedError
 
@@ -64,6 +68,10 @@ class Uniform(Dist):
     def sample(self, rng: np.random.Generator) -> float:
         return float(rng.uniform(self.low, self.high))
 
+    def sample_n(self, rng: np.random.Generator, n: int) -> list[float]:
+        # numpy fills an array with the same per-element draw as the scalar call, in order
+        return rng.uniform(self.low, self.high, n).tolist()
+
     def to_dict(self) -> dict[str, list]:
         return {"uniform": [self.low, self.high]}
 
@@ -86,6 +94,9 @@ class LogNormal(Dist):
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(rng.lognormal(self.mu, self.sigma))
+
+    def sample_n(self, rng: np.random.Generator, n: int) -> list[float]:
+        return rng.lognormal(self.mu, self.sigma, n).tolist()
 
     def to_dict(self) -> dict[str, list]:
         return {"lognormal": [self.mu, self.sigma]}

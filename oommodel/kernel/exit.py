@@ -99,22 +99,22 @@ def exit_mmap(world: World, proc: Process, th: Thread):
         elif op is Op.SET_UNSTABLE:
             mm.flags |= MMF.MMF_UNSTABLE
         elif op is Op.DOWN_READ:
-            got = sem.down_read(th)
-            if not got.triggered:
+            if not sem.down_read_trylock(th):          # uncontended: taken at once, no event
+                got = sem.down_read(th)
                 machine.block(th)
                 yield got
         elif op is Op.UP_READ:
             sem.up_read(th)
         elif op is Op.DOWN_WRITE:
-            got = sem.down_write(th)
-            if not got.triggered:
+            if not sem.down_write_trylock(th):
+                got = sem.down_write(th)
                 machine.block(th)
                 yield got
         elif op is Op.UP_WRITE:
             sem.up_write(th)
         elif op is Op.OOM_LOCK:
-            got = world.oom_lock.lock(th)
-            if not got.triggered:
+            if not world.oom_lock.trylock(th):
+                got = world.oom_lock.lock(th)
                 machine.block(th)
                 yield got
             world.oom_lock.long_hold = True
@@ -134,12 +134,15 @@ def exit_mmap(world: World, proc: Process, th: Thread):
                     machine.set_attr(th, world.sched_attr(str(text)))
 
 
+_PHASE_TEXT = {p: p.value for p in Phase}   # Enum.value is a Python-level property
+
+
 def exit_phase(world: World, proc: Process, th: Thread, phase: Phase):
     """CPU work of one exit_mmap phase, and what it frees."""
     machine = world.machine
     mm = proc.mm
     c = world.costs
-    proc.exit_phase = phase.value
+    proc.exit_phase = _PHASE_TEXT[phase]
     if phase is Phase.SELF_REAP:
         amount = mm.reapable_mb(world.policy.reaper_reaps_mlocked)
         if amount > 0.0 and c.unmap_s_per_mb > 0.0:

@@ -21,7 +21,9 @@ class Mutex:
 
     `trylock` is the global allocator's `mutex_trylock(&oom_lock)`; `lock` is the memcg OOM
     path's `mutex_lock(&oom_lock)` (blocking in 4.19/4.20, killable from 5.1: the caller
-    withdraws a killable waiter with `cancel`). Waiters are served in FIFO order.
+    withdraws a killable waiter with `cancel`). Waiters are served in FIFO order. Callers
+    try `trylock` first (the `__mutex_trylock_fast()` path of `mutex_lock()`), so an
+    uncontended lock costs no SimPy event; `lock` then queues behind the owner.
     """
 
     __slots__ = ("env", "name", "owner", "since", "_waiters", "long_hold")
@@ -106,6 +108,12 @@ class RwSem:
     def up_read(self, th: Thread) -> None:
         self.readers.remove(th)
         self._grant()
+
+    def down_write_trylock(self, th: Thread) -> bool:
+        if self.writer is None and not self.readers and not self._queue:
+            self.writer = th
+            return True
+        return False
 
     def down_write(self, th: Thread) -> simpy.Event:
         ev = self.env.event()

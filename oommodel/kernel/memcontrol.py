@@ -40,8 +40,8 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
             if dom.headroom() > EPS_MB:
                 world.note_alloc_after_wait()
                 return False
-            got = lock.lock(th)
-            if not got.triggered:
+            if not lock.trylock(th):            # mutex_lock() fast path: uncontended, no event
+                got = lock.lock(th)
                 machine.block(th)               # mutex_lock() sleeps: the CPU is free for others
                 if killable:
                     yield got | proc.kill_event

@@ -65,8 +65,9 @@ def pending_victims(world: World) -> tuple[list[Process], float | None]:
     pending: list[Process] = []
     deadline: float | None = None
     if not world.policy.victim_list_backoff:
+        skip = MMF.MMF_OOM_SKIP                   # hot: runs on every OOM call, over every victim
         for v in world.victims:
-            if not v.mm.has(MMF.MMF_OOM_SKIP):
+            if not v.mm.flags & skip:
                 pending.append(v)
         return pending, None
     stall_s = world.opts["stall_s"]

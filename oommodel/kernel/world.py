@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
+from simpy.core import EmptySchedule, StopSimulation
 
 from oommodel.kernel.costs import RunCosts
 from oommodel.kernel.exit import do_exit
@@ -29,15 +30,33 @@ from oommodel.streams import Streams
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes (Outcome.sim_events)."""
+    """A SimPy environment that counts the events it processes (Outcome.sim_events).
+
+    `run_until` is `run(until=event)` with the count kept in a local of its own loop: an
+    overridden `step()` would add a Python call to every event of the run.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.processed = 0
 
-    def step(self) -> None:
-        self.processed += 1
-        super().step()
+    def run_until(self, stop: simpy.Event) -> None:
+        """Process events until `stop` is processed (something must trigger it: the horizon)."""
+        if stop.callbacks is None:
+            return
+        stop.callbacks.append(StopSimulation.callback)
+        step = super().step
+        n = 0
+        try:
+            while True:
+                n += 1
+                step()
+        except StopSimulation:
+            pass
+        except EmptySchedule:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
+        finally:
+            self.processed += n
 
 
 @dataclass(slots=True)
@@ -112,12 +131,13 @@ class World:
         for g in self.sc.groups:
             attr = SchedAttr.parse(_sched_text(g.sched))
             allowed = tuple(g.cpus) if g.cpus is not None else None
-            rss_rng = self.streams.rng("rss_mb", g.name) if not isinstance(g.rss_mb, (int, float)) else None
-            start_rng = self.streams.rng("start_s", g.name) if not isinstance(g.start_s, (int, float)) else None
-            for _ in range(g.count):
+            # one stream per group and quantity, drawn in process order (all draws at once)
+            rss_all = self._draw_n(g.rss_mb, g.count, "rss_mb", g.name)
+            start_all = self._draw_n(g.start_s, g.count, "start_s", g.name)
+            for i in range(g.count):
                 pid += 1
-                rss = float(g.rss_mb.sample(rss_rng)) if rss_rng is not None else float(g.rss_mb)
-                start = float(g.start_s.sample(start_rng)) if start_rng is not None else float(g.start_s)
+                rss = float(rss_all[i])
+                start = float(start_all[i])
                 mm = Mm(env, pid, g.threads_per_process, fractions, self.costs.pgtable_mb_per_gb)
                 proc = Process(env, pid, g.name, g.role, g.oom_score_adj, attr, allowed, mm)
                 proc.start_s = start
@@ -127,6 +147,12 @@ class World:
                     th = self.machine.spawn(f"{g.name}/{pid}.{t}", g.name, attr, allowed)
                     proc.threads.append(th)
                     env.process(self.task_main(proc, th, per_thread, start))
+
+    def _draw_n(self, value: Any, n: int, *name: str) -> list[Any]:
+        """n draws of a scenario number from the stream `name` (a plain number n times)."""
+        if isinstance(value, (int, float)):
+            return [value] * n
+        return value.sample_n(self.streams.rng(*name), n)
 
     def task_main(self, proc: Process, th, target_mb: float, start_s: float):
         """A thread's life: start, do its role's work, die when killed (or when done)."""
@@ -309,7 +335,7 @@ class World:
         env = self.env
         sc = self.sc
         env.timeout(sc.horizon_s).callbacks.append(lambda _e: None if self.stop.triggered else self.stop.succeed())
-        env.run(until=self.stop)
+        env.run_until(self.stop)
         self.detector.finish()
         st = self.stats
         machine = self.machine

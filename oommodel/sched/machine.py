@@ -5,6 +5,12 @@ its own single pending timer fires (earliest run() completion, RT throttle start
 deferred preemption point). Between events every runnable thread receives CPU at a constant *rate*, and
 CPU time is settled lazily (cpu_time += rate * elapsed), so a spinning thread costs no events.
 
+Cost per event (none of this changes what is computed): when a CPU timer ends one run() segment and
+nothing else is queued for that instant, the waiting process is resumed inside the timer callback
+instead of through a second SimPy event (it would have been the very next event anyway); and a timer
+whose only news is the end of run() segments does not rebuild the CPU's rates when a rebuild could not
+change them (see _rates_hold). Outcome.sim_events counts the SimPy events actually processed.
+
 Rates on one CPU (kernel/sched/core.c:pick_next_task() class order):
 
 1. RT (kernel/sched/rt.c): priorities highest first. Within a priority, SCHED_FIFO threads in run-queue
@@ -78,6 +84,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 import simpy
+from simpy.events import Event, Process, Timeout
 
 from oommodel.sched.attrs import MachineSpec, SchedAttr, SchedPolicy
 
@@ -175,6 +182,25 @@ class _RunQueue:
         return self.nr_rt + len(self.cfs)
 
 
+_PROCESS_RESUME = Process._resume
+
+
+def _resumes_one_process(ev: simpy.Event | None) -> bool:
+    """ev's only callback resumes a SimPy process (a model thread waiting on its run())."""
+    if ev is None:
+        return False
+    cbs = ev.callbacks
+    return cbs is not None and len(cbs) == 1 and getattr(cbs[0], "__func__", None) is _PROCESS_RESUME
+
+
+def _pin_due(pinned: list[Thread], now: float) -> bool:
+    """Some deferred preemption point on this CPU is due now."""
+    for p in pinned:
+        if p.pin_until <= now + _EPS:
+            return True
+    return False
+
+
 class Machine:
     """The CPUs of one simulated machine; all scheduler state of one run lives here."""
 
@@ -195,6 +221,7 @@ class Machine:
         self._runtime = spec.rt_runtime_us / 1e6
         self._share = spec.rt_runtime_share and spec.cpus > 1
         self._n_rt_idle = spec.cpus
+        self._budget_s = self._compute_budget()   # cached: depends only on _n_rt_idle
         self._budget_dirty = False
         self._pull_pending = False
         self._nr_rt_mobile = 0             # movable RT threads queued anywhere
@@ -218,8 +245,9 @@ class Machine:
 
     def run(self, th: Thread, work_s: float, resched_every_s: float | None = None) -> simpy.Event:
         """th needs work_s CPU-seconds; the event succeeds at the instant it has received them."""
-        self._check_alive(th)
-        ev = self.env.event()
+        if th.exited:
+            self._check_alive(th)
+        ev = Event(self.env)               # env.event() without the BoundClass lookup
         self.events_scheduled += 1
         th.done_ev = None
         if work_s <= 0.0:
@@ -381,11 +409,12 @@ class Machine:
             # run() right after the previous one ended), so only the CPU's timer moves.
             rq = self.rqs[th.cpu]  # type: ignore[index]
             now = self.env.now
-            self._settle(rq, now)
+            if now > rq.last:
+                self._settle(rq, now)
             th.work_left = work
             th.resched_every_s = resched
             th.seg_start = now
-            self._arm_cpu_timer(rq, now)
+            self._set_cpu_timer(rq, self._next_cpu_event(rq, now), now)
             return
         th.demand = demand
         th.work_left = work
@@ -436,6 +465,7 @@ class Machine:
                 q.append(th)
             if rq.nr_rt == 0:
                 self._n_rt_idle -= 1
+                self._budget_s = self._compute_budget()
                 self._budget_dirty = True
             rq.nr_rt += 1
             if th.mobile:
@@ -459,6 +489,7 @@ class Machine:
             rq.nr_rt -= 1
             if rq.nr_rt == 0:
                 self._n_rt_idle += 1
+                self._budget_s = self._compute_budget()
                 self._budget_dirty = True
             if th.mobile:
                 rq.nr_rt_mobile -= 1
@@ -530,8 +561,12 @@ class Machine:
                 rq.rt_time += rq.rt_rate * dt
         rq.last = now
 
-    def _budget(self) -> float:
-        """RT runtime available to a CPU that has RT threads (do_balance_runtime(), simplified)."""
+    def _compute_budget(self) -> float:
+        """RT runtime available to a CPU that has RT threads (do_balance_runtime(), simplified).
+
+        Only _n_rt_idle changes it, so _enqueue()/_dequeue() refresh the cached `_budget_s`
+        whenever a CPU becomes RT-idle or RT-busy; readers use the cache.
+        """
         if not self._share:
             return self._runtime
         return min(self._period, self._runtime + self._n_rt_idle * self._runtime / self.spec.cpus)
@@ -539,7 +574,7 @@ class Machine:
     def _is_throttled(self, rq: _RunQueue) -> bool:
         if not self._rt_limited or not rq.nr_rt or not rq.cfs:
             return False
-        budget = self._budget()
+        budget = self._budget_s
         if budget >= self._period - _EPS:
             return False
         return rq.rt_time >= budget - _RT_EPS
@@ -711,6 +746,10 @@ class Machine:
 
     def _arm_cpu_timer(self, rq: _RunQueue, now: float) -> None:
         """Keep exactly one pending timer per CPU at its earliest future event (stale ones are ignored)."""
+        self._set_cpu_timer(rq, self._next_cpu_event(rq, now), now)
+
+    def _next_cpu_event(self, rq: _RunQueue, now: float) -> float:
+        """Earliest run() completion, deferred preemption point or RT throttle edge on rq."""
         t = _INF
         for th in rq.running:
             w = th.work_left
@@ -727,11 +766,14 @@ class Machine:
                 if pend < t:
                     t = pend
             elif rq.rt_rate > 0.0:
-                budget = self._budget()
+                budget = self._budget_s
                 if budget < self._period - _EPS:
                     tt = min(now + (budget - rq.rt_time) / rq.rt_rate, pend)
                     if tt < t:
                         t = tt
+        return t
+
+    def _set_cpu_timer(self, rq: _RunQueue, t: float, now: float) -> None:
         if t == rq.timer_at:
             return
         rq.gen += 1
@@ -739,7 +781,7 @@ class Machine:
             rq.timer_at = None
             return
         rq.timer_at = t
-        ev = self.env.timeout(max(0.0, t - now), rq.gen)
+        ev = Timeout(self.env, t - now if t > now else 0.0, rq.gen)
         self.events_scheduled += 1
         ev.callbacks.append(rq.on_timer)  # type: ignore[arg-type]
 
@@ -750,21 +792,76 @@ class Machine:
             rq.timer_at = None
             now = self.env.now
             self._settle(rq, now)
-            completed = False
-            for th in list(rq.running):
-                w = th.work_left
-                if w is not None and (w <= _WORK_EPS or now + w / th.rate <= now):
-                    self._complete(th, None)
-                    completed = True
-            if completed and not (self._rt_limited and rq.nr_rt and rq.cfs) and not any(
-                    p.pin_until <= now + _EPS for p in rq.pinned):
+            done = [th for th in rq.running
+                    if th.work_left is not None and (th.work_left <= _WORK_EPS or now + th.work_left / th.rate <= now)]
+            if done and self._rates_hold(rq, now):
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
+                lone = done[0] if len(done) == 1 else None
+                if lone is not None and self.env.peek() > now and _resumes_one_process(lone.done_ev):
+                    self._complete_lone(rq, lone, now)
+                    return
+                for th in done:
+                    self._complete(th, None)
                 self._arm_cpu_timer(rq, now)
                 return
+            for th in done:
+                self._complete(th, None)
             self._update(rq, None)
             self._finish()
         return on_timer
+
+    def _rates_hold(self, rq: _RunQueue, now: float) -> bool:
+        """At a CPU timer where run() segments end: may the allocation stay as it is?
+
+        Without RT throttling in play, yes unless a deferred preemption point is due. With RT
+        and CFS threads on a throttling CPU the timer may also be the RT budget running out,
+        so a recompute is skipped only when it would change nothing at all: the throttle
+        state is unchanged, no thread is pinned, and none of the recompute's side effects
+        (load_balance() timers for starved CFS threads, push_rt_task(), pending budget or
+        pull work) has anything to do.
+        """
+        if not (self._rt_limited and rq.nr_rt and rq.cfs):
+            return not _pin_due(rq.pinned, now)
+        return (not rq.pinned
+                and self._is_throttled(rq) == rq.throttled
+                and not (rq.nr_cfs_mobile and rq.cfs_cap <= 0.0)
+                and not (self._starved and rq.cfs_cap > 0.0)
+                and not (rq.nr_rt_mobile and rq.rt_exhausted and not rq.throttled)
+                and not self._pull_pending and not self._budget_dirty)
+
+    def _complete_lone(self, rq: _RunQueue, th: Thread, now: float) -> None:
+        """One run() ended and nothing else is due at this instant: resume its waiter in place.
+
+        _complete() would schedule th's event at (now, NORMAL) and re-arm the CPU timer for a
+        later instant; with nothing else queued at `now`, that event is the very next one SimPy
+        would process, so processing it here (the same callbacks, in the same order, at the
+        same simulated time) changes nothing but saves one trip through the event queue.
+        Only for an event whose one callback resumes a process (the model's threads), so no
+        StopSimulation of env.run(until=...) can be raised from inside this timer callback.
+        The timer is armed first, as _complete() + _arm_cpu_timer() would have scheduled it
+        after the event; if it would fire at `now` itself the ordinary path is taken.
+        """
+        w = th.work_left
+        th.work_left = None
+        t = self._next_cpu_event(rq, now)
+        if t <= now:
+            th.work_left = w
+            self._complete(th, None)
+            self._arm_cpu_timer(rq, now)
+            return
+        self._set_cpu_timer(rq, t, now)
+        th.pinned = False    # end of the segment: a preemption point
+        done = th.done_ev
+        th.done_ev = None
+        seq = th.seq
+        done._ok = True
+        done._value = None
+        callbacks, done.callbacks = done.callbacks, None
+        for callback in callbacks:
+            callback(done)
+        if th.seq == seq:
+            self._lazy_idle_check(th, seq)
 
     def _complete(self, th: Thread, value: object) -> None:
         """End th's run() segment now and fire its event.

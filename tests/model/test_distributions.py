@@ -151,3 +151,11 @@ def test_choice_draws_every_value_with_equal_weight() -> None:
 def test_same_generator_state_gives_same_draw() -> None:
     for dist in (Uniform(0, 10), LogNormal(0, 2), Choice((1.0, 2.0, 3.0))):
         assert dist.sample(_rng(11)) == dist.sample(_rng(11))
+
+
+@pytest.mark.parametrize("dist", [Uniform(0.0, 0.05), Uniform(2.0, 2.0), LogNormal(1.5, 0.7), Choice((1.0, 2.0, 5.0))])
+def test_sample_n_equals_repeated_sample(dist) -> None:
+    """World draws a group's start times and sizes at once; they must be the one-by-one draws."""
+    one = np.random.default_rng(11)
+    many = np.random.default_rng(11)
+    assert dist.sample_n(many, 64) == [dist.sample(one) for _ in range(64)]

@@ -129,3 +129,24 @@ def test_no_module_level_state() -> None:
     Streams(9).rng("other").random(100)
     assert Streams(9).rng("n").random() == a
     assert not [k for k, v in vars(mod).items() if isinstance(v, (dict, list, set)) and not k.startswith("__")]
+
+
+@pytest.mark.parametrize("parts", [
+    ("close_ms", 17), ("a", "1"), ("a1",), ("", 0), ('q"uote', "back\\slash"), ("tab\t", "nl\n", "\x00\x1f"),
+    ("é€😀", "\u2028", -5), (np.int64(-3), 2**70), ("children/1.0", "x y"),
+])
+def test_stream_key_fast_encoding_equals_json(parts: tuple) -> None:
+    """stream_key formats plain names without json.dumps; the bytes hashed must be the same."""
+    import hashlib
+
+    canon = [p if isinstance(p, str) else int(p) for p in parts]
+    digest = hashlib.sha256(json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode()).digest()
+    assert stream_key(*parts) == tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**31, 2**32 - 1, 2**32, 2**32 + 1, 2**64 - 1, 2**64, 2**100 + 12345])
+def test_rng_equals_seedsequence_of_the_ints(seed: int) -> None:
+    """Streams.rng hands SeedSequence uint32 arrays; the streams must be the int form's."""
+    for name in [("start_s", "children"), ("close_ms", 17), ("ksoftirqd_awake", 3, 99)]:
+        ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=stream_key(*name))))
+        assert np.array_equal(Streams(seed).rng(*name).random(16), ref.random(16))
