@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "model"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "model")]  # this checkout's model, not an editable install elsewhere
 
 from test_model_properties import scenarios, test_invariants_hold_on_random_scenarios  # noqa: E402
 
