@@ -604,7 +604,9 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
                 note = (f"kills {outcome['kills']}, lockup {'YES' if outcome['lockup'] else 'no'}, "
                         f"max stall {outcome['max_stall_s']:.2f} s, first victim's MMF_OOM_SKIP by "
                         f"{outcome['oom_skip_by']}{skip}, reaps {len(run.kill_to_reap_s)}, "
-                        f"oom events {outcome['oom_calls']}")
+                        f"oom events {outcome['oom_calls']}, exits pending max {outcome['exits_pending_max']} "
+                        f"(wait max {outcome['exit_delay_max_s']:.2f} s, longest without an exit "
+                        f"{run.exit_gap_max_s:.2f} s, preempt={run.preempt or '?'})")
             except KernelLogError as exc:
                 status = "timeout" if b.timed_out else "error"
                 error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")

@@ -24,6 +24,20 @@ Mapping to `oommodel.outcome.Outcome` (what the kernel cannot show is approximat
   of its exit, the next kill (select_bad_process() aborts while an earlier victim lacks
   MMF_OOM_SKIP) and memory coming back after the kill.
 - oom_calls: `oom` of memory.events (every memcg OOM invocation, including those that kill nothing).
+- exits_pending_max, exit_delay_max_s: the model counts a victim from its own __mmput() to its exit.
+  The kernel logs neither mmput() nor MMF_OOM_SKIP, so a victim's memory counts as freed at the
+  earliest of: the next kill of a reproducer child (on 6.1 select_bad_process() aborts while an
+  earlier victim lacks MMF_OOM_SKIP, which exit_mmap() sets right after unmap_vmas(); the last
+  batch of pages and the page tables are freed a little later), the watchdog's first "progress"
+  line after the kill (memory.current dropped: on 6.1 at most the newest victim can still be
+  unfreed), its reap ("oom_reaper: reaped process N": freed by the reaper, not by its own mmput(),
+  where the model would count nothing), and its exit (the "oomsweep: exit" line, seen by wait4()
+  every 5 ms). These are upper bounds, so the derived waits are lower bounds: a victim waits from
+  that time to its exit, or to the end of the run (the stall declaration, else the "end" line) if
+  it had not exited; exits_pending_max is the most waiting at one time, exit_delay_max_s the
+  longest wait. A victim whose memory never shows as freed before the end does not count.
+  `KernelRun.exit_gap_max_s` is the longest time without a victim's exit from the first kill to the
+  last exit (to the end of the run while a victim had not exited).
 - cpu_s: per group from wait4() rusage; oom_reaper and ksoftirqd (all CPUs) over the run; victim nan.
 """
 
@@ -46,6 +60,7 @@ _KILLED = re.compile(
 _REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
 _UNABLE = re.compile(r"oom_reaper: unable to reap pid:(\d+)")
 _HUNG = re.compile(r"blocked for more than (\d+) seconds")
+_PREEMPT = re.compile(r"@@oomsweep-preempt [^\n]*?\((\w+)\)")  # /sys/kernel/debug/sched/preempt
 
 
 class KernelLogError(ValueError):
@@ -67,6 +82,8 @@ class KernelRun:
     rt_throttled: bool
     settings_failed: tuple[str, ...]
     errors: tuple[str, ...] = field(default=())
+    exit_gap_max_s: float = 0.0  # longest time without a victim's exit, first kill -> last exit (or end)
+    preempt: str = ""  # the preemption model /init found active ("full", "voluntary", "none"; "" if not printed)
 
 
 def kernel_lines(console: str) -> list[tuple[float, str]]:
@@ -102,6 +119,49 @@ def stall_intervals_max(progress: list[float], marks: list[float], t_cut: float,
             longest = max(longest, end - marks[j])
         prev = max(prev, end)
     return longest
+
+
+def exit_waits(kills: list[tuple[float, int]], exits: dict[int, float], reaped: dict[int, float],
+               charged: list[float], t_cut: float) -> tuple[int, float, dict[int, float]]:
+    """(exits_pending_max, exit_delay_max_s, victim pid -> time its memory counts as freed).
+
+    `kills`: (time, pid) of the reproducer's victims in order; `exits`/`reaped`: pid -> time;
+    `charged`: times of the watchdog's "progress" lines. Only events up to `t_cut` count; a victim
+    freed but not exited by then waits until `t_cut`. See the module docstring for the bounds.
+    """
+    kills = sorted((t, p) for t, p in kills if t <= t_cut)
+    charged = sorted(t for t in charged if t <= t_cut)
+    freed: dict[int, float] = {}
+    for i, (tk, pid) in enumerate(kills):
+        bounds = [exits.get(pid, math.inf), reaped.get(pid, math.inf)]
+        bounds.append(next((t for t, _ in kills[i + 1:] if t > tk), math.inf))
+        bounds.append(next((t for t in charged if t > tk), math.inf))
+        tf = min(bounds)
+        if tf <= t_cut:
+            freed[pid] = tf
+    events: list[tuple[float, int]] = []
+    delay_max = 0.0
+    for pid, tf in freed.items():
+        te = exits.get(pid, math.inf)
+        te = te if te <= t_cut else t_cut
+        if te > tf:
+            events += [(tf, 1), (te, -1)]
+            delay_max = max(delay_max, te - tf)
+    pending = pending_max = 0
+    for _, step in sorted(events):  # at equal times the exit (-1) comes first
+        pending += step
+        pending_max = max(pending_max, pending)
+    return pending_max, delay_max, freed
+
+
+def exit_gap_max(first_kill: float | None, victim_exits: list[float], t_cut: float, open_end: bool) -> float:
+    """Longest time without a victim's exit from the first kill to the last exit (to `t_cut` if `open_end`)."""
+    if first_kill is None:
+        return 0.0
+    times = [first_kill] + sorted(t for t in victim_exits if first_kill <= t <= t_cut)
+    if open_end:
+        times.append(t_cut)
+    return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
 def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
@@ -210,6 +270,10 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
     victims = {pid: t for t, pid, _ in kills}
     k2e = tuple(exits[p] - t for p, t in victims.items() if p in exits and exits[p] <= t_cut)
     k2r = tuple(reaped[p] - t for p, t in victims.items() if p in reaped)
+    pending_max, delay_max, _ = exit_waits([(t, pid) for t, pid, _ in kills], exits, reaped, charged, t_cut)
+    gap = exit_gap_max(first_kill, [exits[p] for p in victims if p in exits], t_cut,
+                       open_end=any(exits.get(p, math.inf) > t_cut for p in victims))
+    preempt = next((m.group(1) for m in [_PREEMPT.search(console)] if m), "")
     reason_text = ""
     if lockup:
         reason_text = "watchdog_stall" + ("+rcu_stall" if rcu else "") + ("+hung_task" if hung else "")
@@ -237,6 +301,9 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
         "oom_calls": int(end.get("oom", "0")),
         "sim_time_s": min(t_end, horizon) if not math.isnan(horizon) else t_end,
         "sim_events": len(kills) + len(reaped) + len(exits),
+        "exits_pending_max": pending_max,  # see the module docstring: lower bounds
+        "exit_delay_max_s": delay_max,
         "cpu_s": cpu_s,
     }
-    return KernelRun(outcome, reason, k2e, k2r, after_watchdog, before_exit, rcu, hung, throttled, settings_failed, tuple(errors))
+    return KernelRun(outcome, reason, k2e, k2r, after_watchdog, before_exit, rcu, hung, throttled, settings_failed,
+                     tuple(errors), exit_gap_max_s=gap, preempt=preempt)

@@ -85,3 +85,34 @@ def test_summary_table_wilson_and_stalls():
     assert lines["model"]["lockups"] == 0 and lines["model"]["ci_high"] < 0.85
     text = format_summary(summary_table(df))
     assert text.splitlines()[0].startswith("source") and "0.500 [0.095, 0.905]" in text
+
+
+def test_kernel_rows_carry_the_exit_waits(tmp_path, monkeypatch):
+    # No QEMU: the boot returns the recorded console of Handa's first variant (preempt=full, TCG;
+    # fixtures/handa-variant.log). The kernel row must hold exits_pending_max / exit_delay_max_s,
+    # and the boot must have been asked for preempt=full.
+    from sweeps import qemu
+
+    kernel = tmp_path / "vmlinuz-6.1.0-56-amd64"
+    kernel.write_bytes(b"")
+    (tmp_path / "config-6.1.0-56-amd64").write_text("CONFIG_HZ=250\n")
+    console = (Path(__file__).parent / "fixtures" / "handa-variant.log").read_text()
+    seen = []
+
+    def fake_boot(kernel, initramfs, settings, *, cpus, cmdline, accelerator, limit_s, **kw):
+        seen.append(cmdline)
+        return qemu.Boot(console, accelerator, 1.0, False, 0, ("qemu",))
+
+    monkeypatch.setattr(qemu, "find_kernel", lambda path=None: kernel)
+    monkeypatch.setattr(qemu, "base_initramfs", lambda: tmp_path / "base.cpio")
+    monkeypatch.setattr(qemu, "choose_accelerator", lambda k, wanted="auto": "tcg")
+    monkeypatch.setattr(qemu, "boot", fake_boot)
+    ds = tmp_path / "ds"
+    code, _, err = _run(["calibrate", str(SCENARIOS / "handa-variant-idle-children.yaml"), "--match-kernel",
+                         "--runs", "1", "--seeds", "0", "--output", str(ds), "--no-mlflow"])
+    assert code == 0, err
+    assert len(seen) == 1 and " preempt=full " in seen[0]
+    assert "exits pending max 31" in err and "preempt=full" in err
+    row = storage.read_sweep(ds, "calibrate-handa-variant-idle-children").iloc[0]
+    assert row["source"] == "kernel" and row["status"] == "ok"
+    assert row["exits_pending_max"] == 31 and 4.0 < row["exit_delay_max_s"] < 5.0
