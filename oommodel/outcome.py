@@ -14,7 +14,8 @@ class Outcome:
     the OOM killer move on from it (the same except under Handa's victim list, policies d2
     and e, where the victim stays pending until `__mmput` ends or its score stalls).
     `exits_pending_max` is the most killed processes that had freed their memory (`__mmput`
-    returned) but had not yet exited at one time; `exit_delay_max_s` the longest time from
+    returned) but had not yet exited, at one time and for a positive stretch of time (a victim
+    that exits in the instant of its `__mmput` never waited); `exit_delay_max_s` the longest time from
     `__mmput` to exit (a process still waiting at the end counts up to `sim_time_s`).
     """
 

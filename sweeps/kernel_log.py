@@ -32,7 +32,9 @@ Mapping to `oommodel.outcome.Outcome` (what the kernel cannot show is approximat
   line after the kill (memory.current dropped: on 6.1 at most the newest victim can still be
   unfreed), its reap ("oom_reaper: reaped process N": freed by the reaper, not by its own mmput(),
   where the model would count nothing), and its exit (the "oomsweep: exit" line, seen by wait4()
-  every 5 ms). These are upper bounds, so the derived waits are lower bounds: a victim waits from
+  every 5 ms). These bound the freeing from above, except that MMF_OOM_SKIP (which the next
+  kill reveals) is set shortly before __mmput() returns, so the derived waits are approximate,
+  and mostly short of the truth: a victim waits from
   that time to its exit, or to the end of the run (the stall declaration, else the "end" line) if
   it had not exited; exits_pending_max is the most waiting at one time, exit_delay_max_s the
   longest wait. A victim whose memory never shows as freed before the end does not count.
@@ -301,7 +303,7 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
         "oom_calls": int(end.get("oom", "0")),
         "sim_time_s": min(t_end, horizon) if not math.isnan(horizon) else t_end,
         "sim_events": len(kills) + len(reaped) + len(exits),
-        "exits_pending_max": pending_max,  # see the module docstring: lower bounds
+        "exits_pending_max": pending_max,  # see the module docstring: approximate, mostly low
         "exit_delay_max_s": delay_max,
         "cpu_s": cpu_s,
     }

@@ -74,7 +74,8 @@ class Counters:
     first_released_by: str | None = None
     panic: bool = False
     exits_pending: int = 0            # killed processes past mmput() whose last thread has not exited
-    exits_pending_max: int = 0
+    exits_pending_since: float = 0.0  # when exits_pending last changed
+    exits_pending_max: int = 0        # the most pending for a positive stretch of time
     exit_delay_max_s: float = 0.0
 
 
@@ -265,10 +266,7 @@ class World:
         """__mmput() returned: the process's memory is freed, its exit still to finish."""
         proc.mmput_time = self.env.now
         if proc.killed:
-            st = self.stats
-            st.exits_pending += 1
-            if st.exits_pending > st.exits_pending_max:
-                st.exits_pending_max = st.exits_pending
+            self._note_exits_pending(+1)
 
     def note_thread_exit(self, proc: Process) -> None:
         """A thread reached do_task_dead(); the process has exited with its last thread."""
@@ -276,9 +274,22 @@ class World:
             return
         proc.exit_time = self.env.now
         if proc.killed and proc.mmput_time is not None:
+            self._note_exits_pending(-1)
             st = self.stats
-            st.exits_pending -= 1
             st.exit_delay_max_s = max(st.exit_delay_max_s, proc.exit_time - proc.mmput_time)
+
+    def _note_exits_pending(self, delta: int) -> None:
+        """Change the count of freed-but-not-exited victims; a count held for no time is not a wait.
+
+        A victim whose exit follows its `__mmput()` in the same instant never waited, whatever
+        order the two events had in that instant (the kernel log's reading: sweeps/kernel_log.py).
+        """
+        st = self.stats
+        now = self.env.now
+        if now > st.exits_pending_since:
+            st.exits_pending_max = max(st.exits_pending_max, st.exits_pending)
+            st.exits_pending_since = now
+        st.exits_pending += delta
 
     def note_alloc_after_wait(self) -> None:
         if self.stats.first_progress_s is None and self.stats.first_kill_s is not None:
@@ -348,6 +359,7 @@ class World:
             for t in v.threads:
                 victim_cpu += machine.cpu_time(t) - v.cpu_at_kill.get(t.tid, 0.0)
         cpu["victim"] = victim_cpu
+        self._note_exits_pending(0)  # victims still waiting at the end count up to now
         exit_delay_max_s = st.exit_delay_max_s
         for v in self.victims:                         # still waiting at the end of the run
             if v.mmput_time is not None and v.exit_time is None:
