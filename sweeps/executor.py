@@ -434,8 +434,8 @@ class RayExecutor:
             # No ray.cancel() of what is left: with Ray 2.60 a reply that arrives for a task the
             # driver has just cancelled aborts the driver ("Tried to complete task that was not
             # pending", task_manager.cc), which turned a clean Ctrl-C into SIGABRT. The embedded
-            # Ray's shutdown stops its workers; on a cluster the abandoned batches finish and
-            # their results are dropped (a few seconds of work each).
+            # Ray's shutdown stops its workers; on a cluster the abandoned batches run to their
+            # end (sized for ~0.5 s, at most row_timeout a row) and their results are dropped.
             in_flight.clear()
 
     def close(self) -> None:

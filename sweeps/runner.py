@@ -132,6 +132,7 @@ def provenance(spec: Any, model_version: str, execution_id: str, sweep_file: str
         "git_sha": git_sha(),
         "packages": package_versions(),
         "execution_id": execution_id,
+        "replicate_start": getattr(spec, "replicate_start", 0),  # --replicate-block K: K * replicates
         "sweep_file": sweep_file,
         "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -494,6 +495,9 @@ def load_sweep_checked(path: str | Path, max_rows: int, yes: bool) -> Any:
     return load_sweep(path)
 
 
+MAX_REPLICATE = 2**63 - 1  # the Parquet `replicate` column is int64
+
+
 def with_replicate_block(spec: Any, block: int | None) -> Any:
     """The spec of execution block K: replicates K*R .. K*R+R-1 instead of 0 .. R-1.
 
@@ -510,6 +514,9 @@ def with_replicate_block(spec: Any, block: int | None) -> Any:
         raise SweepError("--replicate-block", f"must be an integer >= 0, got {block!r}")
     if _adaptive(spec):
         raise SweepError("--replicate-block", "needs a fixed `replicates`, not adaptive replication")
+    if (block + 1) * spec.replicates > MAX_REPLICATE + 1:
+        raise SweepError("--replicate-block", f"must be at most {(MAX_REPLICATE + 1) // spec.replicates - 1} "
+                         f"with {spec.replicates} replicates (replicate numbers are int64)")
     return dataclasses.replace(spec, replicate_start=block * spec.replicates)
 
 
@@ -554,7 +561,9 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     plan = make_plan(spec, cells, done)
     result.cells = plan.cells
     result.rows_total = plan.rows_total
-    result.rows_stored_before = len(done)
+    # rows of this run's plan already stored (other replicate blocks and dropped grid values aside)
+    stored_here = len(done) if adaptive else plan.rows_total - plan.pending
+    result.rows_stored_before = stored_here
     if plan.rows_total > opts.max_rows and not opts.yes and not opts.dry_run:
         raise ConfirmationNeeded(
             f"grid: sweep {spec.name} has {plan.cells} cells × {len(spec.policies)} policies × "
@@ -574,7 +583,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     _print(
         f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
         f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
-        f"{len(done)} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
+        f"{stored_here} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
         err,
     )
 
@@ -621,7 +630,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
                         row_timeout=opts.row_timeout,
                     ).start()
             stop.install()
-            progress = Progress(plan.pending, labels, stream=err, skipped=len(done))
+            progress = Progress(plan.pending, labels, stream=err, skipped=stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
                 _consume(batch, feeder, build, writer, progress, infos, result)
                 if adaptive:

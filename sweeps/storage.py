@@ -121,6 +121,15 @@ def sweep_dir(output: str | Path, sweep: str) -> Path:
     return Path(output) / f"sweep={_quote(sweep)}"
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
 def _fsync_dir(path: Path) -> None:
     """fsync a directory so a rename into it survives a power cut, not only a process kill.
 
@@ -335,13 +344,15 @@ class DatasetWriter:
         tmp = pdir / f".{name}.parquet{TMP_SUFFIX}"
         final = pdir / f"{name}.parquet"
         try:
+            created = _missing_dirs(pdir)
             pdir.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression=self.compression)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-            _fsync_dir(pdir)
+            for d in (pdir, *(c.parent for c in created)):  # the new entry, and each new directory's
+                _fsync_dir(d)
         except OSError as e:
             raise StorageWriteError(e.errno, f"cannot write {final}: {e.strerror or e}") from e
         finally:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -137,7 +137,6 @@ esac
 """
 
 
-@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
 def _run_cronjob_script(tmp_path, **env_overrides: str) -> list[subprocess.CompletedProcess]:
     """Runs the CronJob container's script twice (same day) against a fake kubectl, with the container's env."""
     cj = _one("cronjob.yaml", "CronJob")
@@ -154,6 +153,10 @@ def _run_cronjob_script(tmp_path, **env_overrides: str) -> list[subprocess.Compl
             for _ in range(2)]
 
 
+NEEDS_SH = pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
+
+
+@NEEDS_SH
 def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     runs = _run_cronjob_script(tmp_path)
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
@@ -170,6 +173,7 @@ def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     assert "already exists" in runs[1].stdout
 
 
+@NEEDS_SH
 def test_cronjob_fresh_seeds_appends_the_block_of_the_day(tmp_path):
     runs = _run_cronjob_script(tmp_path, OOMSWEEP_FRESH_SEEDS="1")
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]

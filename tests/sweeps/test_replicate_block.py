@@ -32,7 +32,7 @@ def test_blocks_add_fresh_replicates_and_a_rerun_adds_nothing(sweep, tmp_path, c
 
     assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "3"]) == 0
     err = capsys.readouterr().err
-    assert "block 3: replicates 6..7" in err and "8 to run" in err
+    assert "block 3: replicates 6..7" in err and "0 stored, 8 to run" in err
     rows = _rows(tmp_path)
     assert len(rows) == 2 * len(first)
     new = [r for r in rows if r["replicate"] >= 2]
@@ -44,13 +44,15 @@ def test_blocks_add_fresh_replicates_and_a_rerun_adds_nothing(sweep, tmp_path, c
 
     # the same block again (a retried nightly job) resumes: nothing new
     assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "3"]) == 0
-    assert "0 to run" in capsys.readouterr().err
+    assert "8 stored, 0 to run" in capsys.readouterr().err
     assert len(_rows(tmp_path)) == len(rows)
 
-    # history shows one line per policy per execution: the two blocks are compared
+    # history shows one line per policy per execution (the rerun stored nothing: no execution)
     assert main(["history", "results", "--sweep", "tiny"]) == 0
     hist = capsys.readouterr().out
-    assert hist.count("upstream_4_19") >= 2
+    lines = [ln.split() for ln in hist.splitlines()]
+    assert sum(1 for ln in lines if "upstream_4_19" in ln) == 2
+    assert sum(1 for ln in lines if "timeout_backoff" in ln) == 2
 
 
 def test_the_final_table_counts_only_this_block(sweep, tmp_path, capsys):
@@ -67,6 +69,7 @@ def test_the_final_table_counts_only_this_block(sweep, tmp_path, capsys):
     [
         (["--replicate-block", "-1"], "--replicate-block: must be an integer >= 0"),
         (["--replicate-block", "x"], "--replicate-block"),
+        (["--replicate-block", str(2**62)], "--replicate-block: must be at most 4611686018427387903 with 2 replicates"),
     ],
 )
 def test_bad_block_exits_2_naming_the_flag(sweep, capsys, extra, message):
