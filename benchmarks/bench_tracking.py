@@ -3,7 +3,7 @@ parent, several ways, against (a) a fresh SQLite store in a temp dir and (b) a r
 on 127.0.0.1 (free port, SQLite backend in a temp dir), printed side by side.
 
     python benchmarks/bench_tracking.py [--runs 2000] [--stores sqlite,server] [--server-workers 2]
-                                        [--ways before,oomsweep,...] [--threads 4]
+                                        [--ways before,oomsweep,...] [--threads 4,16]
 
 A child run is what `sweeps.tracking` logs per (cell, policy): create_run with 10 tags (+ the run
 name), one log_batch with 3 params (2 grid keys + policy) and 10 metrics, set_terminated FINISHED.
@@ -12,11 +12,13 @@ Ways (each against a fresh store / a new experiment on the server):
   before     the code before this benchmark existed: serial on SQLite, 8 threads on a server
   oomsweep   `sweeps.tracking._log_children` with the thread count `log_sweep` picks for the store
   serial     one thread
-  threads    --threads threads (default 4) whatever the store
+  threads    each of --threads (default 4) threads, whatever the store (more than 10 needs
+             MLFLOW_HTTP_POOL_MAXSIZE raised, else urllib3 discards the extra connections)
   wal        serial, SQLite database switched to journal_mode=WAL first (SQLite only; persistent
              property of the .db file: `sqlite3 mlflow.db 'PRAGMA journal_mode=WAL'`)
-For each way it prints runs/s, seconds, seconds extrapolated to 2,000 runs, and CPU seconds of this
-process and (server) of the server's process group, per run. Also a raw keep-alive latency probe of
+Each way first logs 20 untimed runs (warm-up: lazy imports, first connections). For each way it
+prints runs/s, seconds, seconds extrapolated to 2,000 runs, and CPU milliseconds per run of this
+process and (server) of the server's whole process group (idle, it uses next to none). Also a raw keep-alive latency probe of
 GET /health against each server (shows a Nagle/delayed-ACK stall as ~40 ms per request).
 Prints measured figures only; it never fails on a timing. Other load on the machine skews them all:
 the load average is printed with each figure.
@@ -144,6 +146,16 @@ def mlflow_server(directory: Path, workers: int):
         log.close()
 
 
+def settle(pgid: int | None, limit_s: float = 30.0) -> None:
+    """Wait (up to limit_s) until the server's process group is idle: <5 % of a CPU over 1 s."""
+    deadline = time.monotonic() + limit_s
+    while pgid is not None and time.monotonic() < deadline:
+        before = group_cpu_s(pgid)
+        time.sleep(1.0)
+        if group_cpu_s(pgid) - before < 0.05:
+            return
+
+
 def keepalive_latency_ms(uri: str, requests: int = 20) -> tuple[float, float]:
     """Median and min of GET /health on one kept-alive connection (client TCP_NODELAY on)."""
     host, port = uri.split("//")[1].split(":")
@@ -170,6 +182,7 @@ def run_way(way: str, uri: str, n: int, threads: int, server_pgid: int | None) -
     experiment_id = client.create_experiment(f"bench-{way}-{time.time_ns()}")
     parent = client.create_run(experiment_id, run_name="bench parent")
     runs = plans(n, parent.info.run_id)
+    before_log_children(client, experiment_id, plans(20, "warm-up"), 1 if uri.startswith("sqlite") else 4)
     is_sqlite = uri.startswith("sqlite")
     if way == "before":
         used = 1 if is_sqlite else 8
@@ -180,6 +193,7 @@ def run_way(way: str, uri: str, n: int, threads: int, server_pgid: int | None) -
         used = 1
     else:
         used = threads
+    settle(server_pgid)
     cpu0, srv0, t0 = time.process_time(), group_cpu_s(server_pgid), time.monotonic()
     if way == "oomsweep":
         tracking._log_children(client, experiment_id, runs, used)
@@ -200,13 +214,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--stores", default="sqlite,server")
     ap.add_argument("--ways", default="before,oomsweep", help=f"comma-separated, of {', '.join(WAYS)}")
-    ap.add_argument("--threads", type=int, default=4, help="threads of the `threads` way")
+    ap.add_argument("--threads", default="4", help="comma-separated thread counts of the `threads` way")
     ap.add_argument("--server-workers", default="2", help="comma-separated --workers values to try")
     args = ap.parse_args()
     ways = [w for w in args.ways.split(",") if w]
     unknown = set(ways) - set(WAYS)
     if unknown:
         ap.error(f"unknown ways {sorted(unknown)}")
+    ways = [(w, t) for w in ways for t in ([int(x) for x in args.threads.split(",")] if w == "threads" else [0])]
     import mlflow
 
     print(f"mlflow {mlflow.__version__}, {args.runs} child runs a way, {os.cpu_count()} CPUs, "
@@ -216,8 +231,8 @@ def main() -> int:
         tmp = Path(tmp)
         for store in args.stores.split(","):
             if store == "sqlite":
-                for way in ways:
-                    db = tmp / f"sqlite-{way}" / "mlflow.db"
+                for way, threads in ways:
+                    db = tmp / f"sqlite-{way}{threads or ''}" / "mlflow.db"
                     db.parent.mkdir()
                     uri = f"sqlite:///{db}"
                     if way == "wal":
@@ -226,7 +241,7 @@ def main() -> int:
                         MlflowClient(uri).search_experiments()  # create the tables first
                         with contextlib.closing(sqlite3.connect(db)) as con:
                             con.execute("PRAGMA journal_mode=WAL")
-                    r = run_way(way, uri, args.runs, args.threads, None)
+                    r = run_way(way, uri, args.runs, threads, None)
                     results.append({"store": "sqlite", **r})
                     print_row(results[-1], args.runs)
             elif store == "server":
@@ -234,13 +249,14 @@ def main() -> int:
                     directory = tmp / f"server-{workers}"
                     directory.mkdir()
                     with mlflow_server(directory, workers) as (uri, pgid):
+                        settle(pgid)
                         median, low = keepalive_latency_ms(uri)
                         print(f"server --workers {workers}: GET /health on a kept-alive connection: "
                               f"median {median:.1f} ms, min {low:.1f} ms", flush=True)
-                        for way in ways:
+                        for way, threads in ways:
                             if way == "wal":
                                 continue
-                            r = run_way(way, uri, args.runs, args.threads, pgid)
+                            r = run_way(way, uri, args.runs, threads, pgid)
                             results.append({"store": f"server(workers={workers})", **r})
                             print_row(results[-1], args.runs)
             else:
