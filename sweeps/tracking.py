@@ -409,14 +409,18 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
             expr &= pc.field("replicate") < spec.replicates
     dataset = storage._dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
-    for batch in dataset.to_batches(columns=columns, filter=expr, batch_size=_SCAN_BATCH_ROWS):
-        if batch.num_rows == 0:
-            continue
-        frame = batch.to_pandas()
-        for col in ("policy", "status", "cell_id"):
-            if col in frame.columns:
-                frame[col] = frame[col].astype(str)
-        _scan_batch(summary, frame, first_cols, execution_id)
+    # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
+    # batches are summarised (measured: most of the dataset's decoded columns live at once).
+    for fragment in dataset.get_fragments(filter=expr):
+        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=expr,
+                                         batch_size=_SCAN_BATCH_ROWS, use_threads=False):
+            if batch.num_rows == 0:
+                continue
+            frame = batch.to_pandas()
+            for col in ("policy", "status", "cell_id"):
+                if col in frame.columns:
+                    frame[col] = frame[col].astype(str)
+            _scan_batch(summary, frame, first_cols, execution_id)
     return summary
 
 
