@@ -7,8 +7,8 @@ simulations run in Ray's worker processes.  It samples the driver's RSS every 0.
 each tenth of the rows, then the peak (VmHWM).  Bounded memory shows as a flat RSS after the first
 tenth; anything O(rows) shows as growth.  Goal (issue 5): peak < 500 MB at 1,000,000 rows.
 
-MLflow is off: `log_sweep` summarises the stored rows in pandas, which is O(rows) by design
-(docs/reliability.md).  Prints measured figures only; never fails on a number.
+MLflow is off: this measures the sweep, not `log_sweep` (its summary keeps two floats per row,
+see docs/reliability.md).  Prints measured figures only; never fails on a number.
 """
 
 from __future__ import annotations

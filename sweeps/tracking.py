@@ -4,13 +4,23 @@ Why this shape:
 - The Parquet dataset is the record; MLflow gets summaries computed from it (one parent run per
   execution, one child per policy, one child per (cell, policy) while that stays small), so a sweep
   can be logged later (`oomsweep log OUTPUT`) and an unreachable store never costs a result.
-- Each run is three store calls (create_run with its tags, one log_batch, set_terminated). Against
-  `mlflow server` a call on a kept-alive connection waits ~45 ms here (the server sends headers and
-  body as two TCP segments; Nagle meets the client's delayed ACK), so child runs go through a small
-  thread pool: 500 runs took 124 s serially and 38 s with 8 threads on a 2-core machine shared with
-  the server. SQLite serialises writers (~22 runs/s whatever the thread count), so there the
-  children are logged serially. The experiment and the parent are created once, on the driver,
-  before the fan-out (a concurrent create_experiment races in MLflow).
+- Each child run is three store calls, the fewest MLflow's public API allows: create_run carrying
+  all its tags and the run name, one log_batch with params and metrics, set_terminated. Where the
+  time goes (benchmarks/bench_tracking.py, 2-core machine shared with other jobs): MLflow's
+  SqlAlchemyStore spends ~15-20 ms of CPU per run (about 12 ORM sessions, four of them writing
+  commits, each an fsync), wherever it runs. On a SQLite store that is this process, under the GIL, and writers
+  take the database lock in turn, so children are logged serially (threads were slower: lock
+  waits). Against `mlflow server` it is the server: ~40-50 ms of server CPU per run (handler plus
+  store), which bounds throughput however the client behaves. Separately, `mlflow server` with
+  uvicorn and --workers > 1 (the default is 4) answers a kept-alive request ~40 ms late: uvicorn
+  binds the shared socket itself with proto 0, so asyncio never sets TCP_NODELAY on accepted
+  connections, and the body (sent after the headers) waits for the client's delayed ACK. Threads
+  hide that stall (it costs no CPU), so child runs go through a small pool against a server, no
+  larger than MLflow's HTTP connection pool (see _child_threads); nothing here changes a socket,
+  pool or environment setting of the process.
+- Summaries come from one columnar scan of the Parquet files (only the columns needed, in
+  batches): per-(cell, policy) totals plus two floats per row (max_stall_s for exact quantiles,
+  wall_s for a sum bit-identical to pandas'), not a DataFrame of every row (see _scan).
 - The parent is marked FINISHED last, so "a FINISHED parent tagged with this execution_id exists"
   means the whole execution is logged: that is the idempotency key. An unfinished parent left by
   an interrupted attempt is deleted (with its children) and logged again.
@@ -92,6 +102,7 @@ _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # as sweeps.spec
 _EXECUTION_ID = re.compile(r"^[A-Za-z0-9_.:+-]{1,200}$")
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 _HEALTH_TIMEOUT_S = 5.0
+_SERVER_THREADS = 8  # child-run loggers against a server (capped by MLflow's HTTP pool; see _child_threads)
 
 
 class TrackingError(RuntimeError):
@@ -193,23 +204,6 @@ def _check_reachable(uri: str) -> None:
 # Rows and summaries (pure over DataFrames)
 
 
-def _read_rows(output: Path, sweep: str) -> pd.DataFrame:
-    """The sweep's rows without scenario_json (large, and not needed for any summary)."""
-    import pyarrow.parquet as pq
-
-    names: dict[str, None] = {}
-    for path in storage.list_files(output, sweep):
-        names.update(dict.fromkeys(pq.read_schema(path).names))
-    if not names:
-        return pd.DataFrame()
-    columns = [c for c in names if c != schema.SCENARIO_FIELD.name]
-    rows = storage.read_sweep(output, sweep, columns=columns)
-    for col in ("policy", "sweep", "status", "cell_id"):
-        if col in rows.columns:
-            rows[col] = rows[col].astype(str)
-    return rows.reset_index(drop=True)
-
-
 def _provenance(output: Path, sweep: str, execution_id: str) -> dict:
     """Provenance JSON written by this execution (else the newest file's; {} when none is readable)."""
     files = sorted(storage.list_files(output, sweep), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -239,19 +233,13 @@ def _spec_from_provenance(provenance: Mapping[str, Any]) -> SweepSpec | None:
     return spec if spec.sweep_hash == provenance.get("sweep_hash") else None
 
 
-def _select_rows(rows: pd.DataFrame, spec: SweepSpec | None) -> pd.DataFrame:
-    """With a spec, only its policies and (fixed replicates) replicate numbers, as the runner reports."""
-    if spec is None:
-        return rows
-    keep = rows["policy"].isin([p.label for p in spec.policies])
-    if isinstance(spec.replicates, int) and "replicate" in rows.columns:
-        keep &= rows["replicate"] < spec.replicates
-    return rows[keep].reset_index(drop=True)
-
-
 def grid_columns(rows: pd.DataFrame, spec: SweepSpec | None = None) -> list[str]:
     """The row columns that hold grid/sample parameters, in the sweep file's order when known."""
-    present = [c for c in rows.columns if c not in _ROW_COLUMNS and not c.startswith(_CPU_PREFIX)]
+    return _grid_of(list(rows.columns), spec)
+
+
+def _grid_of(names: Sequence[str], spec: SweepSpec | None) -> list[str]:
+    present = [c for c in names if c not in _ROW_COLUMNS and not c.startswith(_CPU_PREFIX)]
     if spec is None:
         return present
     from sweeps.identity import param_column
@@ -260,7 +248,241 @@ def grid_columns(rows: pd.DataFrame, spec: SweepSpec | None = None) -> list[str]
     if getattr(spec, "sample", None) is not None:
         keys += [k for k in spec.sample.params if k not in keys]
     ordered = [param_column(k) for k in keys]
-    return [c for c in ordered if c in rows.columns] + [c for c in present if c not in ordered]
+    return [c for c in ordered if c in names] + [c for c in present if c not in ordered]
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming summary of the stored rows (backfill with `oomsweep log` reads nothing else)
+
+
+_MISSING = object()  # None and NaN as one value, as pandas' nunique(dropna=False) counts them
+_SCAN_BATCH_ROWS = 65_536
+
+
+@dataclass
+class _Group:
+    """Running totals of one (cell, policy): counts, sums and the ok rows' max_stall_s."""
+
+    rows: int = 0
+    ok: int = 0
+    lockups: int = 0
+    handed_over: int = 0
+    kills_sum: float = 0.0
+    kills_n: int = 0
+    stalls: list = field(default_factory=list)  # float64 arrays, one per batch that had ok rows
+
+    def add(self, other: "_Group") -> None:
+        self.rows += other.rows
+        self.ok += other.ok
+        self.lockups += other.lockups
+        self.handed_over += other.handed_over
+        self.kills_sum += other.kills_sum
+        self.kills_n += other.kills_n
+        self.stalls += other.stalls
+
+    def stall_values(self) -> np.ndarray:
+        return np.concatenate(self.stalls) if self.stalls else np.empty(0)
+
+    def metrics(self) -> dict[str, float]:
+        """The same numbers as _metrics_of over this group's rows (exact: counts and integer kills)."""
+        n, k = self.ok, self.lockups
+        prop = wilson(k, n)
+        stalls = self.stall_values()
+        stalls = np.sort(stalls[~np.isnan(stalls)])  # as stats.quantile: NaN ignored, then sorted
+        return {
+            "lockup_probability": prop.p,
+            "ci_low": prop.low,
+            "ci_high": prop.high,
+            "n": float(n),
+            "lockups": float(k),
+            "median_stall_s": _sorted_quantile(stalls, 0.5),
+            "p99_stall_s": _sorted_quantile(stalls, 0.99),
+            "mean_kills": (self.kills_sum / self.kills_n if self.kills_n else math.nan) if n else math.nan,
+            "handed_over_rate": self.handed_over / n if n else math.nan,
+            FAILED_METRIC: float(self.rows - n),
+        }
+
+
+def _sorted_quantile(xs: np.ndarray, q: float) -> float:
+    """stats.quantile over an already sorted, NaN-free float array, with the same float arithmetic
+    (no Python list of every value)."""
+    if not len(xs):
+        return math.nan
+    pos = q * (len(xs) - 1)
+    i = math.floor(pos)
+    j = min(i + 1, len(xs) - 1)
+    frac = pos - i
+    lo, hi = float(xs[i]), float(xs[j])
+    return lo + (hi - lo) * frac if frac else lo
+
+
+@dataclass
+class _Summary:
+    """Everything log_sweep needs from the stored rows, computed in one columnar scan."""
+
+    names: list[str]
+    grid: list[str]
+    rows: int = 0
+    rows_ok: int = 0
+    rows_in_execution: int = 0
+    wall_s: list = field(default_factory=list)  # float64 arrays: summed once, in row order, at the end
+    model_versions: set = field(default_factory=set)
+    policy_first: dict = field(default_factory=dict)  # policy -> (policy_name of its first row, options)
+    groups: dict = field(default_factory=dict)  # (cell_id, policy) -> _Group
+    cell_first: pd.DataFrame | None = None  # per cell_id: first non-null cell_index and grid values
+    distinct: dict = field(default_factory=dict)  # grid column -> set of values (for _grid_text)
+
+    @property
+    def policies_found(self) -> list[str]:
+        return sorted({p for _, p in self.groups})
+
+    @property
+    def n_cells(self) -> int:
+        return len({c for c, _ in self.groups})
+
+    def sim_cpu_s(self) -> float:
+        if "wall_s" not in self.names:
+            return 0.0
+        return float(pd.Series(np.concatenate(self.wall_s) if self.wall_s else np.empty(0)).sum())
+
+    def policy_group(self, policy: str) -> _Group:
+        total = _Group()
+        for (_, p), g in sorted(self.groups.items()):
+            if p == policy:
+                total.add(g)
+        return total
+
+    def policy_table(self) -> pd.DataFrame:
+        """As summarise(rows, ("policy",)): one row per policy, sorted by policy."""
+        records = [{"policy": p, **self.policy_group(p).metrics()} for p in self.policies_found]
+        return pd.DataFrame.from_records(records, columns=["policy", *METRICS, FAILED_METRIC])
+
+    def cell_table(self) -> pd.DataFrame:
+        """As _cell_summary(rows, grid): per (cell, policy) cell_index, grid values and METRICS."""
+        records = [{"cell_id": c, "policy": p, **g.metrics()} for (c, p), g in sorted(self.groups.items())]
+        table = pd.DataFrame.from_records(records, columns=["cell_id", "policy", *METRICS, FAILED_METRIC])
+        cells = self.cell_first.reset_index()
+        table = cells.merge(table, on="cell_id", how="right")
+        return table.sort_values(["cell_index", "policy"], kind="stable").reset_index(drop=True)
+
+    def replicates_text(self) -> str:
+        counts = [g.rows for g in self.groups.values()]
+        lo, hi = (min(counts), max(counts)) if counts else (0, 0)
+        return str(lo) if lo == hi else f"{lo}..{hi}"
+
+    def grid_text(self) -> str:
+        return ", ".join(f"{c}={len(self.distinct.get(c, ()))}" for c in self.grid) or "(single cell)"
+
+
+def _missing_to_key(v: Any) -> Any:
+    return _MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -> _Summary:
+    """One pass over the sweep's Parquet files with only the columns a summary needs.
+
+    Memory is O(cells) for the per-(cell, policy) totals and first grid values, plus two float64
+    per row: max_stall_s of the ok rows (exact median/p99 need every value) and wall_s (summed once
+    at the end, in row order, so sim_cpu_s is bit-identical to the pandas sum it replaces); one
+    batch of the needed columns at a time. Before, every column of every row sat in pandas. The numbers are those of summarise()/_cell_summary() over the rows the
+    spec selects (its policies, replicate < replicates), as before.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = storage.list_files(output, sweep)
+    names: dict[str, None] = {}
+    for path in files:
+        names.update(dict.fromkeys(pq.read_schema(path).names))
+    if files:
+        names = {"sweep": None, "policy": None, **names}  # partition columns, first as read_sweep puts them
+    summary = _Summary(names=list(names), grid=_grid_of(list(names), spec))
+    if not files:
+        return summary
+    wanted = ["policy", "cell_id", "cell_index", "status", "lockup", "max_stall_s", "kills", "handed_over",
+              "model_version", "execution_id", "wall_s", "policy_name", "policy_options", *summary.grid]
+    columns = [c for c in dict.fromkeys(wanted) if c in names and c != "sweep"]
+    expr = None
+    if spec is not None:
+        expr = pc.field("policy").isin([p.label for p in spec.policies])
+        if isinstance(spec.replicates, int) and "replicate" in names:
+            expr &= pc.field("replicate") < spec.replicates
+    dataset = storage._dataset(output, sweep, files)
+    first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
+    # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
+    # batches are summarised (measured: most of the dataset's decoded columns live at once).
+    for fragment in dataset.get_fragments(filter=expr):
+        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=expr,
+                                         batch_size=_SCAN_BATCH_ROWS, use_threads=False):
+            if batch.num_rows == 0:
+                continue
+            frame = batch.to_pandas()
+            for col in ("policy", "status", "cell_id"):
+                if col in frame.columns:
+                    frame[col] = frame[col].astype(str)
+            _scan_batch(summary, frame, first_cols, execution_id)
+    return summary
+
+
+def _scan_batch(summary: _Summary, frame: pd.DataFrame, first_cols: list[str], execution_id: str) -> None:
+    summary.rows += len(frame)
+    ok_mask = frame["status"] == "ok" if "status" in frame.columns else pd.Series(True, index=frame.index)
+    summary.rows_ok += int(ok_mask.sum())
+    if "execution_id" in frame.columns:
+        summary.rows_in_execution += int((frame["execution_id"] == execution_id).sum())
+    if "wall_s" in frame.columns:
+        summary.wall_s.append(frame["wall_s"].astype(float).to_numpy(copy=True))
+    if "model_version" in frame.columns:
+        summary.model_versions.update(map(str, pd.unique(frame["model_version"])))
+    for col in summary.grid:
+        if col in frame.columns:
+            summary.distinct.setdefault(col, set()).update(map(_missing_to_key, pd.unique(frame[col])))
+    for policy, part in frame.groupby("policy", sort=False):
+        if policy not in summary.policy_first:
+            name = part["policy_name"].iloc[0] if "policy_name" in part.columns else _MISSING
+            summary.policy_first[policy] = [name, None]
+        entry = summary.policy_first[policy]
+        if entry[1] is None and "policy_options" in part.columns:
+            values = part["policy_options"].dropna()
+            if not values.empty:
+                entry[1] = values.iloc[0]
+    ok = frame[ok_mask]
+    by_group = frame.groupby(["cell_id", "policy"], sort=False, observed=True).size()
+    for key, size in by_group.items():
+        summary.groups.setdefault(key, _Group()).rows += int(size)
+    if len(ok):
+        lockup = ok["lockup"].astype(bool)
+        handed = ok["handed_over"].astype(bool)
+        kills = ok["kills"].astype(float)
+        stall = ok["max_stall_s"].astype(float)
+        parts = pd.DataFrame({"cell_id": ok["cell_id"], "policy": ok["policy"], "lockup": lockup,
+                              "handed": handed, "kills": kills.fillna(0.0), "kills_n": kills.notna(),
+                              "stall": stall})
+        for key, g in parts.groupby(["cell_id", "policy"], sort=False, observed=True):
+            group = summary.groups[key]
+            group.ok += len(g)
+            group.lockups += int(g["lockup"].sum())
+            group.handed_over += int(g["handed"].sum())
+            group.kills_sum += float(g["kills"].sum())
+            group.kills_n += int(g["kills_n"].sum())
+            group.stalls.append(g["stall"].to_numpy(dtype=float, copy=True))
+    firsts = frame.groupby("cell_id", sort=False)[first_cols].first()
+    if summary.cell_first is None:
+        summary.cell_first = firsts
+    else:
+        merged = pd.concat([summary.cell_first, firsts])
+        summary.cell_first = merged.groupby(level=0, sort=False).first()
+
+
+def _policy_info(summary: _Summary, policy: str) -> tuple[str | None, dict]:
+    """(policy_name of its first row or None without that column, options of its first non-null policy_options)."""
+    name, raw = summary.policy_first.get(policy, (_MISSING, None))
+    options: dict = {}
+    if raw is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            opts = json.loads(raw)
+            options = opts if isinstance(opts, dict) else {}
+    return (None if name is _MISSING else str(name)), options
 
 
 def _stall_values(ok: pd.DataFrame) -> list[float]:
@@ -343,18 +565,6 @@ def _order_policies(found: Sequence[str], spec: SweepSpec | None) -> list[str]:
     return [p for p in declared if p in found] + sorted(p for p in found if p not in declared)
 
 
-def _policy_options(rows: pd.DataFrame, policy: str) -> dict:
-    if "policy_options" not in rows.columns:
-        return {}
-    values = rows.loc[rows["policy"] == policy, "policy_options"].dropna()
-    if values.empty:
-        return {}
-    with contextlib.suppress(ValueError, TypeError):
-        opts = json.loads(values.iloc[0])
-        return opts if isinstance(opts, dict) else {}
-    return {}
-
-
 def _git_sha() -> str | None:
     """HEAD of the checkout this package runs from, if it is one (and has a commit)."""
     try:
@@ -387,24 +597,22 @@ def _source_tags(sweep_file: str | None = None) -> dict[str, str]:
     }
 
 
-def _replicates_text(rows: pd.DataFrame, spec: SweepSpec | None) -> str:
+def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         r = spec.replicates
         if isinstance(r, int):
             return str(r)
         return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
-    counts = rows.groupby(["cell_id", "policy"], observed=True).size()
-    lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
-    return str(lo) if lo == hi else f"{lo}..{hi}"
+    return summary.replicates_text()
 
 
-def _grid_text(rows: pd.DataFrame, grid: Sequence[str], spec: SweepSpec | None) -> str:
+def _grid_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         parts = [f"{k}={len(v)}" for k, v in spec.grid.items()]
         if getattr(spec, "sample", None) is not None and spec.sample.n:
             parts.append(f"sample={spec.sample.method}:{spec.sample.n}({','.join(spec.sample.params)})")
         return ", ".join(parts) or "(single cell)"
-    return ", ".join(f"{c}={rows[c].nunique(dropna=False)}" for c in grid) or "(single cell)"
+    return summary.grid_text()
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -432,9 +640,9 @@ def _note(sweep: str, execution_id: str, table: pd.DataFrame, counts: Mapping[st
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 1] + "…"
 
 
-def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame, rows_ok: pd.DataFrame,
-                     grid: Sequence[str], policies: Sequence[str], spec: SweepSpec | None,
-                     provenance: Mapping[str, Any]) -> None:
+def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame,
+                     stalls_by_policy: Mapping[str, np.ndarray], grid: Sequence[str],
+                     policies: Sequence[str], spec: SweepSpec | None, provenance: Mapping[str, Any]) -> None:
     """Everything the parent run carries as files, written locally then uploaded in one call."""
     if spec is not None and getattr(spec, "source_text", ""):
         (directory / "sweep.yaml").write_text(spec.source_text, encoding="utf-8")
@@ -450,10 +658,10 @@ def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame, 
     if len(varying) >= 2:
         x, y = varying[0], varying[1]
         plots.save_png(plots.heatmap_figure(cells, x, y, policies), plot_dir / "lockup_heatmap.png")
-    stalls = rows_ok["max_stall_s"].astype(float)
+    stalls = pd.Series(np.concatenate([stalls_by_policy[p] for p in policies]) if policies else [], dtype=float)
     top = float(stalls.max()) if len(stalls) and not math.isnan(stalls.max()) else 0.0
     thresholds = np.linspace(0.0, top * 1.02 if top > 0 else 1.0, 241)
-    curves = {p: survival(_stall_values(rows_ok[rows_ok["policy"] == p]), thresholds) for p in policies}
+    curves = {p: survival(stalls_by_policy[p].tolist(), thresholds) for p in policies}
     lockup_after = None
     if spec is not None:
         with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -461,16 +669,15 @@ def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame, 
     plots.save_png(plots.survival_figure(curves, lockup_after), plot_dir / "stall_survival.png")
 
 
-def _child_plans(rows: pd.DataFrame, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
+def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
                  policies: Sequence[str], common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
     plans = []
     for r in table.to_dict("records"):
         policy = r["policy"]
-        options = _policy_options(rows, policy)
-        name_col = rows.loc[rows["policy"] == policy, "policy_name"] if "policy_name" in rows else None
+        name, options = _policy_info(summary, policy)
         params = {"policy": policy}
-        if name_col is not None and len(name_col):
-            params["policy_name"] = str(name_col.iloc[0])
+        if name is not None:
+            params["policy_name"] = name
         params.update({mlflow_key(f"option.{k}"): _value(v) for k, v in sorted(options.items())})
         if options:
             params["policy_options"] = _value(json.dumps(options, sort_keys=True))
@@ -506,6 +713,29 @@ def _create_run_logged(client: Any, experiment_id: str, plan: _RunPlan) -> str:
     )
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _child_threads(uri: str, requested: int | None) -> int:
+    """How many threads log child runs: 1 for SQLite, else `requested` (default 8) but never more
+    than MLflow's HTTP connection pool holds (MLFLOW_HTTP_POOL_MAXSIZE, default 10).
+
+    SQLite: every store call is ~15-20 ms of SQLAlchemy work under the GIL plus an fsync'd commit,
+    and writers take the database lock in turn, so threads only add lock waits (measured: 4 threads
+    slower than 1). A server: each call waits on the network and the server, so calls overlap. More
+    threads than pooled connections would not add throughput: urllib3 opens a fresh connection for
+    each extra request, logs "Connection pool is full, discarding connection" and drops it after.
+    Raising MLFLOW_HTTP_POOL_MAXSIZE (read by MLflow when it first builds its HTTP session in the
+    process) lets `requested` go higher; oomsweep itself changes no pool, socket or env setting.
+    """
+    if urlsplit(uri).scheme.startswith("sqlite"):
+        return 1
+    from mlflow.environment_variables import MLFLOW_HTTP_POOL_MAXSIZE
+
+    try:
+        pool = int(MLFLOW_HTTP_POOL_MAXSIZE.get())
+    except (TypeError, ValueError):
+        pool = 10
+    return max(1, min(requested or _SERVER_THREADS, pool))
 
 
 def _log_children(client: Any, experiment_id: str, plans: Sequence[_RunPlan], threads: int) -> int:
@@ -625,7 +855,7 @@ def log_sweep(
     execution_id: str,
     max_cell_runs: int | None = None,
     experiment: str | None = None,
-    threads: int = 8,
+    threads: int | None = None,
 ) -> TrackingResult:
     """Log one execution of a sweep from its Parquet rows; a no-op if that execution is logged.
 
@@ -636,7 +866,8 @@ def log_sweep(
     Experiment: `experiment`, else spec.mlflow.experiment, else the sweep name; an execution already
     logged under another experiment is found there. max_cell_runs: else spec.mlflow.max_cell_runs,
     else 2000; per-cell child runs are logged only while cells × policies <= max_cell_runs.
-    `threads`: concurrent child-run loggers for a server (a SQLite store is written serially).
+    `threads`: concurrent child-run loggers for a server (default 8, at most MLflow's HTTP pool
+    size, MLFLOW_HTTP_POOL_MAXSIZE); a SQLite store is written serially.
     Raises TrackingError for any failure to record (nothing half-logged is left FINISHED), and
     ValueError for a malformed sweep name or execution_id.
     """
@@ -655,10 +886,9 @@ def log_sweep(
     experiment = experiment or getattr(spec_mlflow, "experiment", None) or sweep
     if max_cell_runs is None:
         max_cell_runs = int(getattr(spec_mlflow, "max_cell_runs", 2000))
-    if urlsplit(uri).scheme.startswith("sqlite"):
-        threads = 1  # SQLite serialises writers: measured no gain from threads, only lock waits
-    rows = _select_rows(_read_rows(output, sweep), spec)
-    if rows.empty:
+    threads = _child_threads(uri, threads)
+    summary = _scan(output, sweep, spec, execution_id)
+    if summary.rows == 0:
         raise TrackingError(f"nothing to log: no rows of sweep {sweep!r} under {output}")
 
     _check_reachable(uri)
@@ -680,22 +910,21 @@ def log_sweep(
         experiment_id = _experiment_id(client, experiment, _artifact_location(uri, experiment))
 
     # Summaries first: nothing is written to the store until they are known to compute.
-    grid = grid_columns(rows, spec)
-    status = rows["status"] if "status" in rows.columns else pd.Series("ok", index=rows.index)
-    rows_ok = rows[status == "ok"]
-    policies = _order_policies(list(pd.unique(rows["policy"])), spec)
-    table = summarise(rows, ("policy",)).set_index("policy").loc[policies].reset_index()
-    cells = _cell_summary(rows, grid)
-    n_cells = int(rows["cell_id"].nunique())
+    grid = summary.grid
+    policies = _order_policies(summary.policies_found, spec)
+    table = summary.policy_table().set_index("policy").loc[policies].reset_index()
+    cells = summary.cell_table()
+    n_cells = summary.n_cells
     with_cells = n_cells * len(policies) <= max_cell_runs
     cell_note = (
         f"Per-cell runs: {n_cells * len(policies)}."
         if with_cells
         else f"Per-cell runs skipped: {n_cells} cells × {len(policies)} policies > max_cell_runs {max_cell_runs}."
     )
-    model_versions = sorted(map(str, pd.unique(rows["model_version"]))) if "model_version" in rows else []
+    model_versions = sorted(summary.model_versions)
     model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
-    counts = {"cells": n_cells, "policies": len(policies), "rows": len(rows), "failed": len(rows) - len(rows_ok)}
+    counts = {"cells": n_cells, "policies": len(policies), "rows": summary.rows,
+              "failed": summary.rows - summary.rows_ok}
     sweep_hash = getattr(spec, "sweep_hash", None) or provenance.get("sweep_hash", "")
     seed = getattr(spec, "seed", None)
     if seed is None:
@@ -706,24 +935,24 @@ def log_sweep(
         "sweep": sweep,
         "execution_id": execution_id,
         "sweep_hash": str(sweep_hash),
-        "grid": _grid_text(rows, grid, spec),
+        "grid": _grid_text(summary, spec),
         "grid_keys": ", ".join(grid) or "(none)",
         "cells": str(n_cells),
         "policies": ", ".join(policies),
-        "replicates": _replicates_text(rows, spec),
+        "replicates": _replicates_text(summary, spec),
         "model_version": model_version,
         "seed": str(seed),
         "max_cell_runs": str(max_cell_runs),
     }
     params = {k: _value(v) for k, v in params.items()}
     metrics = {
-        "rows": float(len(rows)),
-        "rows_ok": float(len(rows_ok)),
+        "rows": float(summary.rows),
+        "rows_ok": float(summary.rows_ok),
         FAILED_METRIC: float(counts["failed"]),
         "cells": float(n_cells),
         "policies": float(len(policies)),
-        "rows_in_execution": float((rows["execution_id"] == execution_id).sum()) if "execution_id" in rows else 0.0,
-        "sim_cpu_s": float(rows["wall_s"].astype(float).sum()) if "wall_s" in rows else 0.0,
+        "rows_in_execution": float(summary.rows_in_execution),
+        "sim_cpu_s": summary.sim_cpu_s(),
     }
     common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
     parent_tags = {
@@ -736,7 +965,9 @@ def log_sweep(
         parent_tags["mlflow.source.git.commit"] = str(git_sha)
 
     with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
-        _write_artifacts(Path(tmp), table, cells, rows_ok, grid, policies, spec, provenance)
+        stalls = {p: summary.policy_group(p).stall_values() for p in policies}
+        _write_artifacts(Path(tmp), table, cells, stalls, grid, policies, spec, provenance)
+        del stalls
 
         parent_id = None
         try:
@@ -754,7 +985,7 @@ def log_sweep(
             with _talking_to(uri, "recording the dataset"):
                 source = storage.sweep_dir(output, sweep).resolve()
                 _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
-            plans = _child_plans(rows, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
+            plans = _child_plans(summary, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
                                  with_cells)
             with _talking_to(uri, "logging child runs"):
                 _log_children(client, experiment_id, plans, threads)

@@ -460,9 +460,146 @@ def test_against_a_real_mlflow_server(env, mlflow_server, capfd):
     for child in children:
         want = expected_metrics(rows[rows["policy"] == child.data.params["policy"]])
         assert child.data.metrics == pytest.approx(want, rel=1e-12)
+    cells = [r for r in runs if r.data.tags.get("oomsweep.role") == "cell"]  # logged by a thread pool
+    assert len(cells) == 12
+    assert len({(r.data.tags["oomsweep.cell_id"], r.data.params["policy"]) for r in cells}) == 12
+    for run in cells:
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        group = rows[(rows["cell_id"] == run.data.tags["oomsweep.cell_id"]) & (rows["policy"] == run.data.params["policy"])]
+        assert run.data.metrics == pytest.approx(expected_metrics(group), rel=1e-12)
     client = MlflowClient(mlflow_server)
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "plots")} >= {
         "plots/lockup_probability.png", "plots/stall_survival.png"}
     again = log_sweep(output, SWEEP, tracking_uri=mlflow_server, spec=FakeSpec(), execution_id="exec-1")
     assert again.already_logged and len(runs_of(mlflow_server)) == len(runs)
     assert "View run" not in capfd.readouterr().out  # per-run URL prints suppressed
+
+
+# ------------------------------------------------------------------ streaming summary == in-memory one
+
+
+def reference_summary(output: Path, spec) -> dict:
+    """The summaries as log_sweep computed them before the streaming scan: every row in pandas."""
+    names: dict = {}
+    for path in storage.list_files(output, SWEEP):
+        names.update(dict.fromkeys(pq.read_schema(path).names))
+    rows = storage.read_sweep(output, SWEEP, columns=[c for c in names if c != "scenario_json"])
+    for col in ("policy", "sweep", "status", "cell_id"):
+        rows[col] = rows[col].astype(str)
+    rows = rows.reset_index(drop=True)
+    if spec is not None:
+        keep = rows["policy"].isin([p.label for p in spec.policies]) & (rows["replicate"] < spec.replicates)
+        rows = rows[keep].reset_index(drop=True)
+    grid = tracking.grid_columns(rows, spec)
+    counts = rows.groupby(["cell_id", "policy"], observed=True).size()
+    lo, hi = int(counts.min()), int(counts.max())
+    first = {p: g.iloc[0] for p, g in rows.groupby("policy")["policy_name"]}
+    return {
+        "grid": grid,
+        "table": tracking.summarise(rows, ("policy",)),
+        "cells": tracking._cell_summary(rows, grid),
+        "rows": len(rows),
+        "rows_ok": int((rows["status"] == "ok").sum()),
+        "n_cells": int(rows["cell_id"].nunique()),
+        "sim_cpu_s": float(rows["wall_s"].astype(float).sum()),
+        "rows_in_execution": int((rows["execution_id"] == "exec-1").sum()),
+        "model_versions": sorted(map(str, pd.unique(rows["model_version"]))),
+        "replicates": str(lo) if lo == hi else f"{lo}..{hi}",
+        "grid_text": ", ".join(f"{c}={rows[c].nunique(dropna=False)}" for c in grid),
+        "policy_names": {p: str(v) for p, v in first.items()},
+        "stalls": {p: g.loc[g["status"] == "ok", "max_stall_s"].astype(float).to_numpy()
+                   for p, g in rows.groupby("policy")},
+    }
+
+
+@pytest.mark.parametrize("spec", [None, FakeSpec(replicates=9)], ids=["no-spec", "spec-replicates-9"])
+def test_streaming_summary_equals_the_in_memory_one(tmp_path, monkeypatch, spec):
+    """Many small files and tiny scan batches, failed rows, missing kills/stalls, odd float sums."""
+    rows = synthetic_rows(failed=7, seed=11)
+    rng = np.random.default_rng(5)
+    rows["wall_s"] = 10 ** rng.uniform(-8, 2, len(rows))  # a float sum whose rounding depends on order
+    rows.loc[rows.index[10:14], "max_stall_s"] = np.nan
+    rows["kills"] = rows["kills"].astype(float)
+    rows.loc[rows.index[20:23], "kills"] = np.nan
+    rows.loc[rows.index[::17], "execution_id"] = "exec-0"
+    rows.loc[rows.index[::29], "model_version"] = "0.0.9"
+    output = tmp_path / "out"
+    shuffled = rows.sample(frac=1.0, random_state=2).reset_index(drop=True)
+    for start in range(0, len(shuffled), 16):  # 9 × 2 files: the rows of a cell spread over them
+        write_dataset(output, shuffled.iloc[start:start + 16])
+    monkeypatch.setattr(tracking, "_SCAN_BATCH_ROWS", 7)
+
+    want = reference_summary(output, spec)
+    got = tracking._scan(output, SWEEP, spec, "exec-1")
+    assert got.grid == want["grid"]
+    pd.testing.assert_frame_equal(got.policy_table(), want["table"], check_exact=True)
+    pd.testing.assert_frame_equal(got.cell_table(), want["cells"], check_exact=True)
+    assert (got.rows, got.rows_ok, got.n_cells) == (want["rows"], want["rows_ok"], want["n_cells"])
+    assert got.sim_cpu_s() == want["sim_cpu_s"]  # bit for bit: summed once, in the same row order
+    assert got.rows_in_execution == want["rows_in_execution"]
+    assert sorted(got.model_versions) == want["model_versions"]
+    assert got.replicates_text() == want["replicates"]
+    assert got.grid_text() == want["grid_text"]
+    for policy, stalls in want["stalls"].items():
+        mine = got.policy_group(policy).stall_values()
+        assert np.isnan(mine).sum() == np.isnan(stalls).sum()
+        assert sorted(mine[~np.isnan(mine)]) == sorted(stalls[~np.isnan(stalls)])
+        assert tracking._policy_info(got, policy)[0] == want["policy_names"][policy]
+    assert want["rows"] < len(rows) if spec is not None else want["rows"] == len(rows)
+
+
+def test_backfill_logs_the_same_metrics_as_the_in_memory_summary(env):
+    output, _, uri = env
+    want = reference_summary(output, None)
+    result = log_sweep(output, SWEEP, tracking_uri=uri, execution_id="exec-1")  # as `oomsweep log` does
+    runs = runs_of(uri, SWEEP)
+    by_policy = {r.data.params["policy"]: r.data.metrics for r in runs if r.data.tags["oomsweep.role"] == "policy"}
+    for rec in want["table"].to_dict("records"):
+        assert by_policy[rec["policy"]] == {k: v for k, v in rec.items() if k != "policy"}
+    cells = [r for r in runs if r.data.tags["oomsweep.role"] == "cell"]
+    assert len(cells) == result.cell_runs == len(want["cells"])
+    expected = {(r["cell_id"], r["policy"]): r for r in want["cells"].to_dict("records")}
+    for run in cells:
+        rec = expected[(run.data.tags["oomsweep.cell_id"], run.data.params["policy"])]
+        assert run.data.metrics == {k: rec[k] for k in (*tracking.METRICS, "failed_rows")}
+    parent = MlflowClient(uri).get_run(result.parent_run_id).data
+    assert parent.metrics["sim_cpu_s"] == want["sim_cpu_s"]
+    assert parent.params["grid"] == want["grid_text"]
+
+
+# ------------------------------------------------------------------------- concurrent child logging
+
+
+def test_concurrent_child_runs_all_exist_finished_with_their_metrics(env):
+    """The thread pool path (a server's) against a store: every run created, logged and FINISHED."""
+    _, _, uri = env
+    client = MlflowClient(uri)
+    exp = client.create_experiment("concurrent")
+    parent = client.create_run(exp).info.run_id
+    plans = [
+        tracking._RunPlan(f"p{i % 2} · cell {i}", {tracking.PARENT_TAG: parent, "oomsweep.role": "cell",
+                                                   "oomsweep.cell_index": str(i)},
+                          {"x": str(i), "policy": f"p{i % 2}"},
+                          {m: i + j / 10 for j, m in enumerate((*tracking.METRICS, "failed_rows"))})
+        for i in range(40)
+    ]
+    assert tracking._log_children(client, exp, plans, threads=6) == 40
+    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1000)
+    assert len(runs) == 40
+    for run in runs:
+        i = int(run.data.tags["oomsweep.cell_index"])
+        assert run.info.status == "FINISHED" and run.info.end_time is not None
+        assert run.info.run_name == f"p{i % 2} · cell {i}"
+        assert run.data.params == {"x": str(i), "policy": f"p{i % 2}"}
+        assert run.data.metrics == {m: i + j / 10 for j, m in enumerate((*tracking.METRICS, "failed_rows"))}
+
+
+def test_child_threads_serial_on_sqlite_and_within_the_http_pool(monkeypatch):
+    assert tracking._child_threads("sqlite:///x.db", None) == 1
+    assert tracking._child_threads("sqlite:///x.db", 8) == 1
+    monkeypatch.delenv("MLFLOW_HTTP_POOL_MAXSIZE", raising=False)
+    assert 1 < tracking._child_threads("http://127.0.0.1:5000", None) <= 10
+    assert tracking._child_threads("http://127.0.0.1:5000", 64) == 10  # never past the pool: no churn
+    monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", "32")
+    assert tracking._child_threads("http://127.0.0.1:5000", 32) == 32
+    assert tracking._child_threads("https://mlflow.internal", 3) == 3
