@@ -30,6 +30,7 @@ Why this shape:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import math
@@ -230,7 +231,10 @@ def _spec_from_provenance(provenance: Mapping[str, Any]) -> SweepSpec | None:
         spec = load_sweep(path)
     except (ImportError, OSError, ValueError):  # edited since, or unloadable here: log without it
         return None
-    return spec if spec.sweep_hash == provenance.get("sweep_hash") else None
+    if spec.sweep_hash != provenance.get("sweep_hash"):
+        return None
+    start = int(provenance.get("replicate_start") or 0)  # the run's --replicate-block
+    return dataclasses.replace(spec, replicate_start=start) if start and spec.adaptive is None else spec
 
 
 def grid_columns(rows: pd.DataFrame, spec: SweepSpec | None = None) -> list[str]:
@@ -406,7 +410,8 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     if spec is not None:
         expr = pc.field("policy").isin([p.label for p in spec.policies])
         if isinstance(spec.replicates, int) and "replicate" in names:
-            expr &= pc.field("replicate") < spec.replicates
+            start = getattr(spec, "replicate_start", 0)  # this run's block (--replicate-block), else 0
+            expr &= (pc.field("replicate") >= start) & (pc.field("replicate") < start + spec.replicates)
     dataset = storage._dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
     # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
@@ -601,7 +606,8 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         r = spec.replicates
         if isinstance(r, int):
-            return str(r)
+            start = getattr(spec, "replicate_start", 0)
+            return str(r) if not start else f"{r} (block {start // r}: replicates {start}..{start + r - 1})"
         return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
     return summary.replicates_text()
 

@@ -86,3 +86,39 @@ def test_adaptive_sweep_refuses_a_block(write_sweep, tmp_path, monkeypatch, caps
     assert main(["run", str(path), "--serial", "--no-mlflow", "--replicate-block", "1"]) == 2
     assert "--replicate-block: needs a fixed `replicates`" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() or not _rows(tmp_path)
+
+
+def test_mlflow_logs_the_block_of_the_run_and_log_backfills_it(write_sweep, tmp_path, monkeypatch, capsys):
+    """A block's parent and policy runs summarise that block's rows (n = cells × R), live and by `log`."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    path = write_sweep(tmp_path, replicates=2, mlflow={"experiment": "blocks", "max_cell_runs": 0})
+    live, later = f"sqlite:///{tmp_path / 'live.db'}", f"sqlite:///{tmp_path / 'later.db'}"
+    assert main(["run", str(path), "--serial", "--no-mlflow"]) == 0  # block 0, not logged
+    assert main(["run", str(path), "--serial", "--mlflow-uri", live, "--replicate-block", "5"]) == 0
+    assert "MLflow tracking failed" not in capsys.readouterr().err
+    assert main(["log", "results", "--sweep", "tiny", "--mlflow-uri", later]) == 0
+
+    import statistics
+
+    rows = pds.dataset(tmp_path / "results", format="parquet", partitioning="hive").to_table(
+        columns=["policy", "replicate", "max_stall_s"]).to_pylist()
+    medians = {p: statistics.median(r["max_stall_s"] for r in rows if r["policy"] == p and r["replicate"] >= 10)
+               for p in ("upstream_4_19", "timeout_backoff")}
+    assert medians != {p: statistics.median(r["max_stall_s"] for r in rows if r["policy"] == p and r["replicate"] < 2)
+                       for p in medians}  # the blocks differ, so the check below can tell them apart
+    for uri in (live, later):
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("blocks")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags
+                   and "block 5: replicates 10..11" in r.data.params.get("replicates", "")]
+        assert len(parents) == 1, [r.data.params.get("replicates") for r in runs]
+        policy_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+                       and "policy" in r.data.params]
+        assert {r.data.params["policy"] for r in policy_runs} == {"upstream_4_19", "timeout_backoff"}
+        for r in policy_runs:
+            assert r.data.metrics["n"] == 4  # 2 cells × replicates 10..11 of this block
+            assert r.data.metrics["median_stall_s"] == pytest.approx(medians[r.data.params["policy"]])
