@@ -34,6 +34,7 @@ class Execution:
     git_sha: str
     rows: int
     cells: int
+    replicates: str = ""  # "first..last" replicate number of its rows (a --replicate-block shows here)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,9 @@ def build_history(df: Any, meta: dict[str, dict[str, str]], sweep: str, alpha: f
     execs: list[Execution] = []
     for eid, grp in df.groupby("execution_id", sort=False):
         m = meta.get(str(eid), {})
+        reps = f"{int(grp['replicate'].min())}..{int(grp['replicate'].max())}" if "replicate" in grp else ""
         execs.append(Execution(str(eid), m.get("started", ""), m.get("model_version", ""), m.get("git_sha", ""),
-                               int(len(grp)), int(grp["cell_id"].nunique())))
+                               int(len(grp)), int(grp["cell_id"].nunique()), reps))
     # Chronological; executions without provenance time go first, ties by id (deterministic).
     execs.sort(key=lambda e: (e.started, e.execution_id))
     order = {e.execution_id: i for i, e in enumerate(execs)}
@@ -153,7 +155,7 @@ def build_history(df: Any, meta: dict[str, dict[str, str]], sweep: str, alpha: f
 def load_history(output: str | Path, sweep: str, alpha: float = 0.05, confidence: float = 0.95) -> History:
     from sweeps.storage import read_sweep
 
-    df = read_sweep(output, sweep, columns=["policy", "execution_id", "cell_id", "lockup", "status"])
+    df = read_sweep(output, sweep, columns=["policy", "execution_id", "cell_id", "replicate", "lockup", "status"])
     return build_history(df, _executions_meta(output, sweep), sweep, alpha, confidence)
 
 
@@ -165,10 +167,11 @@ def format_history(h: History, confidence: float = 0.95) -> str:
     lines = [f"sweep {h.sweep}: {len(h.executions)} execution{'s' if len(h.executions) != 1 else ''}"]
     if not h.executions:
         return lines[0] + " (no rows stored)"
-    lines.append(f"  {'execution':<10} {'started (UTC)':<19}  {'model':<8} {'git':<8} {'rows':>6} {'cells':>6}")
+    lines.append(f"  {'execution':<10} {'started (UTC)':<19}  {'model':<8} {'git':<8} {'rows':>6} {'cells':>6}"
+                 f"  replicates")
     for e in h.executions:
         lines.append(f"  {e.execution_id[:10]:<10} {_when(e.started):<19}  {e.model_version[:8]:<8} "
-                     f"{e.git_sha[:8]:<8} {e.rows:>6} {e.cells:>6}")
+                     f"{e.git_sha[:8]:<8} {e.rows:>6} {e.cells:>6}  {e.replicates}")
     lines.append("")
     pct = f"{confidence:.0%}"
     head = (f"{'policy':<24} {'execution':<10} {'started (UTC)':<19} {'n':>6} {'lockups':>7} {'p':>7} "

@@ -50,6 +50,7 @@ def test_blocks_add_fresh_replicates_and_a_rerun_adds_nothing(sweep, tmp_path, c
     # history shows one line per policy per execution (the rerun stored nothing: no execution)
     assert main(["history", "results", "--sweep", "tiny"]) == 0
     hist = capsys.readouterr().out
+    assert "replicates" in hist and " 0..1" in hist and " 6..7" in hist  # each execution's block
     lines = [ln.split() for ln in hist.splitlines()]
     assert sum(1 for ln in lines if "upstream_4_19" in ln) == 2
     assert sum(1 for ln in lines if "timeout_backoff" in ln) == 2
