@@ -384,6 +384,9 @@ def summary_table(df) -> list[dict[str, Any]]:
             "ci_high": est.high, "median_stall_s": quantile(stall, 0.5), "max_stall_s": max(stall, default=math.nan),
             "mean_kills": float(g["kills"].mean()), "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
             "oom_skip_by": ",".join(f"{k}:{v}" for k, v in g["oom_skip_by"].value_counts().sort_index().items()),
+            # killed tasks that freed their memory but had not exited (real-kernel-6.1.md section 4)
+            "max_exits_pending": _max_or_nan(g, "exits_pending_max"),
+            "max_exit_delay_s": _max_or_nan(g, "exit_delay_max_s"),
             "not_ok": 0,
         })
     if "status" in df.columns:
@@ -393,19 +396,32 @@ def summary_table(df) -> list[dict[str, Any]]:
     return out
 
 
+def _max_or_nan(g, column: str) -> float:
+    """Largest value of a column over the runs (nan if absent or all null: rows of an older model)."""
+    if column not in g:
+        return math.nan
+    values = g[column].astype(float).dropna()
+    return float(values.max()) if len(values) else math.nan
+
+
 def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
     head = ["source", "policy", "accel", "n", "lockups", "P(lockup) [95% CI]", "median stall", "max stall",
-            "kills", "first kill", "MMF_OOM_SKIP by", "not ok"]
+            "kills", "first kill", "MMF_OOM_SKIP by", "exits pending", "exit delay", "not ok"]
     rows = [head]
     for ln in lines:
         rows.append([
             ln["source"], ln["policy"], ln["accelerator"] or "-", str(ln["n"]), str(ln["lockups"]),
             f"{ln['p']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
             f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
-            ln["oom_skip_by"], str(ln["not_ok"]),
+            ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
+            _fmt_max(ln.get("max_exit_delay_s"), "{:.3f} s"), str(ln["not_ok"]),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _fmt_max(value: float | None, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else fmt.format(value)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -108,9 +108,13 @@ def test_kernel_rows_carry_the_exit_waits(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu, "choose_accelerator", lambda k, wanted="auto": "tcg")
     monkeypatch.setattr(qemu, "boot", fake_boot)
     ds = tmp_path / "ds"
-    code, _, err = _run(["calibrate", str(SCENARIOS / "handa-variant-idle-children.yaml"), "--match-kernel",
-                         "--runs", "1", "--seeds", "0", "--output", str(ds), "--no-mlflow"])
+    code, out, err = _run(["calibrate", str(SCENARIOS / "handa-variant-idle-children.yaml"), "--match-kernel",
+                           "--runs", "1", "--seeds", "0", "--output", str(ds), "--no-mlflow"])
     assert code == 0, err
+    head = next(ln for ln in out.splitlines() if ln.startswith("source"))
+    kernel_line = next(ln for ln in out.splitlines() if ln.startswith("kernel"))
+    assert "exits pending" in head and "exit delay" in head
+    assert kernel_line.split()[-4] == "31"  # the summary table shows the waits too
     assert len(seen) == 1 and " preempt=full " in seen[0]
     assert "exits pending max 31" in err and "preempt=full" in err
     row = storage.read_sweep(ds, "calibrate-handa-variant-idle-children").iloc[0]
