@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "sweeps")]  # this checkout; tracking_oracle (the old summary)
 SWEEP = "mem"
 POLICIES = ("upstream_4_19", "timeout_backoff[timeout_s=2.0]")
 
@@ -71,9 +71,9 @@ def generate(output: Path, rows: int, cells: int) -> int:
 
 def summarise(mode: str, output: Path, result: Path) -> None:
     """In a fresh process: one way's tables, pickled to `result`, and its memory on stdout."""
-    import pyarrow.parquet as pq
+    import tracking_oracle
 
-    from sweeps import storage, tracking
+    from sweeps import tracking
 
     def status(field: str) -> int:
         with open("/proc/self/status") as fh:
@@ -82,13 +82,8 @@ def summarise(mode: str, output: Path, result: Path) -> None:
     base = status("VmRSS")
     started = time.monotonic()
     if mode == "pandas":
-        names: dict = {}
-        for path in storage.list_files(output, SWEEP):
-            names.update(dict.fromkeys(pq.read_schema(path).names))
-        rows = storage.read_sweep(output, SWEEP, columns=[c for c in names if c != "scenario_json"])
-        for col in ("policy", "sweep", "status", "cell_id"):
-            rows[col] = rows[col].astype(str)
-        table, cells = tracking.summarise(rows, ("policy",)), tracking._cell_summary(rows, tracking.grid_columns(rows))
+        rows = tracking_oracle.read_all_rows(output, SWEEP)
+        table, cells = tracking_oracle.summarise(rows, ("policy",)), tracking_oracle.cell_summary(rows, tracking.grid_columns(rows))
     else:
         summary = tracking._scan(output, SWEEP, None, "e1")
         table, cells = summary.policy_table(), summary.cell_table()

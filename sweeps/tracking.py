@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps import plots, schema, storage
-from sweeps.stats import quantile, survival, wilson
+from sweeps.stats import survival, wilson
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
     from sweeps.spec import SweepSpec
@@ -60,7 +60,6 @@ __all__ = [
     "TrackingResult",
     "log_sweep",
     "resolve_tracking_uri",
-    "summarise",
     "grid_columns",
     "mlflow_key",
     "METRICS",
@@ -288,7 +287,7 @@ class _Group:
         return np.concatenate(self.stalls) if self.stalls else np.empty(0)
 
     def metrics(self) -> dict[str, float]:
-        """The same numbers as _metrics_of over this group's rows (exact: counts and integer kills)."""
+        """The METRICS of this group's rows; only status == "ok" rows count (exact: counts and integer kills)."""
         n, k = self.ok, self.lockups
         prop = wilson(k, n)
         stalls = self.stall_values()
@@ -357,12 +356,12 @@ class _Summary:
         return total
 
     def policy_table(self) -> pd.DataFrame:
-        """As summarise(rows, ("policy",)): one row per policy, sorted by policy."""
+        """One row per policy, sorted by policy: the policy columns, METRICS and failed_rows."""
         records = [{"policy": p, **self.policy_group(p).metrics()} for p in self.policies_found]
         return pd.DataFrame.from_records(records, columns=["policy", *METRICS, FAILED_METRIC])
 
     def cell_table(self) -> pd.DataFrame:
-        """As _cell_summary(rows, grid): per (cell, policy) cell_index, grid values and METRICS."""
+        """Per (cell, policy): cell_index, grid values and METRICS; the dataset recorded with log_input."""
         records = [{"cell_id": c, "policy": p, **g.metrics()} for (c, p), g in sorted(self.groups.items())]
         table = pd.DataFrame.from_records(records, columns=["cell_id", "policy", *METRICS, FAILED_METRIC])
         cells = self.cell_first.reset_index()
@@ -388,7 +387,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     Memory is O(cells) for the per-(cell, policy) totals and first grid values, plus two float64
     per row: max_stall_s of the ok rows (exact median/p99 need every value) and wall_s (summed once
     at the end, in row order, so sim_cpu_s is bit-identical to the pandas sum it replaces); one
-    batch of the needed columns at a time. Before, every column of every row sat in pandas. The numbers are those of summarise()/_cell_summary() over the rows the
+    batch of the needed columns at a time. Before, every column of every row sat in pandas. The numbers are those of the all-rows pandas summary it replaced (tests/sweeps/tracking_oracle.py) over the rows the
     spec selects (its policies, replicate < replicates), as before.
     """
     import pyarrow.compute as pc
@@ -488,50 +487,6 @@ def _policy_info(summary: _Summary, policy: str) -> tuple[str | None, dict]:
             opts = json.loads(raw)
             options = opts if isinstance(opts, dict) else {}
     return (None if name is _MISSING else str(name)), options
-
-
-def _stall_values(ok: pd.DataFrame) -> list[float]:
-    return ok["max_stall_s"].astype(float).tolist()
-
-
-def _metrics_of(group: pd.DataFrame) -> dict[str, float]:
-    """The METRICS of one group of rows; only status == "ok" rows count, failures are reported apart."""
-    status = group["status"] if "status" in group.columns else pd.Series("ok", index=group.index)
-    ok = group[status == "ok"]
-    n = len(ok)
-    k = int(ok["lockup"].astype(bool).sum())
-    prop = wilson(k, n)
-    stalls = _stall_values(ok)
-    return {
-        "lockup_probability": prop.p,
-        "ci_low": prop.low,
-        "ci_high": prop.high,
-        "n": float(n),
-        "lockups": float(k),
-        "median_stall_s": quantile(stalls, 0.5),
-        "p99_stall_s": quantile(stalls, 0.99),
-        "mean_kills": float(ok["kills"].astype(float).mean()) if n else math.nan,
-        "handed_over_rate": float(ok["handed_over"].astype(bool).mean()) if n else math.nan,
-        FAILED_METRIC: float(len(group) - n),
-    }
-
-
-def summarise(rows: pd.DataFrame, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
-    """One row per group with the columns *by, METRICS..., failed_rows (sorted by *by)."""
-    by = list(by)
-    records = []
-    for key, group in rows.groupby(by, sort=True, dropna=False, observed=True):
-        key = key if isinstance(key, tuple) else (key,)
-        records.append({**dict(zip(by, key)), **_metrics_of(group)})
-    return pd.DataFrame.from_records(records, columns=[*by, *METRICS, FAILED_METRIC])
-
-
-def _cell_summary(rows: pd.DataFrame, grid: Sequence[str]) -> pd.DataFrame:
-    """Per (cell, policy): cell_index, grid values and METRICS; the dataset recorded with log_input."""
-    table = summarise(rows, ("cell_id", "policy"))
-    cells = rows.groupby("cell_id", sort=False)[["cell_index", *grid]].first().reset_index()
-    table = cells.merge(table, on="cell_id", how="right")
-    return table.sort_values(["cell_index", "policy"], kind="stable").reset_index(drop=True)
 
 
 def mlflow_key(name: str) -> str:

@@ -29,6 +29,8 @@ from sweeps import storage, tracking
 from sweeps.stats import wilson
 from sweeps.tracking import TrackingError, log_sweep
 
+import tracking_oracle  # noqa: E402  (tests/sweeps/tracking_oracle.py: the all-rows pandas summary)
+
 SWEEP = "handoff-mini"
 POLICIES = ("upstream_4_19", "timeout_backoff[timeout_s=2.0]")
 HANDOVER = ("unchanged", "idle")
@@ -480,13 +482,7 @@ def test_against_a_real_mlflow_server(env, mlflow_server, capfd):
 
 def reference_summary(output: Path, spec) -> dict:
     """The summaries as log_sweep computed them before the streaming scan: every row in pandas."""
-    names: dict = {}
-    for path in storage.list_files(output, SWEEP):
-        names.update(dict.fromkeys(pq.read_schema(path).names))
-    rows = storage.read_sweep(output, SWEEP, columns=[c for c in names if c != "scenario_json"])
-    for col in ("policy", "sweep", "status", "cell_id"):
-        rows[col] = rows[col].astype(str)
-    rows = rows.reset_index(drop=True)
+    rows = tracking_oracle.read_all_rows(output, SWEEP)
     if spec is not None:
         keep = rows["policy"].isin([p.label for p in spec.policies]) & (rows["replicate"] < spec.replicates)
         rows = rows[keep].reset_index(drop=True)
@@ -496,8 +492,8 @@ def reference_summary(output: Path, spec) -> dict:
     first = {p: g.iloc[0] for p, g in rows.groupby("policy")["policy_name"]}
     return {
         "grid": grid,
-        "table": tracking.summarise(rows, ("policy",)),
-        "cells": tracking._cell_summary(rows, grid),
+        "table": tracking_oracle.summarise(rows, ("policy",)),
+        "cells": tracking_oracle.cell_summary(rows, grid),
         "rows": len(rows),
         "rows_ok": int((rows["status"] == "ok").sum()),
         "n_cells": int(rows["cell_id"].nunique()),
