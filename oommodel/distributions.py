@@ -166,13 +166,31 @@ def _parses_as_float(text: str) -> bool:
     return True
 
 
+def _yaml_float_spelling(text: str) -> str:
+    """How to write `text` so that YAML 1.1 (PyYAML) reads a float: a '.' in the mantissa and a
+    signed exponent ('1e-3' -> '1.0e-3', '1.0e308' -> '1.0e+308')."""
+    t = text.strip().replace("_", "")
+    mant, sep, exp = t.partition("e") if "e" in t else t.partition("E")
+    if not any(ch.isdigit() for ch in mant):  # inf, nan: not written as a number
+        return t
+    if "." not in mant:
+        mant += ".0"
+    elif mant.endswith("."):
+        mant += "0"
+    elif mant.startswith(".") or mant[:1] in "+-" and mant[1:2] == ".":
+        mant = mant.replace(".", "0.", 1)
+    if sep and exp[:1] not in "+-":
+        exp = "+" + exp
+    return f"{mant}e{exp}" if sep else mant
+
+
 def check_number(raw: object, what: str = "") -> float:
     """A finite real number as float; bools and strings are rejected (YAML's 'yes', '1e-3')."""
     pre = f"{what} " if what else ""
     if isinstance(raw, bool) or not isinstance(raw, Real):
         hint = ""
         if isinstance(raw, str) and _parses_as_float(raw):
-            hint = " (quoted? YAML 1.1 also reads 1e-3 as a string: write 1.0e-3)"
+            hint = f" (quoted? YAML 1.1 also reads {raw} as a string: write {_yaml_float_spelling(raw)})"
         raise ValueError(f"{pre}must be a number, got {type(raw).__name__} {raw!r}{hint}")
     try:
         x = float(raw) + 0.0  # -0.0 -> 0.0, so equal scenarios serialise equally

@@ -142,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from sweeps.executor import DEFAULT_ROW_TIMEOUT_S
 
+    if args.output is not None and not args.output.strip():
+        raise UsageError("--output: must name a directory, got an empty string")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers: must be >= 1")
     if args.row_timeout is not None and not args.row_timeout >= 0:

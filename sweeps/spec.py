@@ -480,8 +480,19 @@ def _parse_policies(raw: Any, registry: Mapping[str, Any]) -> tuple[PolicyChoice
 
 
 def _parse_replicates(raw: Any) -> int | Adaptive:
-    if isinstance(raw, bool) or raw is None:
-        raise SweepError("replicates", f"must be an integer >= 1 or {{adaptive: {{...}}}}, got {raw!r}")
+    wanted = "must be an integer >= 1 or {adaptive: {...}}"
+    if isinstance(raw, bool) or raw is None or isinstance(raw, (float, list)):
+        raise SweepError("replicates", f"{wanted}, got {raw!r}")
+    if isinstance(raw, str):
+        hint = ""
+        try:
+            x = float(raw)
+        except ValueError:
+            pass
+        else:  # YAML 1.1 reads 1e12 as text; say what the number would be
+            hint = (f" (YAML reads {raw} as text; write the integer {int(x)})" if math.isfinite(x) and x == int(x)
+                    else f" (YAML reads {raw} as text)")
+        raise SweepError("replicates", f"{wanted}, got the string {raw!r}{hint}")
     if isinstance(raw, int):
         if raw < 1:
             raise SweepError("replicates", f"must be >= 1, got {raw}")
@@ -516,6 +527,32 @@ def _check_name(name: str) -> None:
         )
 
 
+def _check_observable(spec: SweepSpec, params: Mapping[str, Any], scenario: Mapping[str, Any]) -> None:
+    """Refuse a cell whose horizon ends before a lockup could be declared.
+
+    The detector (oommodel/detector.py) declares a lockup after `lockup_after_s` of simulated time
+    without progress; with `horizon_s` <= `lockup_after_s` that can never happen, so every row would
+    read "no lockup" however long the stall. Refused rather than censored: such a sweep measures
+    nothing, and a null `lockup` column would have to be special-cased by every reader.
+    """
+    horizon, after = scenario.get("horizon_s"), scenario.get("lockup_after_s")
+    if not isinstance(horizon, (int, float)) or not isinstance(after, (int, float)) or after < horizon:
+        return
+    key = next((k for k in ("horizon_s", "lockup_after_s") if k in params), None)
+    if key is not None:
+        where = f"grid.{key}" if key in spec.grid else f"sample.params.{key}"
+        cell = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        lead = f"cell ({cell}): "
+    else:
+        where, lead = "base.horizon_s", ""
+    raise SweepError(
+        where,
+        f"{lead}horizon_s ({horizon:g} s) must be greater than lockup_after_s ({after:g} s): a lockup is declared "
+        f"only after lockup_after_s without progress, so within this horizon none could ever be seen and every "
+        f"row would report no lockup",
+    )
+
+
 def _check_cells(spec: SweepSpec, canon, scenario_errors) -> None:
     """Validate every cell with the scenario schema; two cells may not be the same scenario."""
     from sweeps.grid import _points, apply_params
@@ -533,6 +570,7 @@ def _check_cells(spec: SweepSpec, canon, scenario_errors) -> None:
             )
             cell = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise SweepError(where, f"cell ({cell}) is not a valid scenario: {sub or '(scenario)'}: {reason}") from None
+        _check_observable(spec, params, scenario)
         text = canonical_json(scenario)
         if text in seen:
             a = ", ".join(f"{k}={v!r}" for k, v in seen[text].items())
@@ -657,12 +695,40 @@ def _expanded_nodes(data: Any, where: str) -> int:
         sys.setrecursionlimit(old)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: yaml.Mark, second: yaml.Mark) -> None:
+        where = (f"on line {first.line + 1} and on line {second.line + 1}" if first.line != second.line
+                 else f"twice on line {first.line + 1} (columns {first.column + 1} and {second.column + 1})")
+        super().__init__(f"key {key!r} is given twice, {where}; a key may appear once per mapping")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:  # the node's own keys: a `<<` merge may be overridden
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def safe_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load (no Python tags) with limits on size, nesting and alias expansion."""
+    """yaml.safe_load (no Python tags) with limits on size, nesting and alias expansion.
+
+    A key given twice in one mapping is refused with both line numbers (PyYAML would keep the last).
+    """
     if len(text) > MAX_YAML_BYTES:
         raise SweepError("", f"{where}: file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise SweepError("", f"{where}: {e}") from None
     except yaml.YAMLError as e:
         raise SweepError("", f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:

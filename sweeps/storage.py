@@ -45,6 +45,29 @@ class StorageError(ValueError):
     """The output directory cannot be used for this sweep (e.g. a different seed is stored)."""
 
 
+class OutputError(StorageError):
+    """The output directory cannot be created, locked or written at all: the user's setting (exit 2)."""
+
+
+def unusable_output_message(output: str | Path, sweep: str, error: OSError) -> str:
+    """One line: which path, why, and (when the sweep there has rows) that it can still be read."""
+    output = Path(output)
+    blocker = next((p for p in (output, *output.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        cause = f"{blocker} is not a directory"
+    else:
+        where = error.filename or output
+        cause = f"cannot write in {where}: {error.strerror or error}"
+    msg = f"output: {cause}; choose a writable directory with --output or `output:`"
+    try:
+        readable = bool(list_files(output, sweep))
+    except OSError:
+        readable = False
+    if readable:
+        msg += f" (the rows stored there can still be read: oomsweep report {output} --sweep {sweep})"
+    return msg
+
+
 class StorageWriteError(OSError):
     """A result file could not be written (disk full, I/O error).  Nothing partial is left visible."""
 
@@ -65,8 +88,12 @@ class SweepLock:
         self._fd: int | None = None
 
     def acquire(self) -> "SweepLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        output = self.path.parent.parent
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(unusable_output_message(output, self.sweep, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

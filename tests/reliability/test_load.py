@@ -17,7 +17,7 @@ from rel_helpers import ENDLESS_SCENARIO, assert_exactly_once, read_keys_everywh
 
 pytestmark = pytest.mark.timeout(300)
 
-CHEAP = {**ENDLESS_SCENARIO, "horizon_s": 0.002}
+CHEAP = {**ENDLESS_SCENARIO, "horizon_s": 0.002, "lockup_after_s": 0.001}  # lockups observable (a sweep requires it)
 
 
 def _cheap_sweep(tmp_path: Path, name: str, replicates: int) -> Path:
