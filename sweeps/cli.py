@@ -101,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps import calibrate, history
+    from sweeps import calibrate, history, verify
 
     history.register(sub)
     calibrate.register(sub)
+    verify.register(sub)
     return p
 
 
@@ -256,6 +257,7 @@ COMMANDS = {
     "log": cmd_log,
     "history": lambda args: _lazy("sweeps.history", "run_history")(args),
     "calibrate": lambda args: _lazy("sweeps.calibrate", "run_calibrate")(args),
+    "verify": lambda args: _lazy("sweeps.verify", "run_verify")(args),
 }
 
 

@@ -99,10 +99,10 @@ def two_proportion(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95)
 
 def _executions_meta(output: str | Path, sweep: str) -> dict[str, dict[str, str]]:
     """execution_id -> earliest provenance (written_at, model_version, git_sha) over its files."""
-    from sweeps.storage import list_files, read_provenance
+    from sweeps.storage import read_provenance, readable_files
 
     meta: dict[str, dict[str, str]] = {}
-    for f in list_files(output, sweep):
+    for f in readable_files(output, sweep, on_bad=None):  # read_sweep below names the bad ones
         prov = read_provenance(f)
         eid = str(prov.get("execution_id") or "")
         if not eid:

@@ -377,8 +377,8 @@ class AdaptiveFeeder:
             self._fill(st)
 
 
-def _stored_lockups(output: Path, sweep: str) -> dict[tuple[str, str], list[tuple[int, bool | None]]]:
-    t = storage.read_keys(output, sweep, extra=("lockup", "status"))
+def _stored_lockups(output: Path, sweep: str, on_bad: Any = storage.warn_skipped) -> dict[tuple[str, str], list[tuple[int, bool | None]]]:
+    t = storage.read_keys(output, sweep, extra=("lockup", "status"), on_bad=on_bad)
     out: dict[tuple[str, str], list] = collections.defaultdict(list)
     if t.num_rows == 0:
         return out
@@ -544,19 +544,33 @@ def run_sweep(
         return _run(path, spec, output, opts, out, err, started, executor)
 
 
+def _set_aside_reporter(err: TextIO) -> Callable[[Path, str], None]:
+    """on_bad for a run holding the sweep lock: rename the bad file out of sight, keep it, say so.
+    Its rows are then missing from the stored keys, so this run computes exactly those rows again."""
+
+    def set_aside(path: Path, cause: str) -> None:
+        target = storage.set_aside(path)
+        _print(f"set aside {path}: {cause}; kept as {target.name}, its rows will be computed again", err)
+
+    return set_aside
+
+
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
     model_version = _model_version()
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
 
+    on_bad = storage.warn_skipped if opts.dry_run else _set_aside_reporter(err)  # a run holds the lock
+    if not opts.dry_run:
+        storage.readable_files(output, spec.name, on_bad=on_bad)
     storage.check_sweep_seed(output, spec.name, spec.seed)
     adaptive = _adaptive(spec)
     if adaptive:
-        stored = _stored_lockups(output, spec.name)
+        stored = _stored_lockups(output, spec.name, on_bad)
         done = {(c, p, r) for (c, p), reps in stored.items() for r, _ in reps}
     else:
         stored = {}
-        done = storage.done_keys(output, spec.name)
+        done = storage.done_keys(output, spec.name, on_bad)
     cells = _cells_source(spec, model_version)
     plan = make_plan(spec, cells, done)
     result.cells = plan.cells

@@ -36,7 +36,9 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweeps.schema import KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
+from sweeps.schema import IDENTITY_FIELDS, KEY_COLUMNS, OUTCOME_FIELDS, PROVENANCE_KEY, STATUS_FIELDS, dataset_schema
+
+DECLARED_FIELDS = (*IDENTITY_FIELDS, *OUTCOME_FIELDS, *STATUS_FIELDS)
 
 TMP_SUFFIX = ".tmp"
 
@@ -213,6 +215,64 @@ def list_sweeps(output: str | Path) -> list[str]:
     return names
 
 
+CORRUPT_SUFFIX = ".corrupt"  # `.part-….parquet.corrupt`: the dot hides it from pyarrow and pandas, the suffix from `*.parquet`
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why a visible part file cannot be read as oomsweep rows (its footer, its key columns), or None.
+
+    Reads only the footer. A file whose footer is fine but whose data pages are damaged is found
+    when its columns are read (`read_table` then names it) or by `oomsweep verify`.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        return f"not a readable Parquet file ({_first_line(e).split('. ')[0].rstrip('.')})"
+    missing = [c for c in KEY_COLUMNS if c not in schema.names]
+    if missing:
+        return f"not an oomsweep result file (no column {', '.join(missing)})"
+    for declared in DECLARED_FIELDS:
+        i = schema.get_field_index(declared.name)
+        if i >= 0 and not schema.field(i).type.equals(declared.type):
+            return (f"not an oomsweep result file (column {declared.name} is {schema.field(i).type}, "
+                    f"the schema declares {declared.type})")
+    return None
+
+
+def warn_skipped(path: Path, cause: str) -> None:
+    """Default for readers: a file that cannot be read is skipped, named on one line of stderr."""
+    import sys
+
+    print(f"oomsweep: warning: skipping {path}: {cause}; its rows are left out (`oomsweep run` of the sweep "
+          f"sets the file aside and recomputes them; `oomsweep verify` checks every file)", file=sys.stderr)
+
+
+def readable_files(output: str | Path, sweep: str, on_bad: Any = warn_skipped) -> list[Path]:
+    """The visible files of one sweep whose footer and key columns are sound; `on_bad(path, cause)`
+    is called for each of the others (default: a warning on stderr)."""
+    good = []
+    for f in list_files(output, sweep):
+        cause = file_problem(f)
+        if cause is None:
+            good.append(f)
+        elif on_bad is not None:
+            on_bad(f, cause)
+    return good
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad part file out of every reader's sight, keeping it: `.<name>.corrupt`."""
+    target = path.with_name(f".{path.name}{CORRUPT_SUFFIX}")
+    os.replace(path, target)
+    _fsync_dir(path.parent)
+    return target
+
+
 def _policy_of(path: Path) -> str:
     return urllib.parse.unquote(path.parent.name[len("policy=") :])
 
@@ -229,7 +289,7 @@ def check_sweep_seed(output: str | Path, sweep: str, seed: int) -> None:
     Stored rows are skipped by key on resume; with a different seed those rows
     would silently carry draws from another seed.
     """
-    for f in list_files(output, sweep):
+    for f in readable_files(output, sweep, on_bad=None):  # a bad file is set aside or skipped elsewhere
         stored = read_provenance(f).get("seed")
         if stored is not None and int(stored) != int(seed):
             raise StorageError(
@@ -262,21 +322,51 @@ def read_table(
     columns: Sequence[str] | None = None,
     filter: Any = None,
     exclude: Sequence[str] = (),
+    on_bad: Any = warn_skipped,
 ) -> pa.Table:
-    """Rows of one sweep as an Arrow table (partition columns included; `exclude` drops columns unread)."""
-    files = list_files(output, sweep)
-    if not files:
-        return pa.table({"sweep": pa.array([], pa.string()), "policy": pa.array([], pa.string())})
-    dset = _dataset(output, sweep, files)
-    cols = None
-    if columns is None and exclude:
-        columns = [c for c in dset.schema.names if c not in exclude]
-    if columns is not None:
-        cols = [c for c in columns if c != "sweep"]
-        if "policy" not in cols:
-            cols = ["policy", *cols]
-    table = dset.to_table(columns=cols, filter=filter)
+    """Rows of one sweep as an Arrow table (partition columns included; `exclude` drops columns unread).
+
+    A file that cannot be read (bad footer, no key columns, or damaged pages among the columns read)
+    is left out and passed to `on_bad(path, cause)`: a warning by default; `run` sets it aside.
+    """
+    files = readable_files(output, sweep, on_bad)
+    while True:
+        if not files:
+            return pa.table({"sweep": pa.array([], pa.string()), "policy": pa.array([], pa.string())})
+        dset = _dataset(output, sweep, files)
+        cols = None
+        wanted = columns
+        if wanted is None and exclude:
+            wanted = [c for c in dset.schema.names if c not in exclude]
+        if wanted is not None:
+            cols = [c for c in wanted if c != "sweep"]
+            if "policy" not in cols:
+                cols = ["policy", *cols]
+        try:
+            table = dset.to_table(columns=cols, filter=filter)
+            break
+        except (pa.ArrowException, OSError) as exc:
+            bad = _damaged(output, sweep, files, cols)
+            if not bad:
+                raise
+            for f, cause in bad.items():
+                if on_bad is not None:
+                    on_bad(f, cause)
+            files = [f for f in files if f not in bad]
+            del exc
     return table.add_column(0, "sweep", pa.array([sweep] * table.num_rows, pa.string()))
+
+
+def _damaged(output: str | Path, sweep: str, files: Sequence[Path], columns: Sequence[str] | None) -> dict[Path, str]:
+    """Files whose `columns` cannot be decoded, each with the cause (a dataset scan does not say which)."""
+    bad: dict[Path, str] = {}
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+            pq.read_table(f, columns=[c for c in (columns or names) if c in names], use_threads=False)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            bad[f] = f"damaged data ({_first_line(e)})"
+    return bad
 
 
 def read_sweep(output: str | Path, sweep: str, columns: Sequence[str] | None = None, exclude: Sequence[str] = ()):
@@ -284,14 +374,14 @@ def read_sweep(output: str | Path, sweep: str, columns: Sequence[str] | None = N
     return read_table(output, sweep, columns, exclude=exclude).to_pandas()
 
 
-def read_keys(output: str | Path, sweep: str, extra: Sequence[str] = ()) -> pa.Table:
+def read_keys(output: str | Path, sweep: str, extra: Sequence[str] = (), on_bad: Any = warn_skipped) -> pa.Table:
     """Only the key columns (policy, cell_id, replicate [+ extra]) of one sweep: what resume needs."""
-    return read_table(output, sweep, columns=["policy", *KEY_COLUMNS, *extra])
+    return read_table(output, sweep, columns=["policy", *KEY_COLUMNS, *extra], on_bad=on_bad)
 
 
-def done_keys(output: str | Path, sweep: str) -> set[tuple[str, str, int]]:
+def done_keys(output: str | Path, sweep: str, on_bad: Any = warn_skipped) -> set[tuple[str, str, int]]:
     """(cell_id, policy label, replicate) of every stored row of one sweep."""
-    t = read_keys(output, sweep)
+    t = read_keys(output, sweep, on_bad=on_bad)
     if t.num_rows == 0:
         return set()
     return set(

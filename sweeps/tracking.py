@@ -393,7 +393,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = storage.list_files(output, sweep)
+    files = storage.readable_files(output, sweep)  # a bad file is named on stderr and left out
     names: dict[str, None] = {}
     for path in files:
         names.update(dict.fromkeys(pq.read_schema(path).names))
