@@ -390,6 +390,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     batch of the needed columns at a time. Before, every column of every row sat in pandas. The numbers are those of the all-rows pandas summary it replaced (tests/sweeps/tracking_oracle.py) over the rows the
     spec selects (its policies, replicate < replicates), as before.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -416,15 +417,24 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
     # batches are summarised (measured: most of the dataset's decoded columns live at once).
     for fragment in dataset.get_fragments(filter=expr):
-        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=expr,
-                                         batch_size=_SCAN_BATCH_ROWS, use_threads=False):
-            if batch.num_rows == 0:
-                continue
-            frame = batch.to_pandas()
-            for col in ("policy", "status", "cell_id"):
-                if col in frame.columns:
-                    frame[col] = frame[col].astype(str)
-            _scan_batch(summary, frame, first_cols, execution_id)
+        summarised = False
+        try:
+            for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=expr,
+                                             batch_size=_SCAN_BATCH_ROWS, use_threads=False):
+                if batch.num_rows == 0:
+                    continue
+                frame = batch.to_pandas()
+                for col in ("policy", "status", "cell_id"):
+                    if col in frame.columns:
+                        frame[col] = frame[col].astype(str)
+                _scan_batch(summary, frame, first_cols, execution_id)
+                summarised = True
+        except (pa.ArrowException, OSError) as exc:  # damaged pages under a sound footer
+            cause = f"damaged data ({storage._first_line(exc)})"
+            if summarised:  # part of its rows are in the totals: nothing honest to log
+                raise TrackingError(f"{fragment.path}: {cause}; run `oomsweep run` on the sweep to set it "
+                                    f"aside and recompute its rows, then log again") from None
+            storage.warn_skipped(Path(fragment.path), cause)
     return summary
 
 
