@@ -231,6 +231,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
 
+    from sweeps import executions
     from sweeps.storage import list_sweeps, read_table
     from sweeps.tracking import log_sweep
 
@@ -242,7 +243,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
         for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
             res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
-            state = "already logged" if getattr(res, "already_logged", False) else "logged"
+            executions.mark_logged(args.output, name, eid, res)
+            state = ("already logged" if getattr(res, "already_logged", False) else
+                     "completed its unfinished parent run" if getattr(res, "resumed", False) else "logged")
             print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
                   f"run {getattr(res, 'parent_run_id', '?')})")
     return EXIT_OK

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
+from sweeps import executions
 from sweeps import schema as S
 from sweeps import storage
 from sweeps.executor import (
@@ -605,6 +606,13 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         _dry_run(spec, cells, done, plan, opts, err)
         return result
 
+    try:  # what this execution is asked to do, before any row: `report` and MLflow resume read it
+        executions.write_record(output, spec.name, executions.new_record(
+            spec, execution_id, model_version, str(path), plan.cell_ids, not opts.no_mlflow))
+    except OSError as exc:
+        raise storage.StorageWriteError(exc.errno, f"cannot write the execution record in {output}: "
+                                        f"{exc.strerror or exc}") from exc
+
     infos: dict[str, _CellInfo] = {}
     register = _register(infos, plan)
     feeder: FixedFeeder | AdaptiveFeeder
@@ -664,6 +672,10 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
             except storage.StorageWriteError as exc:
                 result.write_error = str(exc)
         result.write_s = writer.write_seconds
+        state = ("failed" if fail_message or result.write_error else
+                 "interrupted" if interrupted or stop() else "stored")
+        _update_record(output, spec.name, execution_id, err, state=state, rows_written=writer.rows_written,
+                       finished=executions.now())
         if own_executor and ex is not None:
             ex.close()
         if progress is not None:
@@ -693,8 +705,11 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         result.exit_code = EXIT_FAILED
         return result
 
+    _finish_earlier_logging(output, spec, execution_id, opts, err)
     if not writer.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
+        if not opts.no_mlflow:
+            _update_record(output, spec.name, execution_id, err, mlflow={"state": "none"})
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
         result.tracking = _track(output, spec, execution_id, opts, err)
 
@@ -745,9 +760,47 @@ def _consume(batch: Batch, feeder, build, writer, progress, infos, result: RunRe
     progress.advance(n, lockups, failed)
 
 
-def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> Any:
-    """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet)."""
+def _update_record(output: Path, sweep: str, execution_id: str, err: TextIO, **changes: Any) -> None:
+    """Update this execution's record; a failure (disk full) is said, never fatal: the rows are safe."""
+    try:
+        executions.update_record(output, sweep, execution_id, **changes)
+    except OSError as exc:
+        _print(f"note: cannot update the execution record in {output}: {exc.strerror or exc}", err)
+
+
+def _log_command(output: Path, spec: Any, opts: RunOptions) -> str:
+    return f"oomsweep log {output} --sweep {spec.name}" + (f" --mlflow-uri {opts.mlflow_uri}" if opts.mlflow_uri else "")
+
+
+def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> None:
+    """Earlier executions of this sweep whose MLflow logging started but never finished (a driver
+    killed while logging, a store that was down): log them now, reusing their unfinished parent run;
+    with --no-mlflow, say which command does it."""
+    todo = [r for r in executions.read_records(output, spec.name)
+            if r["execution_id"] != execution_id and r.get("mlflow", {}).get("state") in executions.MLFLOW_UNFINISHED]
+    for rec in todo:
+        eid = rec["execution_id"]
+        why = ("was interrupted" if rec["mlflow"]["state"] == "logging" else
+               f"failed ({rec['mlflow'].get('error', 'unknown error')})")
+        if opts.no_mlflow:
+            _print(f"note: MLflow logging of execution {eid} {why}; complete it with: {_log_command(output, spec, opts)}",
+                   err)
+            continue
+        _print(f"MLflow logging of execution {eid} {why}; completing it", err)
+        reps = None if _adaptive(spec) else [spec.replicate_range.start, spec.replicate_range.stop]
+        same = rec.get("sweep_hash") == spec.sweep_hash and rec.get("replicates") == reps
+        _track(output, spec, eid, opts, err, same_spec=same)
+
+
+def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, *, same_spec: bool = True) -> Any:
+    """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet).
+
+    The execution record says "logging" while this runs, so that a driver killed now leaves a
+    trace the next run (or `oomsweep log`) acts on, and "logged" or "failed" after. `same_spec`
+    False: an earlier execution of another version of the sweep file (log_sweep then reads that
+    execution's own file from its provenance)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    _update_record(output, spec.name, execution_id, err, mlflow={"state": "logging"})
     try:
         from sweeps.tracking import log_sweep
 
@@ -755,24 +808,27 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             output,
             spec.name,
             tracking_uri=opts.mlflow_uri,
-            spec=spec,
+            spec=spec if same_spec else None,
             execution_id=execution_id,
-            max_cell_runs=spec.mlflow.max_cell_runs,
-            experiment=spec.mlflow.experiment,
+            max_cell_runs=spec.mlflow.max_cell_runs if same_spec else None,
+            experiment=spec.mlflow.experiment if same_spec else None,
         )
     except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = first.split("; the results are in Parquet")[0]  # tracking's own hint; ours is more precise
-        cmd = f"oomsweep log {output} --sweep {spec.name}" + (f" --mlflow-uri {opts.mlflow_uri}" if opts.mlflow_uri else "")
         _print(
             f"MLflow tracking failed: {first}\n"
-            f"  the results are complete in {output}; log them later with: {cmd}",
+            f"  the results are complete in {output}; log them later with: {_log_command(output, spec, opts)}",
             err,
         )
+        _update_record(output, spec.name, execution_id, err, mlflow={"state": "failed", "error": first[:500]})
         return None
+    executions.mark_logged(output, spec.name, execution_id, res)
     uri = getattr(res, "tracking_uri", opts.mlflow_uri or "")
     runs = getattr(res, "policy_runs", 0) + getattr(res, "cell_runs", 0)
-    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs)", err)
+    done = f"; {res.notes[-1]}" if getattr(res, "resumed", False) and getattr(res, "notes", ()) else ""
+    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs"
+           f"{done})", err)
     return res
 
 

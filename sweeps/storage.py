@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweeps.schema import IDENTITY_FIELDS, KEY_COLUMNS, OUTCOME_FIELDS, PROVENANCE_KEY, STATUS_FIELDS, dataset_schema
+from sweeps.schema import IDENTITY_FIELDS, KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
 
-DECLARED_FIELDS = (*IDENTITY_FIELDS, *OUTCOME_FIELDS, *STATUS_FIELDS)
+KEY_FIELDS = tuple(f for f in IDENTITY_FIELDS if f.name in KEY_COLUMNS)
 
 TMP_SUFFIX = ".tmp"
 
@@ -236,12 +236,24 @@ def file_problem(path: str | Path) -> str | None:
     missing = [c for c in KEY_COLUMNS if c not in schema.names]
     if missing:
         return f"not an oomsweep result file (no column {', '.join(missing)})"
-    for declared in DECLARED_FIELDS:
+    for declared in KEY_FIELDS:  # other columns are unified permissively (int64 and double, string and null)
         i = schema.get_field_index(declared.name)
-        if i >= 0 and not schema.field(i).type.equals(declared.type):
+        if i >= 0 and _kind(schema.field(i).type) != _kind(declared.type):
             return (f"not an oomsweep result file (column {declared.name} is {schema.field(i).type}, "
                     f"the schema declares {declared.type})")
     return None
+
+
+def _kind(t: pa.DataType) -> str:
+    """The family of a type: readers unify string/large_string, int32/int64 etc., not across families."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    for name, test in (("string", pa.types.is_string), ("string", pa.types.is_large_string),
+                       ("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("bool", pa.types.is_boolean), ("null", pa.types.is_null)):
+        if test(t):
+            return name
+    return str(t)
 
 
 def warn_skipped(path: Path, cause: str) -> None:

@@ -23,7 +23,10 @@ Why this shape:
   wall_s for a sum bit-identical to pandas'), not a DataFrame of every row (see _scan).
 - The parent is marked FINISHED last, so "a FINISHED parent tagged with this execution_id exists"
   means the whole execution is logged: that is the idempotency key. An unfinished parent left by
-  an interrupted attempt is deleted (with its children) and logged again.
+  an interrupted attempt (a driver killed while logging) is completed in place when it recorded the
+  same row counts: its finished children are kept, the missing ones added, then it is FINISHED, so
+  one execution never has two parents. An attempt that cannot be completed (other row counts, or
+  a second unfinished copy) is deleted with its children and logged again.
 - Never the file store: it is in maintenance mode since MLflow 3.13 and slow with many runs.
 """
 
@@ -72,6 +75,7 @@ TAG_EXECUTION = "oomsweep.execution_id"
 TAG_SWEEP = "oomsweep.sweep"
 TAG_ROLE = "oomsweep.role"  # "parent" | "policy" | "cell"
 TAG_CELL = "oomsweep.cell_id"
+TAG_CHILD = "oomsweep.child"  # "policy:<label>" | "cell:<cell_id>:<label>": what a resumed logging skips
 PARENT_TAG = "mlflow.parentRunId"
 DATASET_CONTEXT = "oomsweep.cells"
 
@@ -122,6 +126,7 @@ class TrackingResult:
     cell_runs: int = 0
     already_logged: bool = False
     seconds: float = 0.0
+    resumed: bool = False  # an unfinished parent of this execution was completed in place
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -652,13 +657,13 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
         params.update({mlflow_key(f"option.{k}"): _value(v) for k, v in sorted(options.items())})
         if options:
             params["policy_options"] = _value(json.dumps(options, sort_keys=True))
-        plans.append(_RunPlan(policy, {**common, TAG_ROLE: "policy"}, params,
+        plans.append(_RunPlan(policy, {**common, TAG_ROLE: "policy", TAG_CHILD: f"policy:{policy}"}, params,
                               {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
     if with_cells:
         for r in cells.to_dict("records"):
             params = {mlflow_key(c): _value(r[c]) for c in grid}
             params["policy"] = r["policy"]
-            tags = {**common, TAG_ROLE: "cell", TAG_CELL: str(r["cell_id"]),
+            tags = {**common, TAG_ROLE: "cell", TAG_CELL: str(r["cell_id"]), TAG_CHILD: f"cell:{r['cell_id']}:{r['policy']}",
                     "oomsweep.cell_index": str(int(r["cell_index"]))}
             plans.append(_RunPlan(f"{r['policy']} · cell {int(r['cell_index'])}", tags, params,
                                   {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
@@ -800,6 +805,26 @@ def _delete_attempt(client: Any, experiment_id: str, run_id: str) -> None:
     client.delete_run(run_id)
 
 
+def _resumable(client: Any, earlier: Sequence[Any], summary: "_Summary") -> tuple[Any, set[str]]:
+    """An unfinished parent of this execution whose logging can be completed in place: it recorded
+    the same row counts as the summary now computed, so its finished child runs hold the numbers
+    that would be logged again. Its unfinished children are deleted (they are redone); returns the
+    parent (or None) and the TAG_CHILD keys of its finished children."""
+    for run in earlier:
+        m = run.data.metrics
+        if m.get("rows") != float(summary.rows) or m.get("rows_in_execution") != float(summary.rows_in_execution):
+            continue
+        done: set[str] = set()
+        for child in _search_all(client, run.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run.info.run_id}'"):
+            key = child.data.tags.get(TAG_CHILD)
+            if child.info.status == "FINISHED" and key and key not in done:
+                done.add(key)
+            else:  # killed between create and terminate, or a second copy: redone below
+                client.delete_run(child.info.run_id)
+        return run, done
+    return None, set()
+
+
 def _log_dataset(client: Any, run_id: str, cells: pd.DataFrame, source: str, name: str) -> None:
     """Record the per-cell summary (not the rows) as the run's input, pointing at the Parquet data."""
     import warnings
@@ -875,10 +900,18 @@ def log_sweep(
                 exp = client.get_experiment(run.info.experiment_id)
                 return TrackingResult(uri, exp.name, exp.experiment_id, run.info.run_id,
                                       already_logged=True, seconds=time.monotonic() - started)
+        # A driver killed while logging left a parent RUNNING: complete that one (never a second
+        # parent for one execution); any other unfinished attempt is deleted.
+        resumed, children_done = _resumable(client, earlier, summary)
         for run in earlier:
-            _delete_attempt(client, run.info.experiment_id, run.info.run_id)
-    with _talking_to(uri, f"creating experiment {experiment!r}"):
-        experiment_id = _experiment_id(client, experiment, _artifact_location(uri, experiment))
+            if resumed is None or run.info.run_id != resumed.info.run_id:
+                _delete_attempt(client, run.info.experiment_id, run.info.run_id)
+    if resumed is not None:
+        experiment_id = resumed.info.experiment_id
+        experiment = client.get_experiment(experiment_id).name
+    else:
+        with _talking_to(uri, f"creating experiment {experiment!r}"):
+            experiment_id = _experiment_id(client, experiment, _artifact_location(uri, experiment))
 
     # Summaries first: nothing is written to the store until they are known to compute.
     grid = summary.grid
@@ -946,18 +979,29 @@ def log_sweep(
                 from mlflow.entities import Metric, Param
 
                 now = int(time.time() * 1000)
-                parent = client.create_run(experiment_id, start_time=now, tags=parent_tags,
-                                           run_name=f"{sweep} {execution_id}")
-                parent_id = parent.info.run_id
+                if resumed is None:
+                    parent = client.create_run(experiment_id, start_time=now, tags=parent_tags,
+                                               run_name=f"{sweep} {execution_id}")
+                    parent_id = parent.info.run_id
+                    have_params: Mapping[str, str] = {}
+                else:
+                    parent_id = resumed.info.run_id
+                    have_params = resumed.data.params  # params are immutable: only the missing ones
+                    for k, v in parent_tags.items():
+                        if resumed.data.tags.get(k) != v:
+                            client.set_tag(parent_id, k, v)
                 client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                                 params=[Param(k, v) for k, v in params.items()], synchronous=True)
+                                 params=[Param(k, v) for k, v in params.items() if k not in have_params],
+                                 synchronous=True)
             with _talking_to(uri, "uploading artifacts"):
                 client.log_artifacts(parent_id, tmp)
-            with _talking_to(uri, "recording the dataset"):
-                source = storage.sweep_dir(output, sweep).resolve()
-                _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
+            if resumed is None or not resumed.inputs.dataset_inputs:
+                with _talking_to(uri, "recording the dataset"):
+                    source = storage.sweep_dir(output, sweep).resolve()
+                    _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
             plans = _child_plans(summary, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
                                  with_cells)
+            plans = [p for p in plans if p.tags[TAG_CHILD] not in children_done]
             with _talking_to(uri, "logging child runs"):
                 _log_children(client, experiment_id, plans, threads)
             with _talking_to(uri, "finishing the parent run"):
@@ -968,10 +1012,14 @@ def log_sweep(
                     client.set_terminated(parent_id, "FAILED")
             raise
 
+    notes = (cell_note,) if resumed is None else (
+        cell_note, f"completed the unfinished parent run {parent_id}: {len(children_done)} child runs were "
+                   f"already logged, {len(plans)} added")
     return TrackingResult(
         uri, experiment, experiment_id, parent_id,
         policy_runs=len(policies),
         cell_runs=len(cells) if with_cells else 0,
         seconds=time.monotonic() - started,
-        notes=(cell_note,),
+        notes=notes,
+        resumed=resumed is not None,
     )
