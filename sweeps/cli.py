@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -48,6 +49,23 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
+ALL_EXECUTIONS_HELP = ("pool the rows of every configuration stored for the sweep (default: only the cells, "
+                       "policies and replicates of its latest execution)")
+
+
+def _selected(output: str, name: str, all_executions: bool, **read: Any):
+    """The rows of the sweep that the table is about (sweeps.selection), with its header and notes."""
+    from sweeps.selection import left_out_note, select
+    from sweeps.storage import read_sweep
+
+    sel = select(output, name, all_executions=all_executions)
+    df = read_sweep(output, name, filter=sel.filter, **read)
+    for note in (*sel.notes, left_out_note(output, name, sel, len(df))):
+        if note:
+            print(note, file=sys.stderr)
+    return df, sel
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="oomsweep",
@@ -81,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("output", metavar="OUTPUT")
     rep.add_argument("--sweep", help="sweep name (needed when OUTPUT holds several)")
     rep.add_argument("--by", nargs="+", default=[], metavar="KEY", help="grid keys to break the table down by")
+    rep.add_argument("--all-executions", action="store_true", help=ALL_EXECUTIONS_HELP)
 
     c = sub.add_parser("compare", help="paired comparison of two policies (same cells and seeds)")
     c.add_argument("output", metavar="OUTPUT")
     c.add_argument("a", metavar="A")
     c.add_argument("b", metavar="B")
     c.add_argument("--sweep")
+    c.add_argument("--all-executions", action="store_true", help=ALL_EXECUTIONS_HELP)
 
     sub.add_parser("policies", help="list the policies the model knows")
 
@@ -170,31 +190,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.report import format_table, policy_table
-    from sweeps.storage import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
-    df = read_sweep(args.output, name, exclude=("scenario_json",))
+    df, sel = _selected(args.output, name, args.all_executions, exclude=("scenario_json",))
     table = policy_table(df, by=args.by)
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
         print(f"note: rows of several model versions ({', '.join(versions)}) are pooled; cells differ "
               f"between versions, so rerun the sweep into a new output to compare like with like", file=sys.stderr)
-    print(f"sweep {name}: {len(df)} rows, {int((df['status'] != 'ok').sum())} not ok")
+    print(f"sweep {name}: {len(df)} rows, {int((df['status'] != 'ok').sum())} not ok; {sel.header}")
     print(format_table(table))
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from sweeps.report import compare_policies
-    from sweeps.storage import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
-    df = read_sweep(args.output, name, columns=["policy", "cell_id", "replicate", "lockup", "status"])
+    df, sel = _selected(args.output, name, args.all_executions,
+                        columns=["policy", "cell_id", "replicate", "lockup", "status"])
     try:
         d = compare_policies(df, args.a, args.b)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows")
+    print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows; {sel.header}")
     print(f"  P(lockup | {args.a}) - P(lockup | {args.b}) = {d.diff:+.4f}  95% CI [{d.low:+.4f}, {d.high:+.4f}]")
     print(f"  discordant pairs: {args.a} only {d.b}, {args.b} only {d.c};  McNemar exact p = {d.p_value:.4g}")
     return EXIT_OK

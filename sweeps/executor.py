@@ -290,7 +290,73 @@ def _short_temp_dir() -> str:
     with OOMSWEEP_KEEP_RAY_TEMP=1, to inspect the Ray logs of a run afterwards.
     """
     base = os.environ.get("OOMSWEEP_RAY_TEMP_BASE") or ("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir())
-    return tempfile.mkdtemp(prefix="oomsw-", dir=base)
+    remove_dead_temp_dirs(base)
+    path = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base)
+    with open(os.path.join(path, OWNER_FILE), "w") as fh:  # whose it is: see remove_dead_temp_dirs
+        fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+    return path
+
+
+TEMP_PREFIX = "oomsw-"
+OWNER_FILE = "oomsweep.owner"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it
+    names one process, even after the pid is reused. "" when the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # fields after "(comm)" start at field 3
+
+
+def _used_by_a_live_process(path: str) -> bool:
+    """Does a live process name `path` on its command line (a raylet or GCS still serving it)?"""
+    needle = path.encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def remove_dead_temp_dirs(base: str) -> list[str]:
+    """Delete the Ray temp dirs under `base` whose driver is gone (killed before it could clean up).
+
+    Only dirs this user owns that carry an owner file (written by `_short_temp_dir`) naming a
+    process that no longer exists (pid and start time), and that no live process names on its
+    command line; a dir without an owner file is never touched. Returns the dirs removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            with open(os.path.join(entry.path, OWNER_FILE)) as fh:
+                pid_text, start = (fh.read().split() + ["", ""])[:2]
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        alive = _start_time(pid) == start if start else os.path.exists(f"/proc/{pid}")
+        if alive or _used_by_a_live_process(entry.path):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            removed.append(entry.path)
+    return removed
 
 
 class RayExecutor:

@@ -381,9 +381,11 @@ def _damaged(output: str | Path, sweep: str, files: Sequence[Path], columns: Seq
     return bad
 
 
-def read_sweep(output: str | Path, sweep: str, columns: Sequence[str] | None = None, exclude: Sequence[str] = ()):
-    """Rows of one sweep as a pandas DataFrame (all columns unless `columns` or `exclude` say otherwise)."""
-    return read_table(output, sweep, columns, exclude=exclude).to_pandas()
+def read_sweep(output: str | Path, sweep: str, columns: Sequence[str] | None = None, exclude: Sequence[str] = (),
+               filter: Any = None):
+    """Rows of one sweep as a pandas DataFrame (all columns unless `columns` or `exclude` say otherwise;
+    only the rows `filter` keeps, e.g. sweeps.selection's current configuration)."""
+    return read_table(output, sweep, columns, filter=filter, exclude=exclude).to_pandas()
 
 
 def read_keys(output: str | Path, sweep: str, extra: Sequence[str] = (), on_bad: Any = warn_skipped) -> pa.Table:
