@@ -131,7 +131,7 @@ def clean_stale_tmp(output: str | Path, sweep: str) -> int:
     if not root.is_dir():
         return 0
     for pdir in root.iterdir():
-        if pdir.is_dir() and pdir.name.startswith("policy="):
+        if pdir.is_dir() and (pdir.name.startswith("policy=") or pdir.name == "_executions"):
             for f in pdir.iterdir():
                 if f.name.startswith(".") and f.name.endswith(TMP_SUFFIX):
                     try:
