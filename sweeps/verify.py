@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -129,7 +130,7 @@ def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if not Path(args.output).is_dir():
         raise UsageError(f"{args.output}: not a directory")
-    names = [urllib_unquote(d.name[len("sweep="):]) for d in storage.list_sweep_dirs(args.output)]
+    names = [urllib.parse.unquote(d.name[len("sweep="):]) for d in storage.list_sweep_dirs(args.output)]
     if args.sweep:
         if args.sweep not in names:
             raise UsageError(f"--sweep: no sweep {args.sweep!r} in {args.output}; stored: {', '.join(names) or 'none'}")
@@ -145,9 +146,3 @@ def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"sweep {name}: {c.files} files, {c.rows} rows: {state}", file=out)
         bad += len(c.problems)
     return EXIT_PROBLEMS if bad else EXIT_OK
-
-
-def urllib_unquote(text: str) -> str:
-    import urllib.parse
-
-    return urllib.parse.unquote(text)
