@@ -163,7 +163,7 @@ def bench_write_100k(plan, spec, output: Path, rows: int = 100_000) -> float:
 
 
 def bench_mlflow_100k(spec, rows_dir: Path, output: Path, rows: int = 100_000) -> tuple[float, int]:
-    """Seconds for sweeps.tracking.log_sweep over `rows` rows (the real rows, tiled over replicates)."""
+    """Seconds for sweeps.tracking.mlflow_log.log_sweep over `rows` rows (the real rows, tiled over replicates)."""
     import uuid
 
     import pyarrow as pa

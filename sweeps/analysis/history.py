@@ -5,7 +5,7 @@ its rows with an `execution_id`.  Rows are never recomputed (resume skips stored
 execution holds the rows it computed: after a model change (new cell ids), a raised `replicates`,
 or new grid values.  Executions are independent samples, so consecutive executions are compared
 per policy with the two-proportion z test (pooled), and the difference gets Newcombe's (1998)
-hybrid score interval (method 10) built from the Wilson intervals of sweeps.stats.  A change with
+hybrid score interval (method 10) built from the Wilson intervals of sweeps.analysis.stats.  A change with
 p < alpha is flagged.  No multiple-comparison correction is applied: the number of tests is shown.
 """
 
@@ -243,7 +243,7 @@ def run_history(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry, `python -m sweeps.history OUTPUT --sweep NAME` (same as `oomsweep history`)."""
+    """Standalone entry, `python -m sweeps.analysis.history OUTPUT --sweep NAME` (same as `oomsweep history`)."""
     import sys
 
     p = argparse.ArgumentParser(prog="oomsweep")

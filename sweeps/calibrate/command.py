@@ -10,7 +10,7 @@ Why it is built this way:
   `source` ("kernel" | "model"), `accelerator` ("tcg" | "kvm" | "" for model rows) and
   `kernel_release`; kernel rows sit under the policy partition "kernel", model rows under the
   policy label, so `oomsweep report` shows them side by side and MLflow logs them as sibling
-  child runs of one parent (sweeps.tracking.log_sweep).
+  child runs of one parent (sweeps.tracking.mlflow_log.log_sweep).
 - TCG stretches CPU-bound work against fixed timers (10-20x here): compare structure (who is
   the victim, who sets MMF_OOM_SKIP, which fixed delays) before rates; the accelerator is on
   every row.
@@ -49,7 +49,7 @@ EXTRA_FIELDS = ("source", "accelerator", "kernel_release")
 
 
 def row_schema(scenario: Mapping[str, Any]):
-    """The sweep file schema (sweeps.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
+    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
     import pyarrow as pa
 
     from sweeps.storage import schema as S
@@ -232,7 +232,7 @@ def run_calibrate(args: argparse.Namespace, *, stdout: TextIO | None = None, std
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so a running QEMU is killed (sweeps.qemu) and no guest outlives us."""
+    """SIGTERM unwinds like Ctrl-C, so a running QEMU is killed (sweeps.calibrate.qemu) and no guest outlives us."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

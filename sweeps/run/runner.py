@@ -233,7 +233,7 @@ class AdaptiveFeeder:
     """Adaptive replication: per cell, batches of replicates for all policies together.
 
     A cell starts with `min` replicates; when all its outstanding rows are back,
-    each policy's Wilson half-width is checked (sweeps.stats.adaptive_needs_more)
+    each policy's Wilson half-width is checked (sweeps.analysis.stats.adaptive_needs_more)
     and, if any is above the target and `max` is not reached, the next `batch`
     replicates of every policy are queued.  Stored rows (resume) count.
     """

@@ -64,7 +64,7 @@ class FakeMlflow:
 
 @dataclass(frozen=True)
 class FakeSpec:
-    """Only the SweepSpec attributes tracking reads (sweeps.spec is written in parallel)."""
+    """Only the SweepSpec attributes tracking reads (sweeps.spec.model is written in parallel)."""
 
     name: str = SWEEP
     grid: dict = field(default_factory=lambda: {"victim.sched_at_handover": HANDOVER,
