@@ -14,15 +14,13 @@ Why it is built this way (see ecosystem.md §3):
 - A run holds an exclusive lock on its sweep directory (`SweepLock`, flock: the
   kernel drops it when the process dies, even by SIGKILL), so two runs of one
   sweep cannot write the same rows twice, and the next run can safely delete
-  the ``.tmp`` files a killed run left behind.
+  the ``.tmp`` files a killed run left behind (`sweeps.storage.lock`).
 - A failed write (ENOSPC, EIO...) removes its ``.tmp`` file and raises
   `StorageWriteError`; complete files stay complete.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
@@ -36,92 +34,12 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweeps.schema import IDENTITY_FIELDS, KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
+from sweeps.errors import StorageError, StorageWriteError
+from sweeps.storage.schema import IDENTITY_FIELDS, KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
 
 KEY_FIELDS = tuple(f for f in IDENTITY_FIELDS if f.name in KEY_COLUMNS)
 
 TMP_SUFFIX = ".tmp"
-
-
-class StorageError(ValueError):
-    """The output directory cannot be used for this sweep (e.g. a different seed is stored)."""
-
-
-class OutputError(StorageError):
-    """The output directory cannot be created, locked or written at all: the user's setting (exit 2)."""
-
-
-def unusable_output_message(output: str | Path, sweep: str, error: OSError) -> str:
-    """One line: which path, why, and (when the sweep there has rows) that it can still be read."""
-    output = Path(output)
-    blocker = next((p for p in (output, *output.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        cause = f"{blocker} is not a directory"
-    else:
-        where = error.filename or output
-        cause = f"cannot write in {where}: {error.strerror or error}"
-    msg = f"output: {cause}; choose a writable directory with --output or `output:`"
-    try:
-        readable = bool(list_files(output, sweep))
-    except OSError:
-        readable = False
-    if readable:
-        msg += f" (the rows stored there can still be read: oomsweep report {output} --sweep {sweep})"
-    return msg
-
-
-class StorageWriteError(OSError):
-    """A result file could not be written (disk full, I/O error).  Nothing partial is left visible."""
-
-
-LOCK_NAME = ".oomsweep.lock"
-
-
-class SweepLock:
-    """Exclusive, non-blocking flock on `output/sweep=<name>/.oomsweep.lock` for the life of a run.
-
-    flock locks die with their process (also on SIGKILL), so a stale lock never
-    blocks a rerun.  The file is dot-prefixed: readers never see it.
-    """
-
-    def __init__(self, output: str | Path, sweep: str) -> None:
-        self.path = sweep_dir(output, sweep) / LOCK_NAME
-        self.sweep = sweep
-        self._fd: int | None = None
-
-    def acquire(self) -> "SweepLock":
-        output = self.path.parent.parent
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise OutputError(unusable_output_message(output, self.sweep, e)) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StorageError(
-                    f"output: another oomsweep run is writing sweep {self.sweep!r} in {self.path.parent.parent}; "
-                    f"wait for it to finish (two runs of one sweep would compute the same rows twice)"
-                ) from None
-            raise
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-
-    def __enter__(self) -> "SweepLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def clean_stale_tmp(output: str | Path, sweep: str) -> int:
@@ -159,7 +77,7 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename into it survives a power cut, not only a process kill.
 
     POSIX makes the rename atomic but durable only once the directory entry is on disk; on
@@ -218,7 +136,7 @@ def list_sweeps(output: str | Path) -> list[str]:
 CORRUPT_SUFFIX = ".corrupt"  # `.part-….parquet.corrupt`: the dot hides it from pyarrow and pandas, the suffix from `*.parquet`
 
 
-def _first_line(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -232,7 +150,7 @@ def file_problem(path: str | Path) -> str | None:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        return f"not a readable Parquet file ({_first_line(e).split('. ')[0].rstrip('.')})"
+        return f"not a readable Parquet file ({error_text(e).split('. ')[0].rstrip('.')})"
     missing = [c for c in KEY_COLUMNS if c not in schema.names]
     if missing:
         return f"not an oomsweep result file (no column {', '.join(missing)})"
@@ -281,11 +199,11 @@ def set_aside(path: Path) -> Path:
     """Rename a bad part file out of every reader's sight, keeping it: `.<name>.corrupt`."""
     target = path.with_name(f".{path.name}{CORRUPT_SUFFIX}")
     os.replace(path, target)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return target
 
 
-def _policy_of(path: Path) -> str:
+def policy_of(path: Path) -> str:
     return urllib.parse.unquote(path.parent.name[len("policy=") :])
 
 
@@ -315,7 +233,7 @@ def _unified_schema(files: Sequence[Path]) -> pa.Schema:
     return pa.unify_schemas(schemas, promote_options="permissive")
 
 
-def _dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:
+def open_dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:
     schema = _unified_schema(files)
     schema = dataset_schema(schema).remove(0)  # policy comes from the directory; sweep added below
     part = pds.partitioning(pa.schema([pa.field("policy", pa.string())]), flavor="hive")
@@ -345,7 +263,7 @@ def read_table(
     while True:
         if not files:
             return pa.table({"sweep": pa.array([], pa.string()), "policy": pa.array([], pa.string())})
-        dset = _dataset(output, sweep, files)
+        dset = open_dataset(output, sweep, files)
         cols = None
         wanted = columns
         if wanted is None and exclude:
@@ -377,7 +295,7 @@ def _damaged(output: str | Path, sweep: str, files: Sequence[Path], columns: Seq
             names = pq.read_schema(f).names
             pq.read_table(f, columns=[c for c in (columns or names) if c in names], use_threads=False)
         except (pa.ArrowException, OSError, ValueError) as e:
-            bad[f] = f"damaged data ({_first_line(e)})"
+            bad[f] = f"damaged data ({error_text(e)})"
     return bad
 
 
@@ -483,7 +401,7 @@ class DatasetWriter:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
             for d in (pdir, *(c.parent for c in created)):  # the new entry, and each new directory's
-                _fsync_dir(d)
+                fsync_dir(d)
         except OSError as e:
             raise StorageWriteError(e.errno, f"cannot write {final}: {e.strerror or e}") from e
         finally:

@@ -6,7 +6,7 @@ estimates of different questions (n = 120, p = 0.30 where the run itself saw n =
 So `report`, `compare` (and anything else that summarises a sweep) select by default the rows of
 the latest execution's configuration: its cells (cell ids hash the full scenario, so a changed
 base key changes every cell), its policies and its replicate range, as recorded in its execution
-record (sweeps.executions), which is exactly what that run's own final table showed. Pooling every
+record (sweeps.storage.executions), which is exactly what that run's own final table showed. Pooling every
 configuration is a choice (`--all-executions`), and then the header says how many configurations
 (sweep-file hashes, base scenarios) are pooled.
 """
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps import executions, storage
+from sweeps.storage import executions
+from sweeps.storage.dataset import readable_files
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def _stored_rows(output: str | Path, sweep: str) -> int:
     import pyarrow.parquet as pq
 
     total = 0
-    for f in storage.readable_files(output, sweep, on_bad=None):
+    for f in readable_files(output, sweep, on_bad=None):
         try:
             total += pq.ParquetFile(f).metadata.num_rows
         except OSError:

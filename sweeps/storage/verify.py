@@ -38,8 +38,8 @@ def verify_sweep(output: str | Path, sweep: str) -> SweepCheck:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from sweeps import storage
-    from sweeps.schema import PROVENANCE_KEY
+    from sweeps.storage import dataset as storage
+    from sweeps.storage.schema import PROVENANCE_KEY
 
     check = SweepCheck(sweep)
     keys: list[pa.Table] = []
@@ -53,7 +53,7 @@ def verify_sweep(output: str | Path, sweep: str) -> SweepCheck:
         try:
             table = pq.read_table(f, use_threads=False)
         except (pa.ArrowException, OSError, ValueError) as e:
-            check.problems.append(f"{f}: damaged data ({storage._first_line(e)})")
+            check.problems.append(f"{f}: damaged data ({storage.error_text(e)})")
             continue
         check.rows += table.num_rows
         raw = (pq.read_schema(f).metadata or {}).get(PROVENANCE_KEY)
@@ -68,7 +68,7 @@ def verify_sweep(output: str | Path, sweep: str) -> SweepCheck:
             check.problems += [f"{f}: {p}" for p in _provenance_problems(prov, sweep, table)]
             if isinstance(prov.get("seed"), int):
                 seeds.setdefault(prov["seed"], f)
-        policy = storage._policy_of(f)
+        policy = storage.policy_of(f)
         keys.append(pa.table({
             "cell_id": table.column("cell_id"),
             "policy": pa.array([policy] * table.num_rows, pa.string()),
@@ -124,8 +124,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from sweeps import storage
-    from sweeps.cli import UsageError
+    from sweeps.errors import UsageError
+    from sweeps.storage import dataset as storage
 
     out = out or sys.stdout
     if not Path(args.output).is_dir():

@@ -7,7 +7,7 @@ not `*.parquet`, so DuckDB globs skip it too.
 
 It holds the configuration (sweep-file hash, base-scenario hash, seed, the cell ids, policies and
 replicate range of the plan), so that `report` and `compare` can show the current configuration's
-rows instead of pooling every configuration ever run into the output (`sweeps.selection`); and the
+rows instead of pooling every configuration ever run into the output (`sweeps.analysis.selection`); and the
 progress of the execution: `state` ("running" until its rows are stored, then "stored",
 "interrupted" or "failed") and `mlflow.state`:
 
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sweeps import storage
+from sweeps.storage.dataset import TMP_SUFFIX, fsync_dir, sweep_dir
 
 DIR_NAME = "_executions"
 RECORD_VERSION = 1
@@ -41,7 +41,7 @@ def now() -> str:
 
 
 def records_dir(output: str | Path, sweep: str) -> Path:
-    return storage.sweep_dir(output, sweep) / DIR_NAME
+    return sweep_dir(output, sweep) / DIR_NAME
 
 
 def record_path(output: str | Path, sweep: str, execution_id: str) -> Path:
@@ -53,14 +53,14 @@ def write_record(output: str | Path, sweep: str, record: Mapping[str, Any]) -> P
     d = records_dir(output, sweep)
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{record['execution_id']}.json"
-    tmp = d / f".{final.name}.{uuid.uuid4().hex[:8]}{storage.TMP_SUFFIX}"
+    tmp = d / f".{final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(dict(record), fh, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-        storage._fsync_dir(d)
+        fsync_dir(d)
     finally:
         try:
             tmp.unlink()
@@ -121,7 +121,7 @@ def mark_logged(output: str | Path, sweep: str, execution_id: str, result: Any) 
 
 def new_record(spec: Any, execution_id: str, model_version: str, sweep_file: str, cell_ids: Any,
                mlflow_on: bool) -> dict[str, Any]:
-    from sweeps.identity import canonical_json
+    from sweeps.spec.identity import canonical_json
     import hashlib
 
     adaptive = not isinstance(spec.replicates, int)
