@@ -644,13 +644,14 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         result.exit_code = EXIT_FAILED
         return result
 
-    _finish_earlier_logging(output, spec, execution_id, opts, err)
     if not writer.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
         if not opts.no_mlflow:
             _update_record(output, spec.name, execution_id, err, mlflow={"state": "none"})
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
         result.tracking = _track(output, spec, execution_id, opts, err)
+    if opts.no_mlflow or not writer.rows_written or result.tracking is not None:  # the store is not known down
+        _finish_earlier_logging(output, spec, execution_id, opts, err)
 
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:
@@ -713,7 +714,8 @@ def _log_command(output: Path, spec: Any, opts: RunOptions) -> str:
 
 def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> None:
     """Earlier executions of this sweep whose MLflow logging started but never finished (a driver
-    killed while logging, a store that was down): log them now, reusing their unfinished parent run;
+    killed while logging, a store that was down): log them now, after this execution's own logging
+    succeeded (a store that just failed is not tried again), reusing their unfinished parent run;
     with --no-mlflow, say which command does it."""
     todo = [r for r in executions.read_records(output, spec.name)
             if r["execution_id"] != execution_id and r.get("mlflow", {}).get("state") in executions.MLFLOW_UNFINISHED]
@@ -728,7 +730,8 @@ def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: Ru
         _print(f"MLflow logging of execution {eid} {why}; completing it", err)
         reps = None if _adaptive(spec) else [spec.replicate_range.start, spec.replicate_range.stop]
         same = rec.get("sweep_hash") == spec.sweep_hash and rec.get("replicates") == reps
-        _track(output, spec, eid, opts, err, same_spec=same)
+        if _track(output, spec, eid, opts, err, same_spec=same) is None:
+            return  # said once, with the `oomsweep log` command that logs every execution later
 
 
 def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, *, same_spec: bool = True) -> Any:
