@@ -51,6 +51,13 @@ SCHED_POLICIES: tuple[str, ...] = ("fifo", "rr", "normal", "batch", "idle")
 RT_POLICIES: tuple[str, ...] = ("fifo", "rr")
 CFS_NICE_POLICIES: tuple[str, ...] = ("normal", "batch")
 HANDOVER_SCHED_RE = re.compile(r"^(?:(unchanged|idle)|(normal|batch)(-?\d+)|(fifo|rr)(\d+))$")
+DEFAULT_PROFILE = "bare_metal"
+# Keys that are left out of the canonical dict while at their default, so that scenarios written
+# before they existed keep their canonical JSON (and sweeps their cell ids).
+_OMIT_AT_DEFAULT: tuple[tuple[str, str, Any], ...] = (
+    ("machine", "profile", DEFAULT_PROFILE),
+    ("costs", "first_touch_ms_per_mb", None),
+)
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FRACTION_TOL = 1e-6
 
@@ -214,6 +221,23 @@ def parse_handover_sched(text: str) -> tuple[str, int | None]:
     return (m.group(4), prio)
 
 
+def _opt_num(v: Any) -> float | Dist | None:
+    if v is None:
+        return None
+    try:
+        return num_from_raw(v, lo=0.0, lo_open=False, hi=None)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _profile_name(v: Any) -> str:
+    from oommodel.profiles import profile_names
+
+    if not isinstance(v, str) or v not in profile_names():
+        _fail(f"unknown machine profile {v!r}; known: {', '.join(profile_names())}")
+    return v
+
+
 def _dump_num(v: float | Dist) -> Any:
     return v.to_dict() if isinstance(v, Dist) else v
 
@@ -222,6 +246,7 @@ _NumSer = PlainSerializer(_dump_num)
 
 Num = Annotated[Union[float, Dist], _num(0.0), _NumSer]  # Num >= 0
 PosNum = Annotated[Union[float, Dist], _num(0.0, lo_open=True), _NumSer]  # Num > 0
+OptNum = Annotated[Union[float, Dist, None], PlainValidator(_opt_num), PlainSerializer(lambda v: None if v is None else _dump_num(v))]
 Prob = Annotated[float, _float(0.0, 1.0)]
 PosFloat = Annotated[float, _float(0.0, lo_open=True)]
 CpuList = Annotated[tuple[int, ...], PlainValidator(lambda v: _cpu_list(v, False)), PlainSerializer(list)]
@@ -256,6 +281,9 @@ class Machine(_Spec):
     softirq: Annotated[str, _one_of("inline", "ksoftirqd_defer")] = "inline"
     ksoftirqd_awake_p: Prob = 0.0
     balance_interval_ms: PosFloat = 4.0
+    # The machine profile whose measured costs filled the keys this scenario did not set
+    # (oommodel/profiles/<name>.yaml, resolved once in Scenario.from_dict, never at simulate time).
+    profile: Annotated[str, PlainValidator(_profile_name)] = DEFAULT_PROFILE
 
 
 class Oom(_Spec):
@@ -346,9 +374,15 @@ class Victim(_Spec):
 
 
 class Costs(_Spec):
-    """CPU costs; only unmap_ms_per_gb has a source (Aaron Lu, ~34 ms/GB), the rest are knobs."""
+    """CPU costs; only unmap_ms_per_gb has a source (Aaron Lu, ~34 ms/GB), the rest are knobs.
+
+    `first_touch_ms_per_mb` is the cost of faulting in memory the machine has never handed out
+    before (under QEMU TCG the host must back each new guest page: several times the cost of
+    reusing a page freed earlier in the run); null means `touch_ms_per_mb` for every page.
+    """
 
     touch_ms_per_mb: Num = 0.25
+    first_touch_ms_per_mb: OptNum = None
     unmap_ms_per_gb: Num = 34.0
     free_pgtables_ms_per_gb: Num = 10.0
     close_ms: Num = LogNormal(1.0, 1.0)
@@ -491,6 +525,47 @@ def _cross_check(spec: ScenarioSpec) -> None:
         raise ScenarioError("victim.memory", f"anon + mlocked + shared_file must sum to 1, got {total:g}")
 
 
+# ------------------------------------------------------------------ machine profiles
+
+
+def _apply_profile(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Fill the keys a `machine.profile` measures and the scenario does not set (explicit keys win).
+
+    Resolved here, at validation, so the canonical dict holds the values and `simulate()` reads no file.
+    """
+    machine = data.get("machine")
+    if not isinstance(machine, Mapping) or "profile" not in machine:
+        return data
+    from oommodel.profiles import profile_values
+
+    name = machine["profile"]
+    if not isinstance(name, str):
+        return data  # the field validator reports it
+    try:
+        values = profile_values(name)
+    except KeyError:
+        return data  # the field validator reports it, naming the known profiles
+    out = json.loads(json.dumps(data, default=_json_default))
+    for path, value in values.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part, {}), Mapping):
+                break
+            node = node.setdefault(part, {})
+        else:
+            node.setdefault(leaf, value)
+    return out
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Dist):
+        return v.to_dict()
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError(f"not JSON: {type(v).__name__}")
+
+
 # ------------------------------------------------------------------ the value
 
 
@@ -524,6 +599,7 @@ class Scenario:
         """Validate ``data`` (plain dict as from YAML or JSON); raises ScenarioError."""
         if not isinstance(data, Mapping):
             raise ScenarioError("", f"a scenario must be a mapping, got {type(data).__name__}")
+        data = _apply_profile(data)
         try:
             spec = ScenarioSpec.model_validate(data)
         except ValidationError as e:
@@ -542,8 +618,15 @@ class Scenario:
         return cls.from_dict(data if data is not None else {})
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical plain dict: every key present, defaults filled, JSON-serialisable."""
-        return self._spec.model_dump(mode="json")
+        """Canonical plain dict: every key present, defaults filled, JSON-serialisable.
+
+        Exception: the keys of `_OMIT_AT_DEFAULT` are left out while at their default.
+        """
+        d = self._spec.model_dump(mode="json")
+        for section, key, default in _OMIT_AT_DEFAULT:
+            if d[section].get(key, default) == default:
+                d[section].pop(key, None)
+        return d
 
     def to_json(self) -> str:
         """Canonical JSON text (sorted keys, no spaces): what a cell identity hashes."""

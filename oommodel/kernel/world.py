@@ -108,6 +108,7 @@ class World:
         self.victims: list[Process] = []
         self.skip_log: list[tuple[int, str, float]] = []   # (pid, by, time) each time MMF_OOM_SKIP is set on a victim
         self.touching: list = []
+        self.recycled_mb = 0.0   # memory freed in this run and not faulted in again (costs.first_touch_ms_per_mb)
         self.procs: list[Process] = []
         self._build_processes()
         order = self.streams.rng("task_order").permutation(len(self.procs))
@@ -300,6 +301,7 @@ class World:
             return
         if proc.oom_victim:
             self.stats.memory_freed_mb += mb
+        self.recycled_mb += mb
         if self.domain is not None:
             self.domain.uncharge(mb)
 
