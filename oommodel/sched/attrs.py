@@ -1,6 +1,6 @@
 """Static scheduling descriptions: SchedPolicy, SchedAttr (sched_setattr() arguments), MachineSpec.
 
-Values only (frozen); the runtime lives in machine.py.
+Values only (frozen); the runtime lives in machine.py and the modules it lists.
 """
 
 from __future__ import annotations
