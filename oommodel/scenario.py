@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from oommodel.sched.topology import LLC_SCOPES, TOPOLOGY_PRESETS
 from oommodel.distributions import (
     Choice,
     Dist,
@@ -247,6 +248,7 @@ _NumSer = PlainSerializer(_dump_num)
 Num = Annotated[Union[float, Dist], _num(0.0), _NumSer]  # Num >= 0
 PosNum = Annotated[Union[float, Dist], _num(0.0, lo_open=True), _NumSer]  # Num > 0
 OptNum = Annotated[Union[float, Dist, None], PlainValidator(_opt_num), PlainSerializer(lambda v: None if v is None else _dump_num(v))]
+_prob = _float(0.0, 1.0).func
 Prob = Annotated[float, _float(0.0, 1.0)]
 PosFloat = Annotated[float, _float(0.0, lo_open=True)]
 CpuList = Annotated[tuple[int, ...], PlainValidator(lambda v: _cpu_list(v, False)), PlainSerializer(list)]
@@ -269,17 +271,58 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="never")
 
 
+class TopologySpec(_Spec):
+    """sockets x cores_per_socket CPUs, numbered socket by socket; llc: socket (the socket's cores
+    share one L3) or core (every core its own LLC)."""
+
+    sockets: Annotated[int, _int(1, 256)]
+    cores_per_socket: Annotated[int, _int(1, 256)]
+    llc: Annotated[str, _one_of(*LLC_SCOPES)] = "socket"
+
+
+def _topology(v: Any) -> str | TopologySpec:
+    if isinstance(v, str):
+        if v not in TOPOLOGY_PRESETS:
+            _fail(f"must be one of {' | '.join(TOPOLOGY_PRESETS)} or {{sockets, cores_per_socket, llc}}, got {v!r}")
+        return v
+    if isinstance(v, Mapping):
+        try:
+            return TopologySpec.model_validate(v)
+        except ValidationError as e:
+            err = _convert(e, TopologySpec)
+            _fail(err.reason, *err.path.split(".")) if err.path else _fail(err.reason)
+    _fail(f"must be a preset name or a mapping, got {type(v).__name__} {v!r}")
+
+
+def _last_cpu(v: Any) -> str | int:
+    if v == "any" and isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, Integral) or v < 0:
+        _fail(f'must be "any" or a CPU number, got {type(v).__name__} {v!r}')
+    return int(v)
+
+
+TopologyField = Annotated[
+    Union[str, TopologySpec],
+    PlainValidator(_topology),
+    PlainSerializer(lambda v: v if isinstance(v, str) else v.model_dump(mode="json")),
+]
+LastCpu = Annotated[Union[str, int], PlainValidator(_last_cpu)]
+
+
 class Machine(_Spec):
     """CPUs, tick and RT throttling: the knobs Handa's and Hocko's kernels differed in."""
 
     cpus: Annotated[int, _int(1, 256)] = 8
+    topology: TopologyField = "shared_llc"
     hz: Annotated[int, _one_of(100, 250, 300, 1000)] = 1000
     preempt: Annotated[str, _one_of("none", "voluntary", "full")] = "full"
     rt_runtime_us: Annotated[int, _int(-1)] = 950000
     rt_period_us: Annotated[int, _int(1000)] = 1000000
     rt_runtime_share: Annotated[bool, PlainValidator(_bool)] = True
     softirq: Annotated[str, _one_of("inline", "ksoftirqd_defer")] = "inline"
-    ksoftirqd_awake_p: Prob = 0.0
+    ksoftirqd_awake_p: Annotated[float | None, PlainValidator(lambda v: None if v is None else _prob(v))] = None
+    ksoftirqd_wake_hz: Annotated[float, _float(0.0)] = 0.34
     balance_interval_ms: PosFloat = 4.0
     # The machine profile whose measured costs filled the keys this scenario did not set
     # (oommodel/profiles/<name>.yaml, resolved once in Scenario.from_dict, never at simulate time).
@@ -394,6 +437,7 @@ class Costs(_Spec):
 
 class Reaper(_Spec):
     cpus: ReaperCpus = "all"
+    last_cpu: LastCpu = "any"
     sched: _SchedField = _DEFAULT_SCHED
     busy_elsewhere_p: Prob = 0.0
     busy_elsewhere_s: Num = 1.0
@@ -441,8 +485,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    cls: type[BaseModel] | None = ScenarioSpec
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = root or ScenarioSpec
     for part in loc:
         if cls is None:
             return None
@@ -465,7 +509,7 @@ _PYDANTIC_TYPES = {
 }
 
 
-def _convert(err: ValidationError) -> ScenarioError:
+def _convert(err: ValidationError, root: type[BaseModel] | None = None) -> ScenarioError:
     found: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -475,7 +519,7 @@ def _convert(err: ValidationError) -> ScenarioError:
             loc = loc + tuple(ctx.get("sub", ()))
             msg = ctx["msg"]
         elif etype == "extra_forbidden":
-            model = _model_at(loc[:-1])
+            model = _model_at(loc[:-1], root or ScenarioSpec)
             known = list(model.model_fields) if model is not None else []
             near = difflib.get_close_matches(str(loc[-1]), known, n=1)
             msg = "unknown key" + (f" (did you mean '{near[0]}'?)" if near else "")
@@ -515,6 +559,17 @@ def _cross_check(spec: ScenarioSpec) -> None:
             for j, c in enumerate(g.cpus):
                 if c >= m.cpus:
                     raise ScenarioError(f"groups[{i}].cpus[{j}]", f"must be in 0..{m.cpus - 1} (machine.cpus is {m.cpus}), got {c}")
+    topo = m.topology
+    if not isinstance(topo, str) and topo.sockets * topo.cores_per_socket != m.cpus:
+        raise ScenarioError(
+            "machine.topology",
+            f"sockets x cores_per_socket = {topo.sockets * topo.cores_per_socket}, must equal machine.cpus ({m.cpus})",
+        )
+    last = spec.reaper.last_cpu
+    if last != "any":
+        allowed = range(m.cpus) if spec.reaper.cpus == "all" else spec.reaper.cpus
+        if last not in allowed:
+            raise ScenarioError("reaper.last_cpu", f"must be one of the reaper's CPUs {list(allowed)}, got {last}")
     if spec.reaper.cpus != "all":
         for j, c in enumerate(spec.reaper.cpus):
             if c >= m.cpus:

@@ -19,6 +19,7 @@ MAX_OOM_REAP_RETRIES = 10         # mm/oom_kill.c, v4.19 and v6.1
 ZAP_RESCHED_S = 64e-6             # cond_resched() per pmd in zap_pmd_range(): 512 pages at ~0.13 us/page
 UNLINK_VMAS_S = 10e-6             # __unlink_vmas / unlink_file_vma for a small process
 DO_EXIT_TAIL_S = 5e-6             # do_exit() after a preemption in sched_move_task(): cgroup_exit() .. do_task_dead()
+REAPER_WAKE_S = 5e-6             # oom_reaper back on a CPU: schedule() returns, oom_reaper_list pop, oom_reap_task() entry
 MIN_TOUCH_CHUNK_MB = 1.0          # smallest slice of memory faulted in between two charge checks
 TOUCH_PROBE_S = 1e-6              # CPU a faulting thread runs before it prices a slice (first_touch_ms_per_mb set)
 

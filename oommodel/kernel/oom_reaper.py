@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oommodel.kernel.costs import MAX_OOM_REAP_RETRIES, ZAP_RESCHED_S
+from oommodel.kernel.costs import MAX_OOM_REAP_RETRIES, REAPER_WAKE_S, ZAP_RESCHED_S
+from oommodel.kernel.exit import unmap_vmas_progress
 from oommodel.kernel.mm import MMF
 from oommodel.policies.base import ReaperKind
 from oommodel.sched import SchedAttr
@@ -40,6 +41,7 @@ def reap_victim_mm(world: World, th: Thread, victim: Process, by: str):
     if not mm.mmap_sem.down_read_trylock(th):
         return False
     try:
+        unmap_vmas_progress(world, victim)              # what the exit path has zapped meanwhile
         if mm.has(MMF.MMF_OOM_SKIP):
             return True
         if policy.reaper is ReaperKind.HANDOVER and mm.mmap_cleared:
@@ -71,19 +73,28 @@ class OomReaper:
         self.world = world
         r = world.sc.reaper
         attr = SchedAttr.parse(_sched_text(r.sched))
-        allowed = None if r.cpus == "all" else tuple(r.cpus)
-        self.th = world.machine.spawn("oom_reaper", "oom_reaper", attr, allowed)
+        allowed = tuple(range(world.sc.machine.cpus)) if r.cpus == "all" else tuple(r.cpus)
+        # where the kthread last ran before the first kill: its prev_cpu for the first wake-up
+        if r.last_cpu == "any":
+            last = allowed[int(world.streams.rng("reaper_last_cpu").integers(len(allowed)))]
+        else:
+            last = int(r.last_cpu)
+        self.th = world.machine.spawn("oom_reaper", "oom_reaper", attr, allowed, last_cpu=last)
+        self.waker_cpu: int | None = None   # CPU of the last wake_oom_reaper() (try_to_wake_up()'s this_cpu)
         self.queue: list[Process] = []
         self.wake = world.env.event()
         self.wakeups = 0
         self.timer_pending = False       # waiting for a timer (OOM_REAPER_DELAY or HZ/10 sleep)
         world.env.process(self.oom_reaper())
 
-    def queue_victim(self, victim: Process) -> None:
-        """Models wake_oom_reaper(): push at the head, skipping a task already queued."""
+    def queue_victim(self, victim: Process, waker_cpu: int | None = None) -> None:
+        """Models wake_oom_reaper(): push at the head, skipping a task already queued, and
+        wake_up(&oom_reaper_wait) from `waker_cpu` (where the wake-up is placed: sched/topology.py)."""
         if victim in self.queue:
             return
         self.queue.append(victim)
+        if waker_cpu is not None:
+            self.waker_cpu = waker_cpu
         if not self.wake.triggered:
             self.wake.succeed()
 
@@ -96,6 +107,12 @@ class OomReaper:
                 machine.block(self.th)
                 self.wake = world.env.event()
                 yield self.wake
+                if self.waker_cpu is not None:
+                    machine.wake_up(self.th, self.waker_cpu)
+                # it looks at nothing before it has a CPU: placed by select_task_rq_fair(), it may
+                # wait there behind RT threads until load_balance() pulls it
+                if REAPER_WAKE_S > 0.0:
+                    yield machine.run(self.th, REAPER_WAKE_S)
             victim = self.queue.pop()
             k = self.wakeups
             self.wakeups += 1
@@ -118,6 +135,9 @@ class OomReaper:
         cpu = self.th.cpu if self.th.cpu is not None else self.th.allowed[0]
         yield world.softirq.add_timer(cpu, machine.next_tick(world.env.now, max(1, hz // 10)))
         self.timer_pending = False
+        machine.wake_up(self.th, cpu)    # process_timeout() -> wake_up_process() on the timer's CPU
+        if REAPER_WAKE_S > 0.0:
+            yield machine.run(self.th, REAPER_WAKE_S)
 
     def oom_reap_task(self, victim: Process):
         """Models oom_reap_task(), v4.19: up to MAX_OOM_REAP_RETRIES tries, HZ/10 apart."""

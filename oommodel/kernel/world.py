@@ -26,6 +26,7 @@ from oommodel.detector import AllocatorStallDetector
 from oommodel.outcome import Outcome
 from oommodel.policies.base import OomPolicy, ReaperKind
 from oommodel.sched import Machine, MachineSpec, SchedAttr
+from oommodel.sched.topology import Topology
 from oommodel.streams import Streams
 
 
@@ -79,6 +80,14 @@ class Counters:
     exit_delay_max_s: float = 0.0
 
 
+def machine_topology(m: Any) -> Topology:
+    """The scenario's `machine.topology` (a preset name or sockets/cores_per_socket/llc) as a value."""
+    t = m.topology
+    if isinstance(t, str):
+        return Topology.preset(t, m.cpus)
+    return Topology(t.sockets, t.cores_per_socket, t.llc)
+
+
 class World:
     def __init__(self, sc: Any, policy: OomPolicy, opts: dict[str, Any], seed: int, trace: bool = False,
                  detector: type = AllocatorStallDetector) -> None:
@@ -97,6 +106,7 @@ class World:
             cpus=m.cpus, hz=m.hz, preempt=m.preempt, rt_runtime_us=m.rt_runtime_us,
             rt_period_us=m.rt_period_us, rt_runtime_share=m.rt_runtime_share,
             balance_interval_s=m.balance_interval_ms / 1e3,
+            topology=machine_topology(m),
         ), trace=trace)
         self.costs = RunCosts.draw(sc.costs, sc.victim, self.streams)
         self.domain = OomDomain(env, sc.oom.domain, sc.oom.limit_mb) if sc.oom is not None else None
@@ -188,19 +198,19 @@ class World:
         if self.reaper is None:
             return
         delay = self.policy.reaper_delay_jiffies_per_hz
+        cpu = th.cpu if th.cpu is not None else th.allowed[0]
         if delay <= 0.0:
-            self.reaper.queue_victim(victim)
+            self.reaper.queue_victim(victim, waker_cpu=cpu)
             return
         # v5.18+: add_timer(OOM_REAPER_DELAY) on the CPU that runs the OOM killer
         hz = self.sc.machine.hz
-        cpu = th.cpu if th.cpu is not None else th.allowed[0]
         timer = self.softirq.add_timer(cpu, self.machine.next_tick(self.env.now, int(round(delay * hz))))
         self.reaper.timer_pending = True
 
-        def fire(_e, victim=victim):
+        def fire(_e, victim=victim, cpu=cpu):
             self.reaper.timer_pending = False
             if not victim.mm.has(MMF.MMF_OOM_SKIP):
-                self.reaper.queue_victim(victim)
+                self.reaper.queue_victim(victim, waker_cpu=cpu)   # wake_oom_reaper() in the timer softirq
         timer.callbacks.append(fire)
 
     def oom_kill_process(self, victim: Process, th) -> None:

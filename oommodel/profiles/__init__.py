@@ -33,7 +33,7 @@ PROFILE_SECTIONS = ("costs", "machine", "victim", "reaper", "mmap_sem")
 NOT_PROFILE_KEYS = frozenset({
     "machine.cpus", "machine.hz", "machine.preempt", "machine.rt_runtime_us", "machine.rt_period_us",
     "machine.rt_runtime_share", "machine.softirq", "machine.profile", "machine.topology",
-    "victim.memory", "victim.sched_at_handover", "reaper.cpus", "reaper.sched",
+    "victim.memory", "victim.sched_at_handover", "reaper.cpus", "reaper.sched", "reaper.last_cpu",
 })
 
 
