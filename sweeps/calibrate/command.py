@@ -197,6 +197,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                    help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
     p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--profile", help="machine profile of the model side (default: the scenario's machine.profile, "
+                                     "else qemu_tcg; qemu_kvm, when measured, for a KVM boot)")
     p.add_argument("--boot-timeout", type=float,
                    help="hard wall-clock limit per boot in seconds (default 60 + 2 x horizon_s)")
     p.add_argument("--logs", help="directory for each boot's console log (default OUTPUT/calibrate-logs)")
@@ -247,6 +249,50 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The scenario file as written (a machine profile fills only the keys it does not set)."""
+    import yaml
+
+    from oommodel import ScenarioError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError("", f"{path}: invalid YAML: {exc}") from None
+    return data if data is not None else {}
+
+
+def model_profile(requested: str | None, accelerator: str, scenario: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The machine profile of the model side (None: the scenario's own) and a line that says why.
+
+    --profile wins; else a scenario's own `machine.profile`; else the profile of the boot's
+    accelerator: `qemu_kvm` for KVM when one was measured (else `bare_metal`, said so), `qemu_tcg`
+    for TCG and for model-only runs (the reference boots are TCG).
+    """
+    from oommodel.profiles import profile_names
+
+    known = profile_names()
+    if requested:
+        if requested not in known:
+            import difflib
+
+            m = difflib.get_close_matches(requested, known, n=1)
+            raise UsageError(f"--profile: unknown machine profile {requested!r}"
+                             + (f" (did you mean '{m[0]}'?)" if m else f"; known: {', '.join(known)}"))
+        return requested, f"model side: machine profile {requested} (--profile)"
+    machine = scenario.get("machine") if isinstance(scenario, Mapping) else None
+    if isinstance(machine, Mapping) and machine.get("profile") is not None:
+        return None, f"model side: machine profile {machine['profile']} (the scenario's)"
+    if accelerator == "kvm":
+        if "qemu_kvm" in known:
+            return "qemu_kvm", "model side: machine profile qemu_kvm (the boot uses KVM)"
+        return "bare_metal", ("model side: machine profile bare_metal: the boot uses KVM and no qemu_kvm profile "
+                              "has been measured (docs/calibration.md)")
+    return "qemu_tcg", "model side: machine profile qemu_tcg (costs measured on TCG boots; --profile to change)"
+
+
 def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
@@ -257,7 +303,8 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.runs < 0 or args.seeds < 0:
         raise UsageError("--runs/--seeds: must be >= 0")
     path = Path(args.scenario)
-    scenario = Scenario.from_yaml(path).to_dict()
+    raw = _read_yaml(path)
+    scenario = Scenario.from_dict(raw).to_dict()
     if args.policy not in POLICIES:
         import difflib
 
@@ -281,18 +328,30 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise missing
     if not args.runs:
         kernel = None
+    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
+    # The model side's costs: a machine profile measured on boots like these (docs/calibration.md).
+    # Costs are not translated, so the plan above stands; only the model's scenario changes.
+    profile, why = model_profile(args.profile, accel, raw)
+    _say(why, err)
+    if profile is not None:
+        raw = json.loads(json.dumps(raw))
+        machine = raw.setdefault("machine", {})
+        machine["profile"] = profile
+        if args.match_kernel:
+            machine["hz"], machine["softirq"] = scenario["machine"]["hz"], scenario["machine"]["softirq"]
+        scenario = Scenario.from_dict(raw).to_dict()
 
     output = Path(args.output)
     sweep = args.sweep or _sweep_name(path)
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
-        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options)
+        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options, accel)
 
 
 def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: Path, scenario: dict[str, Any],
                       facts: KernelFacts, kernel: Path | None, plan: ReproPlan, output: Path, sweep: str,
-                      options: dict[str, Any]) -> int:
+                      options: dict[str, Any], accel: str) -> int:
     from oommodel import MODEL_VERSION, Scenario, simulate
 
     from sweeps.calibrate import qemu
@@ -308,7 +367,6 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
     scenario_json = canonical_json(scenario)
     cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
-    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
     provenance = {
         "sweep": sweep, "sweep_hash": cal.cell_id, "seed": args.seed, "model_version": MODEL_VERSION,
         "schema_version": SCHEMA_VERSION, "git_sha": git_sha(), "packages": package_versions(),
