@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import Enum
+
+
+class SkipBy(str, Enum):
+    """Who set MMF_OOM_SKIP on a victim (or released it from Handa's victim list).
+
+    The values are the labels `Outcome.oom_skip_by` / `released_by` and the Parquet columns carry.
+    """
+
+    REAPER = "reaper"      # mm/oom_kill.c:oom_reap_task() after success or MAX_OOM_REAP_RETRIES
+    EXIT = "exit"          # mm/mmap.c:exit_mmap() (or Handa's exit_oom_mm() at the end of __mmput)
+    TIMEOUT = "timeout"    # a policy's back-off: Rientjes's deadline, Handa's stall_s
+    DIRECT = "direct"      # an allocator that reaped the victim itself (Handa 3/8)
 
 
 @dataclass(frozen=True, slots=True)

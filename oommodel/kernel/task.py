@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import simpy
 
 from oommodel.kernel.mm import Mm
+from oommodel.outcome import SkipBy
 
 if TYPE_CHECKING:  # pragma: no cover
     from oommodel.sched import SchedAttr, Thread
@@ -21,7 +22,7 @@ class Process:
     __slots__ = (
         "pid", "group", "role", "oom_score_adj", "attr", "allowed", "threads", "mm",
         "killed", "kill_time", "kill_event", "oom_victim", "mmput_done", "released_by",
-        "released_time", "handed_over", "in_victim_list", "last_score", "last_score_drop",
+        "handed_over", "in_victim_list", "last_score", "last_score_drop",
         "writer_hold_s", "cpu_at_kill", "exit_phase", "mm_gone", "start_s", "mmput_time", "exit_time",
     )
 
@@ -40,8 +41,7 @@ class Process:
         self.kill_event = env.event()
         self.oom_victim = False            # signal->oom_mm != NULL
         self.mmput_done = False            # __mmput() returned
-        self.released_by: str | None = None  # who let the OOM killer move on from this victim
-        self.released_time: float | None = None
+        self.released_by: SkipBy | None = None  # who let the OOM killer move on from this victim
         self.handed_over = False
         self.in_victim_list = False        # Handa's oom_victim_list (policies d2, e)
         self.last_score = 0.0
