@@ -99,7 +99,7 @@ def build_outcome(state: RunState, group_names: list[str]) -> Outcome:
     det = state.detector
     return Outcome(
         lockup=det.lockup,
-        lockup_reason=det.reason if det.lockup else "",
+        lockup_reason=f"{det.reason.value}: {det.detail}" if det.lockup and det.reason is not None else "",
         max_stall_s=det.max_stall_s,
         first_progress_s=st.first_progress_s,
         first_kill_s=st.first_kill_s,

@@ -202,9 +202,11 @@ def remove_vma_loop(state: RunState, proc: Process, th: Thread):
     p_block = state.cfg.close_blocks_on_memory_p
     if dom is not None and proc.oom_victim and p_block > 0.0 and state.streams.uniform("close_blocks", proc.pid) < p_block:
         proc.exit_phase = "E8 remove_vma (->close() waits for memory)"
+        proc.close_waits_for_memory = True
         machine.block(th)
         while dom.headroom() <= EPS_MB:
             yield dom.changed
+        proc.close_waits_for_memory = False
         proc.exit_phase = Phase.REMOVE_VMA.value
     if close_s > 0.0:
         yield machine.run(th, close_s, resched_every_s=close_s)

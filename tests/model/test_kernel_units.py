@@ -20,7 +20,7 @@ from oommodel.kernel.oom_victim import set_mmf_oom_skip
 from oommodel.kernel.page_alloc import alloc_slowpath
 from oommodel.kernel.state import ReaperState, RunState, SkipRecord, SoftirqState
 from oommodel.kernel.task import Process
-from oommodel.outcome import SkipBy
+from oommodel.outcome import LockupReason, SkipBy
 from oommodel.sched import Machine, SchedAttr, SchedPolicy
 from oommodel.streams import Streams
 
@@ -40,7 +40,7 @@ def bare_state(policy: str = "upstream_4_19", **opts: object) -> RunState:
         slowpath=alloc_slowpath, oom_lock=Mutex(env, "oom_lock"),
         softirq=SoftirqState(defer=False, awake_p=0.0), stop=env.event(),
     )
-    state.detector = AllocatorStallDetector(env, cfg.lockup_after_s, lambda: "")
+    state.detector = AllocatorStallDetector(env, cfg.lockup_after_s, lambda: (LockupReason.NO_PROGRESS, ""))
     state.reaper = None
     return state
 
