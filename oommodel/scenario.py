@@ -38,6 +38,7 @@ from oommodel.distributions import (
     num_from_raw,
     range_text,
 )
+from oommodel.sched.attrs import MAX_CPUS, SchedAttr, SchedPolicy
 
 __all__ = [
     "Scenario",
@@ -275,8 +276,8 @@ class TopologySpec(_Spec):
     """sockets x cores_per_socket CPUs, numbered socket by socket; llc: socket (the socket's cores
     share one L3) or core (every core its own LLC)."""
 
-    sockets: Annotated[int, _int(1, 256)]
-    cores_per_socket: Annotated[int, _int(1, 256)]
+    sockets: Annotated[int, _int(1, MAX_CPUS)]
+    cores_per_socket: Annotated[int, _int(1, MAX_CPUS)]
     llc: Annotated[str, _one_of(*LLC_SCOPES)] = "socket"
 
 
@@ -313,7 +314,7 @@ LastCpu = Annotated[Union[str, int], PlainValidator(_last_cpu)]
 class Machine(_Spec):
     """CPUs, tick and RT throttling: the knobs Handa's and Hocko's kernels differed in."""
 
-    cpus: Annotated[int, _int(1, 256)] = 8
+    cpus: Annotated[int, _int(1, MAX_CPUS)] = 8
     topology: TopologyField = "shared_llc"
     hz: Annotated[int, _one_of(100, 250, 300, 1000)] = 1000
     preempt: Annotated[str, _one_of("none", "voluntary", "full")] = "full"
@@ -374,6 +375,13 @@ class Sched(_Spec):
     @property
     def is_rt(self) -> bool:
         return self.policy in RT_POLICIES
+
+    @property
+    def attr(self) -> SchedAttr:
+        """The model's one scheduling-attribute type for this validated value (no text round trip)."""
+        if self.policy in RT_POLICIES:
+            return SchedAttr(SchedPolicy(self.policy), rt_priority=self.rt_priority or 0)
+        return SchedAttr(SchedPolicy(self.policy), nice=self.nice or 0)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"policy": self.policy}

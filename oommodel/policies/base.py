@@ -82,7 +82,7 @@ class OomPolicy:
     references: tuple[str, ...]
     exit_steps: tuple[ExitStep, ...]
     reaper: ReaperKind
-    reaper_delay_jiffies_per_hz: float = 0.0   # OOM_REAPER_DELAY in units of HZ (2 in v6.1)
+    oom_reaper_delay_s: float = 0.0            # OOM_REAPER_DELAY in seconds (2*HZ jiffies in v6.1); 0: no timer
     reaper_reaps_mlocked: bool = False         # v6.1 reaps VM_LOCKED vmas
     reaper_quarter_rule: bool = False          # RFC v2 patch 2: retry while > 1/4 of the start remains
     victim_list_backoff: bool = False          # Handa: pending until __mmput or a stall of stall_s

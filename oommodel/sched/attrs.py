@@ -93,6 +93,7 @@ class SchedAttr:
 
 
 _PREEMPT = ("none", "voluntary", "full")
+MAX_CPUS = 256   # the one machine-size limit: scenario validation and MachineSpec both enforce it
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,8 @@ class MachineSpec:
     topology: Topology | None = None   # None: the simplified placement rule for every wake-up
 
     def __post_init__(self) -> None:
-        if not 1 <= self.cpus <= 4096:
-            raise ValueError(f"cpus must be in 1..4096, got {self.cpus}")
+        if not 1 <= self.cpus <= MAX_CPUS:
+            raise ValueError(f"cpus must be in 1..{MAX_CPUS}, got {self.cpus}")
         if self.hz <= 0:
             raise ValueError(f"hz must be > 0, got {self.hz}")
         if self.preempt not in _PREEMPT:

@@ -32,8 +32,8 @@ def test_same_arguments_same_outcome_in_this_and_another_process():
 
 def test_different_seeds_draw_different_start_times():
     sc = Scenario.from_yaml(HANDA)
-    a = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 1).procs]
-    b = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 2).procs]
+    a = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 1).state.procs]
+    b = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 2).state.procs]
     assert a != b
 
 
@@ -43,8 +43,8 @@ def test_every_policy_meets_the_same_draws_with_one_seed():
     for name, pol in POLICIES.items():
         opts = pol.check_options({})
         w = World(sc, pol, opts, 7)
-        seen.add((tuple((p.pid, p.start_s, p.mm.frac_anon) for p in w.procs),
-                  tuple(p.pid for p in w.scan_order), w.costs))
+        seen.add((tuple((p.pid, p.start_s, p.mm.frac_anon) for p in w.state.procs),
+                  tuple(p.pid for p in w.state.scan_order), w.state.costs))
     assert len(seen) == 1
 
 
@@ -91,7 +91,9 @@ def scenarios() -> st.SearchStrategy[dict]:
                         "rt_runtime_us": draw(st.sampled_from([-1, 950000, 500000])),
                         "rt_runtime_share": draw(st.booleans()),
                         "softirq": draw(st.sampled_from(["inline", "ksoftirqd_defer"])),
-                        "ksoftirqd_awake_p": draw(st.sampled_from([0.0, 0.5, 1.0]))},
+                        "ksoftirqd_awake_p": draw(st.sampled_from([None, None, 0.0, 0.5, 1.0])),
+                        "ksoftirqd_wake_hz": draw(st.sampled_from([0.0, 0.34, 20.0])),
+                        "topology": draw(st.sampled_from(["shared_llc", "core_per_socket"]))},
             "oom": draw(st.one_of(st.none(), st.builds(lambda d, l: {"domain": d, "limit_mb": l},
                                                        st.sampled_from(["memcg", "global"]), st.floats(20, 300)))),
             "groups": groups,
@@ -99,7 +101,8 @@ def scenarios() -> st.SearchStrategy[dict]:
                        "sched_at_handover": draw(st.sampled_from(["unchanged", "idle", "normal19", "fifo10"]))},
             "costs": {"close_blocks_on_memory_p": draw(st.sampled_from([0.0, 0.5])),
                       "alloc_loop_us": draw(st.floats(20, 500))},
-            "reaper": {"busy_elsewhere_p": draw(st.sampled_from([0.0, 0.5])), "busy_elsewhere_s": 0.3},
+            "reaper": {"busy_elsewhere_p": draw(st.sampled_from([0.0, 0.5])), "busy_elsewhere_s": 0.3,
+                       "last_cpu": draw(st.one_of(st.just("any"), st.integers(0, cpus - 1)))},
             "mmap_sem": {"writer_at_kill_p": draw(st.sampled_from([0.0, 0.5])), "writer_hold_ms": 300},
         }
     return build()
@@ -112,7 +115,7 @@ def test_invariants_hold_on_random_scenarios(d, policy, seed):
     pol = POLICIES[policy]
     world = World(sc, pol, pol.check_options({}), seed, trace=True)
     out = world.run()
-    machine = world.machine
+    machine = world.state.machine
     machine.flush_trace()
     machine.check_invariants()
     allowed = {th.name: set(th.allowed) for th in machine.threads}
@@ -127,13 +130,13 @@ def test_invariants_hold_on_random_scenarios(d, policy, seed):
             assert b0 >= a1 - 1e-9 or ca == cb, f"{name} on two CPUs at once"
     total_cpu = sum(machine.cpu_time(th) for th in machine.threads)
     assert total_cpu <= out.sim_time_s * sc.machine.cpus + 1e-6
-    pids = [pid for pid, _by, _t in world.skip_log]
+    pids = [pid for pid, _by, _t in world.state.skip_log]
     assert len(pids) == len(set(pids)), "a victim got MMF_OOM_SKIP twice"
     assert out.lockup == (out.max_stall_s >= sc.lockup_after_s)
-    assert out.kills == len(world.victims) >= out.extra_kills
+    assert out.kills == len(world.state.victims) >= out.extra_kills
     assert 0.0 <= out.memory_freed_mb
     # exits: a process exits only after __mmput() freed its memory; the waiting count is bounded
     assert 0 <= out.exits_pending_max <= out.kills
     assert 0.0 <= out.exit_delay_max_s <= out.sim_time_s
-    for v in world.victims:
+    for v in world.state.victims:
         assert v.exit_time is None or (v.mmput_time is not None and v.mmput_time <= v.exit_time)
