@@ -50,6 +50,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweeps.errors import KernelLogError
+
 DMESG_BEGIN = "@@oomsweep-dmesg-begin"
 DMESG_END = "@@oomsweep-dmesg-end"
 
@@ -63,10 +65,6 @@ _REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
 _UNABLE = re.compile(r"oom_reaper: unable to reap pid:(\d+)")
 _HUNG = re.compile(r"blocked for more than (\d+) seconds")
 _PREEMPT = re.compile(r"@@oomsweep-preempt [^\n]*?\((\w+)\)")  # /sys/kernel/debug/sched/preempt
-
-
-class KernelLogError(ValueError):
-    """The console holds no usable run (the boot failed before the reproducer started)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +284,7 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
     outcome = {
         "lockup": lockup,
         "lockup_reason": reason_text,
+        "lockup_detail": "",  # the kernel log names the detectors that fired (the label), nothing more
         "max_stall_s": max_stall,
         "first_progress_s": after_kill[0] if after_kill else None,
         "first_kill_s": first_kill,
