@@ -38,7 +38,10 @@ class SkipBy(str, Enum):
 class Outcome:
     """What one `simulate()` call observed. A simulated lockup is an outcome, not an error.
 
-    `oom_skip_by` says who set MMF_OOM_SKIP on the first victim (at `first_skip_s`);
+    `lockup_reason` is why nothing progressed when the lockup detector fired (a `LockupReason`
+    label) and `lockup_detail` the free text that goes with it (which victim, in which phase,
+    where). `oom_skip_by` says who set MMF_OOM_SKIP on the first victim (at `first_skip_s`), a
+    `SkipBy` label;
     `released_by` says who let
     the OOM killer move on from it (the same except under Handa's victim list, policies d2
     and e, where the victim stays pending until `__mmput` ends or its score stalls).
@@ -49,7 +52,8 @@ class Outcome:
     """
 
     lockup: bool
-    lockup_reason: str
+    lockup_reason: str          # a LockupReason value ("" without a lockup): a label, groupable
+    lockup_detail: str          # its particulars: victim, phase, CPU, sched attr ("" without a lockup)
     max_stall_s: float
     first_progress_s: float | None
     first_kill_s: float | None

@@ -45,14 +45,11 @@ __all__ = [
     "ScenarioError",
     "SCHED_POLICIES",
     "RT_POLICIES",
-    "HANDOVER_SCHED_RE",
-    "parse_handover_sched",
 ]
 
 SCHED_POLICIES: tuple[str, ...] = ("fifo", "rr", "normal", "batch", "idle")
 RT_POLICIES: tuple[str, ...] = ("fifo", "rr")
 CFS_NICE_POLICIES: tuple[str, ...] = ("normal", "batch")
-HANDOVER_SCHED_RE = re.compile(r"^(?:(unchanged|idle)|(normal|batch)(-?\d+)|(fifo|rr)(\d+))$")
 DEFAULT_PROFILE = "bare_metal"
 # Keys that are left out of the canonical dict while at their default, so that scenarios written
 # before they existed keep their canonical JSON (and sweeps their cell ids).
@@ -194,33 +191,16 @@ def _handover_sched(v: Any) -> str | Choice:
 
 
 def _handover_error(v: Any) -> str:
+    """"" when v is "unchanged" or a SchedAttr text (SchedAttr.parse: the one grammar), else why not."""
     if not isinstance(v, str):
         return f"must be a string or {{choice: [...]}}, got {type(v).__name__} {v!r}"
+    if v == "unchanged":
+        return ""
     try:
-        parse_handover_sched(v)
+        SchedAttr.parse(v)
     except ValueError as e:
-        return str(e)
+        return f"must be unchanged or a sched attr: {e}"
     return ""
-
-
-def parse_handover_sched(text: str) -> tuple[str, int | None]:
-    """``"normal19"`` -> ("normal", 19), ``"fifo50"`` -> ("fifo", 50), ``"idle"`` -> ("idle", None)."""
-    m = HANDOVER_SCHED_RE.match(text)
-    if not m:
-        raise ValueError(
-            f"must be unchanged | idle | normal<nice> | batch<nice> | fifo<prio> | rr<prio>, got {text!r}"
-        )
-    if m.group(1):
-        return (m.group(1), None)
-    if m.group(2):
-        nice = int(m.group(3))
-        if not -20 <= nice <= 19:
-            raise ValueError(f"nice in {text!r} must be in -20..19")
-        return (m.group(2), nice)
-    prio = int(m.group(5))
-    if not 1 <= prio <= 99:
-        raise ValueError(f"priority in {text!r} must be in 1..99")
-    return (m.group(4), prio)
 
 
 def _opt_num(v: Any) -> float | Dist | None:

@@ -100,7 +100,8 @@ def build_outcome(state: RunState, group_names: list[str]) -> Outcome:
     det = state.detector
     return Outcome(
         lockup=det.lockup,
-        lockup_reason=f"{det.reason.value}: {det.detail}" if det.lockup and det.reason is not None else "",
+        lockup_reason=det.reason.value if det.lockup and det.reason is not None else "",
+        lockup_detail=det.detail if det.lockup else "",
         max_stall_s=det.max_stall_s,
         first_progress_s=st.first_progress_s,
         first_kill_s=st.first_kill_s,

@@ -92,6 +92,15 @@ class OomPolicy:
     options: Mapping[str, Any] = field(default_factory=dict)
     option_variants: Mapping[str, Mapping[Any, tuple[ExitStep, ...]]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # One option at most chooses the exit path: two would need a table of their combinations.
+        if len(self.option_variants) > 1:
+            raise PolicyError(f"{self.name}: at most one option may select exit steps, "
+                              f"got {sorted(self.option_variants)}")
+        for key in self.option_variants:
+            if key not in self.options:
+                raise PolicyError(f"{self.name}: option_variants key {key!r} is not an option")
+
     def check_options(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled; raises PolicyError naming the option."""
         out = dict(self.options)
@@ -111,6 +120,8 @@ class OomPolicy:
         return out
 
     def steps_for(self, opts: Mapping[str, Any]) -> tuple[ExitStep, ...]:
-        for key, variants in self.option_variants.items():
-            return variants[opts.get(key, self.options[key])]
-        return self.exit_steps
+        """The exit steps for these options: the one option in `option_variants` (if any) picks them."""
+        if not self.option_variants:
+            return self.exit_steps
+        ((key, variants),) = self.option_variants.items()
+        return variants[opts.get(key, self.options[key])]

@@ -133,7 +133,6 @@ class Balance:
     def _arm_balance(self, th: Thread, at: float, now: float) -> None:
         th.balance_pending = True
         ev = self.env.timeout(max(0.0, at - now))
-        self.events_scheduled += 1
         ev.callbacks.append(lambda _ev, th=th: self._load_balance(th))
 
     def _rearm_starved(self, rq: RunQueue, now: float) -> None:

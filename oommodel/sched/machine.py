@@ -67,7 +67,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             rq.on_timer = self._make_cpu_timer(rq)
         self.threads: list[Thread] = []
         self.trace: list[tuple[str, int, float, float, float]] = []
-        self.events_scheduled = 0
         self._trace_on = trace
         self._all = tuple(range(spec.cpus))
         self._defer = spec.preempt != "full"
@@ -110,7 +109,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         if th.exited:
             self._check_alive(th)
         ev = Event(self.env)               # env.event() without the BoundClass lookup
-        self.events_scheduled += 1
         th.done_ev = None
         if work_s <= 0.0:
             self._start(th, 0.0, None, resched_every_s)
@@ -147,7 +145,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         """Block th and return a timer that fires after `seconds` (the caller then wakes it)."""
         self._check_alive(th)
         self._block(th)
-        self.events_scheduled += 1
         return self.env.timeout(max(0.0, seconds))
 
     def sleep_jiffies(self, th: Thread, n: int = 1) -> simpy.Event:
@@ -155,7 +152,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         self._check_alive(th)
         self._block(th)
         now = self.env.now
-        self.events_scheduled += 1
         return self.env.timeout(max(0.0, self.next_tick(now, n) - now))
 
     def next_tick(self, t: float, n: int = 1) -> float:

@@ -89,7 +89,6 @@ class CpuTimers:
             return
         rq.timer_at = t
         ev = Timeout(self.env, t - now if t > now else 0.0, rq.gen)
-        self.events_scheduled += 1
         ev.callbacks.append(rq.on_timer)  # type: ignore[arg-type]
 
     def _make_cpu_timer(self, rq: RunQueue) -> Callable[[simpy.Event], None]:
