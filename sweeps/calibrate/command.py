@@ -184,7 +184,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "calibrate", help="run a scenario on a real 6.1 kernel under QEMU beside the model's prediction",
         description="Boot Debian's 6.1 kernel under QEMU (infra/qemu/ci-setup.sh fetches it), run the scenario "
-                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset.")
+                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset. "
+                    "`oomsweep calibrate fit` fits the model's machine profile to the reference boots and checks it "
+                    "(`oomsweep calibrate fit --help`).")
     p.add_argument("scenario", metavar="SCENARIO.yaml")
     p.add_argument("--runs", type=int, default=1, help="kernel boots (one run each; default 1)")
     p.add_argument("--seeds", type=int, default=20, help="model replicates (default 20)")
