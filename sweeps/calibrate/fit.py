@@ -11,11 +11,12 @@ that each value is fitted with every other one set: Gauss-Seidel):
   scenarios whose kernel runs carry that statistic, optional row filters (`where`), and bounds.
 - The model side of a statistic at a parameter value is computed by simulating each fit scenario
   over fixed seeds (common random numbers: the same seeds at every value, so the model curve is a
-  deterministic function of the value), with every parameter fitted before it set as well.
-- Continuous statistics (times, counts): the value is the root of
-  log(model median) = mean(log kernel values) (scipy.optimize.brentq on the log of the
-  parameter); each kernel run is also inverted on its own, and the range of those per-run values
-  is the reported interval (with one run it is a point: say so, it is not an uncertainty).
+  deterministic function of the value), with every other value of the plan set as well.
+- Continuous statistics (times, counts): the value is the root of the run-weighted mean over the
+  fit scenarios of log(model median) - mean(log kernel values) (scipy.optimize.brentq on the log
+  of the parameter); each kernel run is also inverted on its own, and the range of those per-run
+  values is the reported interval (with one run it is a point: not an uncertainty; `>=`/`<=`
+  mark a run the bounds cannot reach).
 - Rates (`lockup`): the value is the root of model rate = k/n (the binomial maximum-likelihood
   value when the model rate is monotone in the parameter); the interval inverts the Wilson 95 %
   bounds of k/n the same way.
