@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps import plots, schema, storage
-from sweeps.stats import survival, wilson
+from sweeps.stats import KaplanMeier, kaplan_meier, wilson
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
     from sweeps.spec import SweepSpec
@@ -273,6 +273,7 @@ class _Group:
     kills_sum: float = 0.0
     kills_n: int = 0
     stalls: list = field(default_factory=list)  # float64 arrays, one per batch that had ok rows
+    censored: list = field(default_factory=list)  # bool arrays beside `stalls`: the row locked up
 
     def add(self, other: "_Group") -> None:
         self.rows += other.rows
@@ -282,9 +283,14 @@ class _Group:
         self.kills_sum += other.kills_sum
         self.kills_n += other.kills_n
         self.stalls += other.stalls
+        self.censored += other.censored
 
     def stall_values(self) -> np.ndarray:
         return np.concatenate(self.stalls) if self.stalls else np.empty(0)
+
+    def stall_censored(self) -> np.ndarray:
+        """Beside stall_values(): True where the stall is cut off, not ended (see _write_artifacts)."""
+        return np.concatenate(self.censored) if self.censored else np.empty(0, dtype=bool)
 
     def metrics(self) -> dict[str, float]:
         """The METRICS of this group's rows; only status == "ok" rows count (exact: counts and integer kills)."""
@@ -470,6 +476,7 @@ def _scan_batch(summary: _Summary, frame: pd.DataFrame, first_cols: list[str], e
             group.kills_sum += float(g["kills"].sum())
             group.kills_n += int(g["kills_n"].sum())
             group.stalls.append(g["stall"].to_numpy(dtype=float, copy=True))
+            group.censored.append(g["lockup"].to_numpy(dtype=bool, copy=True))
     firsts = frame.groupby("cell_id", sort=False)[first_cols].first()
     if summary.cell_first is None:
         summary.cell_first = firsts
@@ -602,7 +609,7 @@ def _note(sweep: str, execution_id: str, table: pd.DataFrame, counts: Mapping[st
 
 
 def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame,
-                     stalls_by_policy: Mapping[str, np.ndarray], grid: Sequence[str],
+                     stalls_by_policy: Mapping[str, KaplanMeier], grid: Sequence[str],
                      policies: Sequence[str], spec: SweepSpec | None, provenance: Mapping[str, Any]) -> None:
     """Everything the parent run carries as files, written locally then uploaded in one call."""
     if spec is not None and getattr(spec, "source_text", ""):
@@ -616,18 +623,19 @@ def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame,
     plot_dir = directory / "plots"
     plots.save_png(plots.lockup_probability_figure(table), plot_dir / "lockup_probability.png")
     varying = [c for c in grid if cells[c].nunique(dropna=True) > 1]
+    if varying:
+        plots.save_png(plots.cell_probability_figure(cells, varying[0], varying[1:], policies),
+                       plot_dir / "lockup_per_cell.png")
     if len(varying) >= 2:
         x, y = varying[0], varying[1]
         plots.save_png(plots.heatmap_figure(cells, x, y, policies), plot_dir / "lockup_heatmap.png")
-    stalls = pd.Series(np.concatenate([stalls_by_policy[p] for p in policies]) if policies else [], dtype=float)
-    top = float(stalls.max()) if len(stalls) and not math.isnan(stalls.max()) else 0.0
-    thresholds = np.linspace(0.0, top * 1.02 if top > 0 else 1.0, 241)
-    curves = {p: survival(stalls_by_policy[p].tolist(), thresholds) for p in policies}
-    lockup_after = None
+    lockup_after = horizon = None
     if spec is not None:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             lockup_after = float(spec.base["lockup_after_s"])
-    plots.save_png(plots.survival_figure(curves, lockup_after), plot_dir / "stall_survival.png")
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            horizon = float(spec.base["horizon_s"])
+    plots.save_png(plots.survival_figure(stalls_by_policy, lockup_after, horizon), plot_dir / "stall_survival.png")
 
 
 def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
@@ -926,9 +934,10 @@ def log_sweep(
         parent_tags["mlflow.source.git.commit"] = str(git_sha)
 
     with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
-        stalls = {p: summary.policy_group(p).stall_values() for p in policies}
+        groups = {p: summary.policy_group(p) for p in policies}
+        stalls = {p: kaplan_meier(g.stall_values(), g.stall_censored()) for p, g in groups.items()}
         _write_artifacts(Path(tmp), table, cells, stalls, grid, policies, spec, provenance)
-        del stalls
+        del stalls, groups
 
         parent_id = None
         try:

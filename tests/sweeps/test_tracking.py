@@ -301,7 +301,8 @@ def test_artifacts_and_dataset_input(env):
     top = {a.path: a for a in client.list_artifacts(result.parent_run_id)}
     assert {"sweep.yaml", "policy_table.csv", "policy_table.html", "provenance.json", "plots"} <= set(top)
     pngs = {a.path: a.file_size for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/stall_survival.png"}
+    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/lockup_per_cell.png",
+                         "plots/stall_survival.png"}
     assert all(size > 5000 for size in pngs.values())
     local = Path(client.download_artifacts(result.parent_run_id, "sweep.yaml"))
     assert local.read_text() == FakeSpec().source_text
