@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sweeps.stats import KaplanMeier, wilson
+from sweeps.analysis.stats import KaplanMeier, wilson
 
 __all__ = [
     "PolicyStyle",
