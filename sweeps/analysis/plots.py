@@ -32,6 +32,7 @@ __all__ = [
     "cell_probability_figure",
     "survival_figure",
     "save_png",
+    "write_plots",
     "MAX_HEATMAP_LEVELS",
     "MAX_PANELS",
 ]
@@ -329,3 +330,26 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     fig.savefig(path, format="png")
     return path
 
+
+
+def write_plots(directory: str | Path, table: pd.DataFrame, cells: pd.DataFrame,
+                curves: Mapping[str, KaplanMeier], grid: Sequence[str], policies: Sequence[str],
+                lockup_after_s: float | None = None, horizon_s: float | None = None,
+                covers: str = "") -> list[Path]:
+    """The sweep's figures as PNGs in `directory` (MLflow's parent run, `oomsweep report --plots`).
+
+    `table`: per policy; `cells`: per (cell, policy) with the grid columns; `curves`: per policy.
+    Heatmap and per-cell figures only when the grid varies (over the first two varying keys).
+    """
+    directory = Path(directory)
+    out = [save_png(lockup_probability_figure(table, covers=covers), directory / "lockup_probability.png")]
+    varying = [c for c in grid if c in cells and cells[c].nunique(dropna=True) > 1]
+    if varying:
+        out.append(save_png(cell_probability_figure(cells, varying[0], varying[1:], policies, covers=covers),
+                            directory / "lockup_per_cell.png"))
+    if len(varying) >= 2:
+        out.append(save_png(heatmap_figure(cells, varying[0], varying[1], policies, covers=covers),
+                            directory / "lockup_heatmap.png"))
+    out.append(save_png(survival_figure(curves, lockup_after_s, horizon_s, covers=covers),
+                        directory / "stall_survival.png"))
+    return out
