@@ -168,3 +168,4 @@ def test_categorical_policy_column_as_read_from_hive_partitions() -> None:
     cat = df.assign(policy=pd.Categorical(df["policy"], categories=["b", "a", "unused"]))
     pd.testing.assert_frame_equal(policy_table(cat), policy_table(df))
     assert compare_policies(cat, "a", "b") == compare_policies(df, "a", "b")
+
