@@ -278,10 +278,11 @@ def cmd_log(args: argparse.Namespace) -> int:
     for name in names:
         ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
         for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
-            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
-            state = "already logged" if getattr(res, "already_logged", False) else "logged"
-            print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
-                  f"run {getattr(res, 'parent_run_id', '?')})")
+            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid,
+                            say=lambda msg: print(msg, file=sys.stderr))
+            state = "already logged" if res.already_logged else f"logged in {res.seconds:.1f} s"
+            print(f"{name} execution {eid}: {state} (experiment {res.experiment!r}, run {res.parent_run_id}; "
+                  f"open the UI at {res.ui_path})")
     return EXIT_OK
 
 
