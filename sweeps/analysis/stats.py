@@ -25,6 +25,8 @@ __all__ = [
     "mcnemar_exact",
     "quantile",
     "survival",
+    "KaplanMeier",
+    "kaplan_meier",
     "wilson_half_width",
     "adaptive_needs_more",
     "adaptive_next_batch",
@@ -215,6 +217,57 @@ def survival(values: Sequence[float], thresholds: Sequence[float]) -> list[tuple
         above = n - bisect.bisect_right(xs, t)
         out.append((t, above / n))
     return out
+
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """A Kaplan–Meier survival curve S(t) = P(stall > t) with its pointwise 95 % interval.
+
+    `t` are the distinct event times (ascending); `s`, `low`, `high` hold S just after each of
+    them (a right-continuous step function, S = 1 before t[0]). `n` values, `censored` of them cut
+    off (their stall was still running when observation stopped).
+    """
+
+    t: tuple[float, ...]
+    s: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    n: int
+    censored: int
+
+
+def kaplan_meier(durations: Sequence[float], censored: Sequence[bool]) -> KaplanMeier:
+    """Kaplan–Meier estimate of P(duration > t) with right censoring, by scipy.stats.ecdf.
+
+    A censored duration says "at least this long": it leaves the risk set without an event, so
+    the curve does not drop there. Missing durations are ignored. The interval is scipy's
+    log-log ("exponential Greenwood") 95 % pointwise interval. With no event at all the curve is
+    flat at 1 and has no step.
+    """
+    import warnings
+
+    import numpy as np
+    from scipy import stats as sps
+
+    d = np.asarray(durations, dtype=float)
+    c = np.asarray(censored, dtype=bool)
+    if d.shape != c.shape:
+        raise ValueError(f"{len(d)} durations but {len(c)} censoring flags")
+    keep = ~np.isnan(d)
+    d, c = d[keep], c[keep]
+    if not len(d) or c.all():
+        return KaplanMeier((), (), (), (), int(len(d)), int(c.sum()))
+    data = sps.CensoredData(uncensored=d[~c], right=d[c])
+    sf = sps.ecdf(data).sf
+    t = sf.quantiles
+    s = sf.evaluate(t)
+    with warnings.catch_warnings():  # "undefined at some observations": where S = 0 or 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = sf.confidence_interval(0.95, method="log-log")
+    low, high = ci.low.evaluate(t), ci.high.evaluate(t)
+    low, high = np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=1.0)
+    return KaplanMeier(tuple(map(float, t)), tuple(map(float, s)), tuple(map(float, low)),
+                       tuple(map(float, high)), int(len(d)), int(c.sum()))
 
 
 def adaptive_needs_more(k: int, n: int, target_half_width: float, confidence: float = 0.95) -> bool:

@@ -118,32 +118,32 @@ def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
 
 
 def summary_table(df) -> list[dict[str, Any]]:
-    """One line per (source, policy, accelerator): n, lockups, Wilson 95 % CI, stall median/max, kills."""
-    from sweeps.analysis.stats import quantile, wilson
+    """One line per (source, policy, accelerator): the shared per-policy summary
+    (sweeps.analysis.summary: n, lockups, lockup_probability with its Wilson 95 % interval, stall
+    median, mean kills, failed_rows) plus the real kernel's extras (max stall, first kill,
+    MMF_OOM_SKIP setters, exits pending)."""
+    from sweeps.analysis.stats import quantile
+    from sweeps.analysis.summary import summarise
 
     out = []
-    ok = df[df["status"] == "ok"] if "status" in df.columns else df
     keys = ["source", "policy", "accelerator"]
-    for key, g in ok.groupby(keys, sort=True, dropna=False):
-        est = wilson(int(g["lockup"].astype(bool).sum()), len(g))
-        stall = [float(x) for x in g["max_stall_s"]]
-        skip = [float(x) for x in g["first_skip_s"] if x is not None and not math.isnan(float(x))] \
-            if "first_skip_s" in g else []
-        kills = g["first_kill_s"].astype(float)
-        out.append({
-            **dict(zip(keys, key)), "n": len(g), "lockups": est.k, "p": est.p, "ci_low": est.low,
-            "ci_high": est.high, "median_stall_s": quantile(stall, 0.5), "max_stall_s": max(stall, default=math.nan),
-            "mean_kills": float(g["kills"].mean()), "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
-            "oom_skip_by": ",".join(f"{k}:{v}" for k, v in g["oom_skip_by"].value_counts().sort_index().items()),
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        line = {**dict(zip(keys, key)), **summarise(g)}
+        if line["n"] == 0:
+            continue
+        ok = g[g["status"] == "ok"] if "status" in g.columns else g
+        stall = [float(x) for x in ok["max_stall_s"]]
+        kills = ok["first_kill_s"].astype(float)
+        line.update({
+            "max_stall_s": max(stall, default=math.nan),
+            "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
+            "oom_skip_by": ",".join(f"{k}:{v}" for k, v in ok["oom_skip_by"].value_counts().sort_index().items()),
             # killed tasks that freed their memory but had not exited (real-kernel-6.1.md section 4)
-            "max_exits_pending": _max_or_nan(g, "exits_pending_max"),
-            "max_exit_delay_s": _max_or_nan(g, "exit_delay_max_s"),
-            "not_ok": 0,
+            "max_exits_pending": _max_or_nan(ok, "exits_pending_max"),
+            "max_exit_delay_s": _max_or_nan(ok, "exit_delay_max_s"),
+            "not_ok": line["failed_rows"],
         })
-    if "status" in df.columns:
-        for line in out:
-            sel = (df["source"] == line["source"]) & (df["policy"] == line["policy"])
-            line["not_ok"] = int((df[sel]["status"] != "ok").sum())
+        out.append(line)
     return out
 
 
@@ -162,7 +162,7 @@ def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
     for ln in lines:
         rows.append([
             ln["source"], ln["policy"], ln["accelerator"] or "-", str(ln["n"]), str(ln["lockups"]),
-            f"{ln['p']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
+            f"{ln['lockup_probability']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
             f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
             ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
             _fmt_max(ln.get("max_exit_delay_s"), "{:.3f} s"), str(ln["not_ok"]),

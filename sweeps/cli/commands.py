@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("output", metavar="OUTPUT")
     rep.add_argument("--sweep", help="sweep name (needed when OUTPUT holds several)")
     rep.add_argument("--by", nargs="+", default=[], metavar="KEY", help="grid keys to break the table down by")
+    rep.add_argument("--format", choices=("table", "text"), default="table",
+                     help="table: every column; text: 72 columns, one block per --by value, for a mail")
+    rep.add_argument("--plots", metavar="DIR", help="also write the sweep's plots (PNG) into DIR")
 
     c = sub.add_parser("compare", help="paired comparison of two policies (same cells and seeds)")
     c.add_argument("output", metavar="OUTPUT")
@@ -144,20 +147,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_sweep(args.sweep_file, opts).exit_code
 
 
+def _declared_policies(output: str, sweep: str) -> list[str]:
+    """The sweep file's policy order, from the newest provenance that names a readable sweep file."""
+    from sweeps.spec.parse import load_sweep
+    from sweeps.storage.dataset import list_files, read_provenance
+
+    files = sorted(list_files(output, sweep), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files[:20]:
+        try:
+            sweep_file = read_provenance(path).get("sweep_file")
+            if sweep_file and Path(sweep_file).is_file():
+                return [p.label for p in load_sweep(sweep_file).policies]
+        except (OSError, ValueError, OomsweepError):
+            continue
+    return []
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.analysis.report import format_table, policy_table
+    from sweeps.analysis.report import format_table, format_text, policy_table, resolve_column
+    from sweeps.analysis.summary import INTERVAL_NOTE
     from sweeps.storage.dataset import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, exclude=("scenario_json",))
-    table = policy_table(df, by=args.by)
+    policies = _declared_policies(args.output, name)
+    table = policy_table(df, by=args.by, policies=policies)
+    by_cols = [resolve_column(df, k) for k in args.by]
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
         print(f"note: rows of several model versions ({', '.join(versions)}) are pooled; cells differ "
               f"between versions, so rerun the sweep into a new output to compare like with like", file=sys.stderr)
-    print(f"sweep {name}: {len(df)} rows, {int((df['status'] != 'ok').sum())} not ok")
-    print(format_table(table))
+    executions = df["execution_id"].nunique() if "execution_id" in df else 0
+    reps = f"replicates {int(df['replicate'].min())}..{int(df['replicate'].max())}" if len(df) else "no replicates"
+    covers = (f"sweep {name}: every stored row, all blocks pooled ({reps}, {executions} execution(s)): "
+              f"{len(df)} rows, {int((df['status'] != 'ok').sum())} not ok")
+    if args.format == "text":
+        print(format_text(table, covers, by_cols))
+    else:
+        print(covers)
+        print(format_table(table, by_cols))
+        print(f"({INTERVAL_NOTE})")
+    if args.plots:
+        df.attrs.update(output=args.output, sweep=name)
+        _report_plots(df, table if not by_cols else policy_table(df, policies=policies), policies, args.plots, covers)
     return EXIT_OK
+
+
+def _thresholds(df) -> tuple[float | None, float | None]:
+    """lockup_after_s and horizon_s of the sweep's scenario (its first stored row), if readable."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from sweeps.storage.dataset import list_files
+
+    try:
+        first = list_files(df.attrs["output"], df.attrs["sweep"])[0]
+        scenario = json.loads(pq.read_table(first, columns=["scenario_json"]).column(0)[0].as_py())
+        return float(scenario["lockup_after_s"]), float(scenario["horizon_s"])
+    except (KeyError, IndexError, OSError, ValueError, TypeError):
+        return None, None
+
+
+def _report_plots(df, table, policies, directory: str, covers: str) -> None:
+    from sweeps.analysis.plots import write_plots
+    from sweeps.analysis.summary import Tally, policy_table as summary_table
+    from sweeps.tracking.mlflow_log import grid_columns
+
+    grid = grid_columns(df)
+    cells = summary_table(df, by=["cell_id", *grid], policies=policies) if grid else table
+    order = list(table["policy"])
+    curves = {p: Tally().add_rows(df[df["policy"] == p]).survival() for p in order}
+    lockup_after, horizon = _thresholds(df)
+    paths = write_plots(directory, table, cells, curves, grid, order, lockup_after, horizon, covers)
+    for path in paths:
+        print(f"plot: {path}", file=sys.stderr)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -214,10 +278,11 @@ def cmd_log(args: argparse.Namespace) -> int:
     for name in names:
         ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
         for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
-            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
-            state = "already logged" if getattr(res, "already_logged", False) else "logged"
-            print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
-                  f"run {getattr(res, 'parent_run_id', '?')})")
+            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid,
+                            say=lambda msg: print(msg, file=sys.stderr))
+            state = "already logged" if res.already_logged else f"logged in {res.seconds:.1f} s"
+            print(f"{name} execution {eid}: {state} (experiment {res.experiment!r}, run {res.parent_run_id}; "
+                  f"open the UI at {res.ui_path})")
     return EXIT_OK
 
 

@@ -516,21 +516,22 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         f"adaptive (min {spec.replicates.min}, max {spec.replicates.max}, batch {spec.replicates.batch}, "
         f"half-width {spec.replicates.ci_half_width})"
         if adaptive
-        else str(spec.replicates)
+        else f"{spec.replicates} replicates"
         if not spec.replicate_start
-        else f"{spec.replicates} (block {spec.replicate_start // spec.replicates}: replicates "
+        else f"{spec.replicates} replicates (block {spec.replicate_start // spec.replicates}: "
         f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})"
     )
     _print(
-        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
+        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text}"
         f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
         f"{stored_here} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
-        err,
+        out if opts.dry_run else err,
     )
 
     if opts.dry_run:
-        _dry_run(spec, cells, done, plan, opts, err)
+        _dry_run(spec, cells, done, plan, opts, out, executor)
         return result
+    estimate = _read_estimate(output, spec, plan.pending)
 
     infos: dict[str, _CellInfo] = {}
     register = _register(infos, plan)
@@ -545,7 +546,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         output,
         spec.name,
         file_schema,
-        provenance(spec, model_version, execution_id, str(path)),
+        {**provenance(spec, model_version, execution_id, str(path)), "dry_run_estimate": estimate},
         flush_rows=opts.flush_rows,
         flush_seconds=opts.flush_seconds,
     )
@@ -596,6 +597,10 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         if progress is not None:
             progress.close("interrupted" if interrupted else ("failed" if fail_message or result.write_error else "done"))
     result.wall_s = time.monotonic() - started
+    if estimate is not None and not interrupted and not fail_message and not result.write_error:
+        off = 100 * (estimate["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
+        _print(f"the dry run estimated {estimate['seconds']:.0f} s ({estimate['low_s']:.0f}..{estimate['high_s']:.0f}) "
+               f"for these {estimate['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
     hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
     if result.write_error:
         _print(
@@ -623,7 +628,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     if not writer.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, execution_id, opts, err)
+        result.tracking = _track(output, spec, execution_id, opts, err, started)
 
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:
@@ -672,7 +677,14 @@ def _consume(batch: Batch, feeder, build, writer, progress, infos, result: RunRe
     progress.advance(n, lockups, failed)
 
 
-def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> Any:
+def _ui_link(uri: str, ui_path: str) -> str:
+    """Where to look: the server itself for http(s) stores, else the `mlflow ui` the README starts."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + ui_path
+    return f"http://127.0.0.1:5000{ui_path}  (after: mlflow ui --backend-store-uri {uri} --port 5000)"
+
+
+def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, started: float) -> Any:
     """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
@@ -686,6 +698,7 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             execution_id=execution_id,
             max_cell_runs=spec.mlflow.max_cell_runs,
             experiment=spec.mlflow.experiment,
+            say=lambda msg: _print(msg, err),
         )
     except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -697,9 +710,15 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             err,
         )
         return None
-    uri = getattr(res, "tracking_uri", opts.mlflow_uri or "")
-    runs = getattr(res, "policy_runs", 0) + getattr(res, "cell_runs", 0)
-    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs)", err)
+    uri = res.tracking_uri
+    runs = res.policy_runs + res.cell_runs
+    total = time.monotonic() - started
+    _print(
+        f"MLflow: experiment {res.experiment!r} at {uri}: {runs} child runs logged in {res.seconds:.1f} s "
+        f"({100 * res.seconds / max(total, 1e-9):.0f} % of this run's {total:.0f} s)\n"
+        f"  open: {_ui_link(uri, res.ui_path)}",
+        err,
+    )
     return res
 
 
@@ -731,15 +750,26 @@ def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
     return t.to_pandas()
 
 
+def covers_text(spec: Any, rows: int) -> str:
+    """Which rows a run's table covers: its sweep, replicate block and the grid it has now."""
+    if _adaptive(spec):
+        block = "adaptive replicates"
+    else:
+        r = spec.replicate_range
+        block = f"block {r.start // spec.replicates} (replicates {r.start}..{r.stop - 1})"
+    return f"sweep {spec.name}, {block}, every stored row of its grid: {rows} rows"
+
+
 def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
     from sweeps.analysis.report import format_table, policy_table
+    from sweeps.analysis.summary import INTERVAL_NOTE
 
     df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
     if df.empty:
         _print("no rows stored", out)
         return None
-    table = policy_table(df)
-    _print(format_table(table), out)
+    table = policy_table(df, policies=[p.label for p in spec.policies])
+    _print(f"{covers_text(spec, len(df))}\n{format_table(table)}\n({INTERVAL_NOTE})", out)
     return table
 
 
@@ -754,41 +784,143 @@ def _failed_rows(output: Path, spec: Any, plan: Plan) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in counts if c["values"] != S.STATUS_OK and c["counts"]}
 
 
-def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) -> None:
-    """Calibrate on a few pending rows in this process and estimate the wall time."""
-    rows: list[RowTask] = []
-    feeder = FixedFeeder(spec, cells(), done, lambda c, n: None) if not _adaptive(spec) else None
-    if feeder is not None:
-        rows = feeder.take(50)
-    else:
+DRY_RUN_SAMPLE = 240  # rows timed by --dry-run, drawn at random from the pending rows of every cell
+DRY_RUN_BUDGET_S = 20.0  # at most this long on the sample (after the executor started)
+
+
+def estimate_path(output: Path, sweep: str) -> Path:
+    """Where --dry-run leaves its estimate, for the real run to compare against (dot file: no reader sees it)."""
+    return Path(output) / f".oomsweep-estimate-{sweep}.json"
+
+
+def sample_pending_rows(spec: Any, k: int, done: set | frozenset = frozenset()) -> tuple[list[RowTask], int]:
+    """--dry-run's sample: k pending rows drawn at random (seeded) from the whole grid, and the count
+    of pending rows."""
+    return _sample_rows(spec, _cells_source(spec, _model_version()), done, k)
+
+
+def _sample_rows(spec: Any, cells, done, k: int) -> tuple[list[RowTask], int]:
+    """A seeded uniform sample (reservoir) of k pending rows over the whole grid, and the count of
+    pending rows seen. Adaptive sweeps: the first `min` replicates of every cell."""
+    import random
+
+    rng = random.Random(f"dry-run:{spec.seed}")
+    if _adaptive(spec):
         from sweeps.spec.identity import replicate_seed
 
-        for cell in cells():
-            for p in spec.policies:
-                rows.append(_task(cell, p, 0, replicate_seed(spec.seed, cell.cell_id, 0)))
-            if len(rows) >= 50:
-                break
-    if not rows:
-        _print("dry run: nothing to run", err)
-        return
-    sim = RowSimulator()
-    walls = []
-    deadline = time.monotonic() + 2.0
-    budget = min(opts.row_timeout or 10.0, 10.0)  # calibration must not hang on one endless row
-    for task in rows:
-        (res,) = execute_batch(sim, [task], False, "local", budget)
-        if res["status"] != S.STATUS_OK:
-            _print(f"dry run: row {res['status']}: {res['error']}", err)
-        walls.append(res["wall_s"])
+        def rows() -> Iterator[RowTask]:
+            for cell in cells():
+                for r in range(spec.replicates.min):
+                    seed = replicate_seed(spec.seed, cell.cell_id, r)
+                    for p in spec.policies:
+                        yield _task(cell, p, r, seed)
+        stream = rows()
+    else:
+        stream = FixedFeeder(spec, cells(), done, lambda c, n: None)._rows
+    sample: list[RowTask] = []
+    seen = 0
+    for task in stream:
+        seen += 1
+        if len(sample) < k:
+            sample.append(task)
+        else:
+            j = rng.randrange(seen)
+            if j < k:
+                sample[j] = task
+    rng.shuffle(sample)
+    return sample, seen
+
+
+def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, executor: Any = None) -> dict | None:
+    """Time a random sample of the sweep's own pending rows on the executor that will run them and
+    estimate the wall time of the rows (+ the executor's start-up), with a bootstrap 95 % interval.
+
+    Effective parallelism = Σ row wall times / elapsed wall time of the sample, measured on this
+    machine under its current load; the interval covers which rows were drawn, not later changes
+    of load. The estimate is printed (stdout) and left in estimate_path() for the real run.
+    """
+    import numpy as np
+
+    sample, pending = _sample_rows(spec, cells, done, DRY_RUN_SAMPLE)
+    if not sample:
+        _print("dry run: nothing to run", out)
+        return None
+    t0 = time.monotonic()
+    ex = executor
+    own = ex is None
+    if own:
+        if opts.executor == "serial":
+            ex = SerialExecutor(fail_fast=False, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
+        else:
+            ex = RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
+                             target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+    startup_s = time.monotonic() - t0
+    queue = list(sample)
+    walls: list[float] = []
+    failed = 0
+    deadline = time.monotonic() + DRY_RUN_BUDGET_S
+    t1 = time.monotonic()
+
+    def take(n: int) -> list[RowTask]:
         if time.monotonic() > deadline:
-            break
-    per_row = sorted(walls)[len(walls) // 2]
-    workers = opts.workers or os.cpu_count() or 1
-    todo = plan.pending if not _adaptive(spec) else plan.rows_min
-    est = todo * per_row / workers
+            return []
+        batch, queue[:] = queue[:n], queue[n:]
+        return batch
+
+    try:
+        for batch in ex.stream(RowSimulator(), take):
+            for res in batch.results:
+                if res.get("status") == S.STATUS_OK and res.get("wall_s") is not None:
+                    walls.append(float(res["wall_s"]))
+                else:
+                    failed += 1
+    finally:
+        elapsed = time.monotonic() - t1
+        if own:
+            ex.close()
+    if not walls:
+        _print(f"dry run: no row of the sample finished ({failed} failed)", out)
+        return None
+    w = np.asarray(walls)
+    parallel = max(float(w.sum()) / max(elapsed, 1e-9), 1e-9)  # rows running at once, as measured
+    todo = pending if not _adaptive(spec) else plan.rows_min
+    boot = np.random.default_rng(spec.seed).choice(w, size=(2000, len(w)), replace=True).mean(axis=1)
+    per_row = float(w.mean())
+    est = startup_s + todo * per_row / parallel
+    low = startup_s + todo * float(np.quantile(boot, 0.025)) / parallel
+    high = startup_s + todo * float(np.quantile(boot, 0.975)) / parallel
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _print(
-        f"dry run: calibrated on {len(walls)} rows, median {per_row * 1000:.1f} ms/row; "
-        f"{todo} rows on {workers} workers ≈ {est:.0f} s of simulation (+ Ray start-up)"
-        + (f"; at most {plan.rows_total * per_row / workers:.0f} s if every cell reaches max" if _adaptive(spec) else ""),
-        err,
+        f"dry run: timed {len(w)} of {todo} pending rows, drawn at random from every cell, on "
+        f"{'Ray' if opts.executor != 'serial' else 'the serial executor'} ({startup_s:.1f} s to start): "
+        f"{per_row * 1000:.1f} ms/row on average (median {float(np.median(w)) * 1000:.1f}, "
+        f"max {float(w.max()) * 1000:.0f}), {parallel:.2f} rows at once\n"
+        f"dry run: estimated wall time {est:.0f} s (95 % interval {low:.0f}..{high:.0f} s over the rows drawn; "
+        f"load average now {load:.1f}), plus MLflow logging"
+        + (f"; at most {startup_s + plan.rows_total * per_row / parallel:.0f} s if every cell reaches max"
+           if _adaptive(spec) else "")
+        + (f"\ndry run: {failed} sampled rows did not finish ok" if failed else ""),
+        out,
     )
+    estimate = {"rows": todo, "seconds": round(est, 1), "low_s": round(low, 1), "high_s": round(high, 1),
+                "sampled_rows": len(w), "parallel": round(parallel, 3), "startup_s": round(startup_s, 1),
+                "load_average": round(load, 2), "sweep_hash": spec.sweep_hash,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        path = estimate_path(Path(opts.output or spec.output), spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(estimate))
+    except OSError:
+        pass
+    return estimate
+
+
+def _read_estimate(output: Path, spec: Any, pending: int) -> dict | None:
+    """The dry run's estimate for exactly this run (same sweep file, same pending rows), if any."""
+    try:
+        est = json.loads(estimate_path(output, spec.name).read_text())
+    except (OSError, ValueError):
+        return None
+    if est.get("sweep_hash") != spec.sweep_hash or est.get("rows") != pending:
+        return None
+    return est

@@ -80,7 +80,7 @@ def test_summary_table_wilson_and_stalls():
     lines = {ln["source"]: ln for ln in summary_table(df)}
     k = lines["kernel"]
     assert (k["n"], k["lockups"], k["not_ok"]) == (2, 1, 1)
-    assert k["p"] == 0.5 and 0.09 < k["ci_low"] < 0.1 and 0.9 < k["ci_high"] < 0.91  # Wilson 1/2
+    assert k["lockup_probability"] == 0.5 and 0.09 < k["ci_low"] < 0.1 and 0.9 < k["ci_high"] < 0.91  # Wilson 1/2
     assert k["max_stall_s"] == 20.0 and k["oom_skip_by"] == "none:1,reaper:1"
     assert lines["model"]["lockups"] == 0 and lines["model"]["ci_high"] < 0.85
     text = format_summary(summary_table(df))

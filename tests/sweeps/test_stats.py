@@ -20,6 +20,7 @@ from sweeps.analysis.stats import (
     paired_difference_counts,
     quantile,
     survival,
+    kaplan_meier,
     wilson,
 )
 
@@ -279,3 +280,25 @@ def test_adaptive_next_batch_rules() -> None:
             n += add
         assert n <= ad.max
         assert n == ad.max or all(wilson(k, n).half_width <= ad.ci_half_width for k in ks)
+
+
+def test_kaplan_meier_by_hand_with_censoring() -> None:
+    # Events at 1, 2, 3, 8; censored at 2 and 5. At risk 6, 5, 3, 1:
+    # S(1) = 5/6, S(2) = 5/6·4/5, S(3) = ·2/3, flat through the censored 5, S(8) = 0.
+    km = kaplan_meier([1, 2, 2, 3, 5, 8], [False, False, True, False, True, False])
+    assert km.n == 6 and km.censored == 2
+    s = dict(zip(km.t, km.s))
+    assert s[1.0] == pytest.approx(5 / 6) and s[2.0] == pytest.approx(2 / 3)
+    assert s[3.0] == pytest.approx(4 / 9) and s[5.0] == pytest.approx(4 / 9) and s[8.0] == 0.0
+    assert all(lo <= v <= hi for v, lo, hi in zip(km.s, km.low, km.high))
+
+
+def test_kaplan_meier_without_censoring_is_the_empirical_survival() -> None:
+    xs = [0.1, 0.4, 0.4, 2.0, 7.5]
+    km = kaplan_meier(xs, [False] * len(xs))
+    assert list(km.s) == pytest.approx([s for _, s in survival(xs, km.t)])
+
+
+def test_kaplan_meier_all_censored_or_empty_has_no_step() -> None:
+    assert kaplan_meier([119.0, 119.5], [True, True]).t == ()
+    assert kaplan_meier([math.nan], [False]).n == 0

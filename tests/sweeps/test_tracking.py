@@ -29,7 +29,7 @@ from sweeps.storage import dataset as storage
 from sweeps.tracking import mlflow_log as tracking
 from sweeps.analysis.stats import wilson
 from sweeps.errors import TrackingError
-from sweeps.tracking.mlflow_log import log_sweep
+from sweeps.tracking.mlflow_log import log_sweep, mlflow_key
 
 import tracking_oracle  # noqa: E402  (tests/sweeps/tracking_oracle.py: the all-rows pandas summary)
 
@@ -196,7 +196,16 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     tags, params = parent.data.tags, parent.data.params
     assert tags["oomsweep.execution_id"] == "exec-1" and tags["oomsweep.sweep"] == SWEEP
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
-    assert "| upstream_4_19 |" in tags["mlflow.note.content"]
+    note = tags["mlflow.note.content"]  # the report's text table in a fixed-width block
+    assert "```\npolicy " in note and "\nupstream_4_19 " in note and "Wilson 95 %" in note
+    assert "block 0 (replicates 12)" in note
+    assert parent.info.run_name.startswith(f"{SWEEP} block 0 · ")
+    exp_tags = MlflowClient(uri).get_experiment(result.experiment_id).tags
+    assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])
+    assert "metrics.`lockup_p/upstream_4_19`" in view["selectedColumns"]
+    assert "params.`victim.sched_at_handover`" in view["selectedColumns"]
+    assert result.ui_path.endswith("workflowType=machine_learning&viewStateShareKey=oomsweep")
     assert params["sweep_hash"] == "ab" * 32
     assert params["grid"] == "victim.sched_at_handover=2, groups[0].sched.rt_priority=3"
     assert params["policies"] == "upstream_4_19, timeout_backoff[timeout_s=2.0]"
@@ -217,6 +226,11 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     # The two synthetic policies differ a lot; the metrics must show it.
     by_policy = {c.data.params["policy"]: c.data.metrics["lockup_probability"] for c in children}
     assert by_policy["upstream_4_19"] > by_policy["timeout_backoff[timeout_s=2.0]"]
+    # The parent carries the headline: each policy's probability and interval, names sorting together.
+    for policy, p in by_policy.items():
+        key = mlflow_key(f"lockup_p/{policy}")
+        assert parent.data.metrics[key] == p
+        assert parent.data.metrics[f"{key}.ci_low"] <= p <= parent.data.metrics[f"{key}.ci_high"]
 
 
 def test_second_call_for_a_logged_execution_is_a_no_op(env):
@@ -303,7 +317,8 @@ def test_artifacts_and_dataset_input(env):
     top = {a.path: a for a in client.list_artifacts(result.parent_run_id)}
     assert {"sweep.yaml", "policy_table.csv", "policy_table.html", "provenance.json", "plots"} <= set(top)
     pngs = {a.path: a.file_size for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/stall_survival.png"}
+    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/lockup_per_cell.png",
+                         "plots/stall_survival.png"}
     assert all(size > 5000 for size in pngs.values())
     local = Path(client.download_artifacts(result.parent_run_id, "sweep.yaml"))
     assert local.read_text() == FakeSpec().source_text
