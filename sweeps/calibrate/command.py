@@ -301,22 +301,17 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
     from sweeps.spec.identity import canonical_json, cell_id, replicate_seed
     from sweeps.errors import KernelLogError
     from sweeps.calibrate.kernel_log import parse_run
-    from sweeps.run.provenance import git_sha, package_versions
-    from sweeps.storage.schema import SCHEMA_VERSION
+    from sweeps.storage.provenance import provenance
 
     dataset.check_sweep_seed(output, sweep, args.seed)
     scenario_json = canonical_json(scenario)
     cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
     accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
-    provenance = {
-        "sweep": sweep, "sweep_hash": cal.cell_id, "seed": args.seed, "model_version": MODEL_VERSION,
-        "schema_version": SCHEMA_VERSION, "git_sha": git_sha(), "packages": package_versions(),
-        "execution_id": cal.execution_id, "sweep_file": None, "scenario_file": str(path),
-        "kernel": facts.release, "accelerator": accel, "command": "calibrate",
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    writer = dataset.DatasetWriter(output, sweep, row_schema(scenario), provenance, flush_seconds=1e9)
+    prov = provenance(sweep=sweep, sweep_hash=cal.cell_id, seed=args.seed, model_version=MODEL_VERSION,
+                      execution_id=cal.execution_id, sweep_file=None, scenario_file=str(path),
+                      kernel=facts.release, accelerator=accel, command="calibrate")
+    writer = dataset.DatasetWriter(output, sweep, row_schema(scenario), prov, flush_seconds=1e9)
     _say(f"calibrate {path} -> {output}/sweep={sweep} (execution {cal.execution_id}); kernel {facts.release}, "
          f"accelerator {accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) of {args.policy}", err)
 

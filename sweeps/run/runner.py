@@ -29,11 +29,11 @@ from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNe
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
-from sweeps.run.provenance import provenance
 from sweeps.run.row_task import RowSimulator, RowTask
 from sweeps.storage import dataset
 from sweeps.storage import schema as S
 from sweeps.storage.lock import SweepLock
+from sweeps.storage.provenance import provenance
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
@@ -544,7 +544,8 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         output,
         spec.name,
         file_schema,
-        provenance(spec, model_version, execution_id, str(path)),
+        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=model_version,
+                   execution_id=execution_id, sweep_file=str(path), replicate_start=spec.replicate_start),
         flush_rows=opts.flush_rows,
         flush_seconds=opts.flush_seconds,
     )

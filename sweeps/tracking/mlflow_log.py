@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from sweeps.analysis.stats import survival, wilson
 from sweeps.errors import TrackingError
 from sweeps.storage import schema
 from sweeps.storage.dataset import list_files, open_dataset, read_provenance, sweep_dir
+from sweeps.storage.provenance import git_sha
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
     from sweeps.spec.model import SweepSpec
@@ -523,19 +523,6 @@ def _order_policies(found: Sequence[str], spec: SweepSpec | None) -> list[str]:
     return [p for p in declared if p in found] + sorted(p for p in found if p not in declared)
 
 
-def _git_sha() -> str | None:
-    """HEAD of the checkout this package runs from, if it is one (and has a commit)."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = proc.stdout.strip()
-    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
-
-
 def _source_tags(sweep_file: str | None = None) -> dict[str, str]:
     """The mlflow.source.* / mlflow.user tags the fluent API would set (MlflowClient sets none).
 
@@ -888,7 +875,7 @@ def log_sweep(
     seed = getattr(spec, "seed", None)
     if seed is None:
         seed = provenance.get("seed", "")
-    git_sha = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or _git_sha()
+    commit = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or git_sha()
 
     params = {
         "sweep": sweep,
@@ -920,8 +907,8 @@ def log_sweep(
         "mlflow.note.content": _note(sweep, execution_id, table, counts, model_version, cell_note),
         "oomsweep.cell_runs": cell_note,
     }
-    if git_sha:
-        parent_tags["mlflow.source.git.commit"] = str(git_sha)
+    if commit:
+        parent_tags["mlflow.source.git.commit"] = str(commit)
 
     with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
         stalls = {p: summary.policy_group(p).stall_values() for p in policies}
