@@ -233,17 +233,17 @@ class AdaptiveFeeder:
     """Adaptive replication: per cell, batches of replicates for all policies together.
 
     A cell starts with `min` replicates; when all its outstanding rows are back,
-    each policy's Wilson half-width is checked (sweeps.analysis.stats.adaptive_needs_more)
-    and, if any is above the target and `max` is not reached, the next `batch`
-    replicates of every policy are queued.  Stored rows (resume) count.
+    sweeps.analysis.stats.adaptive_next_batch decides from each policy's (lockups, ok rows)
+    whether the next `batch` replicates of every policy are queued.  Stored rows (resume)
+    count; a cell with a lost row stops adapting (a rerun fills the gap).
     """
 
     def __init__(self, spec: Any, cells: Iterator[Any], stored: dict, register: Callable[[Any, int], None]) -> None:
         from sweeps.spec.identity import replicate_seed
-        from sweeps.analysis.stats import adaptive_needs_more
+        from sweeps.analysis.stats import adaptive_next_batch
 
         self._seed = replicate_seed
-        self._needs_more = adaptive_needs_more
+        self._next_batch = adaptive_next_batch
         self.spec = spec
         self.a = spec.replicates
         self.labels = [p.label for p in spec.policies]
@@ -284,11 +284,12 @@ class AdaptiveFeeder:
                 return
 
     def _advance(self, st: _AdaptiveCell) -> bool:
-        if st.broken or st.target >= self.a.max:
+        if st.broken:
             return False
-        if not any(self._needs_more(st.k[l], st.n[l], self.a.ci_half_width) for l in self.labels):
+        add = self._next_batch([(st.k[l], st.n[l]) for l in self.labels], st.target, self.a)
+        if not add:
             return False
-        new = min(st.target + self.a.batch, self.a.max)
+        new = st.target + add
         self.extra_rows += (new - max(st.target, self.a.min)) * len(self.labels)
         st.target = new
         return True
