@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import re
 import signal
@@ -78,18 +77,13 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
     import os
     import socket
 
+    from sweeps.run.rows import identity_columns
     from sweeps.storage.schema import outcome_columns
 
-    row: dict[str, Any] = {
-        "policy_name": policy_name,
-        "policy_options": json.dumps(dict(options), sort_keys=True, separators=(",", ":")),
-        "cell_id": cal.cell_id,
-        "cell_index": 0,
-        "replicate": replicate,
-        "seed": seed,
-        "execution_id": cal.execution_id,
-        "model_version": cal.model_version,
-        "scenario_json": cal.scenario_json,
+    row = identity_columns(policy_name=policy_name, policy_options=options, cell_id=cal.cell_id, cell_index=0,
+                           replicate=replicate, seed=seed, execution_id=cal.execution_id,
+                           model_version=cal.model_version, scenario_json=cal.scenario_json)
+    row.update({
         "status": status,
         "error": error,
         "wall_s": wall_s,
@@ -98,7 +92,7 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
         "source": source,
         "accelerator": accelerator,
         "kernel_release": release,
-    }
+    })
     if outcome is not None:
         row.update(outcome_columns(outcome))
     return row

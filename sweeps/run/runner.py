@@ -30,6 +30,7 @@ from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch,
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
 from sweeps.run.row_task import RowSimulator, RowTask
+from sweeps.run.rows import identity_columns
 from sweeps.storage import dataset
 from sweeps.storage import schema as S
 from sweeps.storage.lock import SweepLock
@@ -380,17 +381,11 @@ def _model_version() -> str:
 def _row_builder(execution_id: str, model_version: str, plan: Plan, infos: dict[str, _CellInfo]):
     def build(task: RowTask, result: dict[str, Any]) -> dict[str, Any]:
         info = infos[task.cell_id]
-        row = {
-            "policy_name": task.policy_name,
-            "policy_options": json.dumps(dict(task.policy_options), sort_keys=True, separators=(",", ":")),
-            "cell_id": task.cell_id,
-            "cell_index": task.cell_index,
-            "replicate": task.replicate,
-            "seed": task.seed,
-            "execution_id": execution_id,
-            "model_version": model_version,
-            "scenario_json": info.scenario_json,
-        }
+        row = identity_columns(
+            policy_name=task.policy_name, policy_options=dict(task.policy_options), cell_id=task.cell_id,
+            cell_index=task.cell_index, replicate=task.replicate, seed=task.seed, execution_id=execution_id,
+            model_version=model_version, scenario_json=info.scenario_json,
+        )
         row.update(info.params)
         row.update(result)
         return row
