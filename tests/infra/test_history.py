@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps.analysis.history import build_history, format_history, register, run_history, two_proportion
+from sweeps.analysis.history import build_history, format_history, two_proportion
+from sweeps.cli.history import register, run as run_history
 
 ROOT = Path(__file__).resolve().parents[2]
 
