@@ -480,7 +480,46 @@ def run_sweep(
         return _run(path, spec, output, opts, out, err, started, executor)
 
 
+@dataclass
+class _Prepared:
+    """A sweep execution planned: its identity, what is stored, the cells and the plan."""
+
+    path: str | Path
+    spec: Any
+    output: Path
+    model_version: str
+    execution_id: str
+    adaptive: bool
+    stored: dict  # adaptive: (cell_id, policy) -> [(replicate, lockup | None)]
+    done: set[tuple[str, str, int]]
+    cells: Callable[[], Iterator[Any]]
+    plan: Plan
+    stored_here: int  # rows of this plan already stored
+    result: RunResult
+
+
+@dataclass
+class _Executed:
+    """How the execution ended (the row counts are on the RunResult)."""
+
+    rows_written: int
+    interrupted: bool = False
+    fail_message: str = ""
+
+
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
+    """prepare -> execute -> summarise (a dry run stops after preparing, with its estimate)."""
+    prep = _prepare(path, spec, output, opts, err)
+    if opts.dry_run:
+        _dry_run(spec, prep.cells, prep.done, prep.plan, opts, err)
+        return prep.result
+    executed = _execute(prep, opts, err, executor)
+    prep.result.wall_s = time.monotonic() - started
+    return _summarise(prep, executed, opts, out, err)
+
+
+def _prepare(path, spec, output: Path, opts: RunOptions, err: TextIO) -> _Prepared:
+    """Read what is stored, plan the cells, refuse a grid over --max-rows, and say what will run."""
     model_version = _model_version()
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
@@ -506,42 +545,61 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
             f"{spec.max_replicates} replicates = {plan.rows_total} rows, above the limit of {opts.max_rows}; "
             f"pass --yes to run it"
         )
-    labels = [p.label for p in spec.policies]
-    reps_text = (
-        f"adaptive (min {spec.replicates.min}, max {spec.replicates.max}, batch {spec.replicates.batch}, "
-        f"half-width {spec.replicates.ci_half_width})"
-        if adaptive
-        else str(spec.replicates)
-        if not spec.replicate_start
-        else f"{spec.replicates} (block {spec.replicate_start // spec.replicates}: replicates "
-        f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})"
-    )
     _print(
-        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
+        f"sweep {spec.name}: {plan.cells} cells × {len(spec.policies)} policies × {_replicates_text(spec)} replicates"
         f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
         f"{stored_here} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
         err,
     )
+    return _Prepared(path, spec, output, model_version, execution_id, adaptive, stored, done, cells, plan,
+                     stored_here, result)
 
-    if opts.dry_run:
-        _dry_run(spec, cells, done, plan, opts, err)
-        return result
 
+def _replicates_text(spec: Any) -> str:
+    """The replicates of the plan line: a number, a block of them, or the adaptive rule."""
+    if _adaptive(spec):
+        r = spec.replicates
+        return f"adaptive (min {r.min}, max {r.max}, batch {r.batch}, half-width {r.ci_half_width})"
+    if not spec.replicate_start:
+        return str(spec.replicates)
+    return (f"{spec.replicates} (block {spec.replicate_start // spec.replicates}: replicates "
+            f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})")
+
+
+def _make_executor(opts: RunOptions) -> Any:
+    """The executor --serial or Ray asks for (Ray started here, after all validation)."""
+    if opts.executor == "serial":
+        return SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
+    return RayExecutor(
+        address=opts.address,
+        workers=opts.workers,
+        fail_fast=opts.fail_fast,
+        target_batch_s=opts.target_batch_s,
+        row_timeout=opts.row_timeout,
+    ).start()
+
+
+def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _Executed:
+    """Feed the pending rows to the executor and stream the results to Parquet, until done or stopped.
+
+    A --fail-fast stop, an interrupt and a write error end the stream; the files written so far are
+    complete either way (the writer is closed here), so a rerun resumes from them.
+    """
+    spec, plan, result = prep.spec, prep.plan, prep.result
     infos: dict[str, _CellInfo] = {}
     register = _register(infos, plan)
     feeder: FixedFeeder | AdaptiveFeeder
-    if adaptive:
-        feeder = AdaptiveFeeder(spec, cells(), stored, register)
+    if prep.adaptive:
+        feeder = AdaptiveFeeder(spec, prep.cells(), prep.stored, register)
     else:
-        feeder = FixedFeeder(spec, cells(), done, register)
-    build = _row_builder(execution_id, model_version, plan, infos)
-    file_schema = S.file_schema(plan.param_types, plan.cpu_keys)
+        feeder = FixedFeeder(spec, prep.cells(), prep.done, register)
+    build = _row_builder(prep.execution_id, prep.model_version, plan, infos)
     writer = dataset.DatasetWriter(
-        output,
+        prep.output,
         spec.name,
-        file_schema,
-        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=model_version,
-                   execution_id=execution_id, sweep_file=str(path), replicate_start=spec.replicate_start),
+        S.file_schema(plan.param_types, plan.cpu_keys),
+        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=prep.model_version,
+                   execution_id=prep.execution_id, sweep_file=str(prep.path), replicate_start=spec.replicate_start),
         flush_rows=opts.flush_rows,
         flush_seconds=opts.flush_seconds,
     )
@@ -549,34 +607,22 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     stop = _StopFlag()
     ex = executor
     own_executor = ex is None
-    interrupted = False
-    fail_message = ""
+    executed = _Executed(rows_written=0)
     try:
-        if plan.pending or adaptive:
+        if plan.pending or prep.adaptive:
             if own_executor:
-                if opts.executor == "serial":
-                    ex = SerialExecutor(
-                        fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout
-                    )
-                else:
-                    ex = RayExecutor(
-                        address=opts.address,
-                        workers=opts.workers,
-                        fail_fast=opts.fail_fast,
-                        target_batch_s=opts.target_batch_s,
-                        row_timeout=opts.row_timeout,
-                    ).start()
+                ex = _make_executor(opts)
             stop.install()
-            progress = Progress(plan.pending, labels, stream=err, skipped=stored_here)
+            progress = Progress(plan.pending, [p.label for p in spec.policies], stream=err, skipped=prep.stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
                 _consume(batch, feeder, build, writer, progress, infos, result)
-                if adaptive:
+                if prep.adaptive:
                     progress.set_total(plan.pending + feeder.extra_rows)
-            interrupted = stop()
+            executed.interrupted = stop()
     except RowFailed as exc:
-        fail_message = str(exc)
+        executed.fail_message = str(exc)
     except KeyboardInterrupt:
-        interrupted = True
+        executed.interrupted = True
     except StorageWriteError as exc:
         result.write_error = str(exc)
     finally:
@@ -590,36 +636,43 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         if own_executor and ex is not None:
             ex.close()
         if progress is not None:
-            progress.close("interrupted" if interrupted else ("failed" if fail_message or result.write_error else "done"))
-    result.wall_s = time.monotonic() - started
-    hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
+            failed = executed.fail_message or result.write_error
+            progress.close("interrupted" if executed.interrupted else ("failed" if failed else "done"))
+    executed.rows_written = writer.rows_written
+    return executed
+
+
+def _summarise(prep: _Prepared, executed: _Executed, opts: RunOptions, out: TextIO, err: TextIO) -> RunResult:
+    """Say how the execution ended; when it completed, log to MLflow, print the table, count bad rows."""
+    spec, output, plan, result = prep.spec, prep.output, prep.plan, prep.result
+    hint = f"oomsweep run {prep.path}" + (f" --output {opts.output}" if opts.output else "")
     if result.write_error:
         _print(
             f"error: cannot store results: {result.write_error}\n"
-            f"  {writer.rows_written} rows of this run are stored in complete files, the rest were not written "
+            f"  {executed.rows_written} rows of this run are stored in complete files, the rest were not written "
             f"(no partial file is left); free space or fix the output, then resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_FAILED
         return result
-    if interrupted:
+    if executed.interrupted:
         _print(
-            f"interrupted: {writer.rows_written} rows of this run are stored in {output}; "
+            f"interrupted: {executed.rows_written} rows of this run are stored in {output}; "
             f"resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_INTERRUPTED
         return result
-    if fail_message:
-        _print(f"stopped by --fail-fast: {fail_message}", err)
-        _print(f"{writer.rows_written} rows stored; after fixing, resume with: {hint}", err)
+    if executed.fail_message:
+        _print(f"stopped by --fail-fast: {executed.fail_message}", err)
+        _print(f"{executed.rows_written} rows stored; after fixing, resume with: {hint}", err)
         result.exit_code = EXIT_FAILED
         return result
 
-    if not writer.rows_written:
+    if not executed.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, execution_id, opts, err)
+        result.tracking = _track(output, spec, prep.execution_id, opts, err)
 
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:
