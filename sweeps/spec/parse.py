@@ -312,7 +312,7 @@ def _parse_policies(raw: Any, registry: Mapping[str, Any]) -> tuple[PolicyChoice
         if not isinstance(opts, Mapping):
             raise SweepError(f"{path}.{name}", f"options must be a mapping, got {type(opts).__name__}")
         policy = registry[name]
-        known = tuple(getattr(policy, "options", {}) or {})
+        known = tuple(policy.options)
         for k in opts:
             if k not in known:
                 hint = _closest(k, known)
@@ -403,7 +403,6 @@ def parse_sweep(
     base_dir: Path,
     source_text: str = "",
     *,
-    policies_registry: Mapping[str, Any] | None = None,
     canonicalize: Callable[[dict], dict] | None = None,
     load_scenario_file: Callable[[Path], dict] | None = None,
     scenario_errors: tuple[type[Exception], ...] | None = None,
@@ -431,7 +430,7 @@ def parse_sweep(
         canonicalize = canonicalize or canon0
         load_scenario_file = load_scenario_file or file0
         scenario_errors = scenario_errors or errs0
-    registry = policies_registry if policies_registry is not None else policy_registry()
+    registry = policy_registry()
 
     base = _parse_base(top.base, Path(base_dir), canonicalize, load_scenario_file, scenario_errors)
     grid = _parse_grid(top.grid, base)
