@@ -157,12 +157,12 @@ def cmd_policies(args: argparse.Namespace) -> int:
     from sweeps.spec.oommodel_api import policy_registry
 
     for name, pol in policy_registry().items():
-        opts = ", ".join(f"{k}={v!r}" for k, v in dict(getattr(pol, "options", {}) or {}).items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in pol.options.items())
         print(f"{name}{f'  [{opts}]' if opts else ''}")
-        desc = str(getattr(pol, "description", "")).strip()
+        desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
-        for ref in getattr(pol, "references", ())[:3]:
+        for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
 
@@ -195,9 +195,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
         for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
             res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
-            state = "already logged" if getattr(res, "already_logged", False) else "logged"
-            print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
-                  f"run {getattr(res, 'parent_run_id', '?')})")
+            state = "already logged" if res.already_logged else "logged"
+            print(f"{name} execution {eid}: {state} (experiment {res.experiment!r}, run {res.parent_run_id})")
     return EXIT_OK
 
 

@@ -746,9 +746,8 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             err,
         )
         return None
-    uri = getattr(res, "tracking_uri", opts.mlflow_uri or "")
-    runs = getattr(res, "policy_runs", 0) + getattr(res, "cell_runs", 0)
-    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs)", err)
+    runs = res.policy_runs + res.cell_runs
+    _print(f"MLflow: experiment {res.experiment!r} at {res.tracking_uri} ({runs} child runs)", err)
     return res
 
 

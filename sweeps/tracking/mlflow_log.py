@@ -246,7 +246,7 @@ def _grid_of(names: Sequence[str], spec: SweepSpec | None) -> list[str]:
     from sweeps.spec.identity import param_column
 
     keys = list(spec.grid)
-    if getattr(spec, "sample", None) is not None:
+    if spec.sample is not None:
         keys += [k for k in spec.sample.params if k not in keys]
     ordered = [param_column(k) for k in keys]
     return [c for c in ordered if c in names] + [c for c in present if c not in ordered]
@@ -407,7 +407,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     if spec is not None:
         expr = pc.field("policy").isin([p.label for p in spec.policies])
         if isinstance(spec.replicates, int) and "replicate" in names:
-            start = getattr(spec, "replicate_start", 0)  # this run's block (--replicate-block), else 0
+            start = spec.replicate_start  # this run's block (--replicate-block), else 0
             expr &= (pc.field("replicate") >= start) & (pc.field("replicate") < start + spec.replicates)
     dataset = open_dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
@@ -546,7 +546,7 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         r = spec.replicates
         if isinstance(r, int):
-            start = getattr(spec, "replicate_start", 0)
+            start = spec.replicate_start
             return str(r) if not start else f"{r} (block {start // r}: replicates {start}..{start + r - 1})"
         return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
     return summary.replicates_text()
@@ -555,7 +555,7 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
 def _grid_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         parts = [f"{k}={len(v)}" for k, v in spec.grid.items()]
-        if getattr(spec, "sample", None) is not None and spec.sample.n:
+        if spec.sample is not None and spec.sample.n:
             parts.append(f"sample={spec.sample.method}:{spec.sample.n}({','.join(spec.sample.params)})")
         return ", ".join(parts) or "(single cell)"
     return summary.grid_text()
@@ -590,7 +590,7 @@ def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame,
                      stalls_by_policy: Mapping[str, np.ndarray], grid: Sequence[str],
                      policies: Sequence[str], spec: SweepSpec | None, provenance: Mapping[str, Any]) -> None:
     """Everything the parent run carries as files, written locally then uploaded in one call."""
-    if spec is not None and getattr(spec, "source_text", ""):
+    if spec is not None and spec.source_text:
         (directory / "sweep.yaml").write_text(spec.source_text, encoding="utf-8")
     if provenance:
         (directory / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
@@ -828,10 +828,9 @@ def log_sweep(
     provenance = _provenance(output, sweep, execution_id)
     if spec is None:
         spec = _spec_from_provenance(provenance)
-    spec_mlflow = getattr(spec, "mlflow", None)
-    experiment = experiment or getattr(spec_mlflow, "experiment", None) or sweep
+    experiment = experiment or (spec.mlflow.experiment if spec is not None else "") or sweep
     if max_cell_runs is None:
-        max_cell_runs = int(getattr(spec_mlflow, "max_cell_runs", 2000))
+        max_cell_runs = spec.mlflow.max_cell_runs if spec is not None else 2000
     threads = _child_threads(uri, threads)
     summary = _scan(output, sweep, spec, execution_id)
     if summary.rows == 0:
@@ -871,10 +870,8 @@ def log_sweep(
     model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
     counts = {"cells": n_cells, "policies": len(policies), "rows": summary.rows,
               "failed": summary.rows - summary.rows_ok}
-    sweep_hash = getattr(spec, "sweep_hash", None) or provenance.get("sweep_hash", "")
-    seed = getattr(spec, "seed", None)
-    if seed is None:
-        seed = provenance.get("seed", "")
+    sweep_hash = (spec.sweep_hash if spec is not None else "") or provenance.get("sweep_hash", "")
+    seed = spec.seed if spec is not None else provenance.get("seed", "")
     commit = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or git_sha()
 
     params = {
