@@ -132,13 +132,9 @@ def _mapping(value: Any, path: str) -> Mapping:
     return value
 
 
-def _scenario_error_parts(e: Exception) -> tuple[str, str]:
-    path = getattr(e, "path", "") or ""
-    reason = getattr(e, "reason", None)
-    if reason is None:
-        text = str(e)
-        reason = text[len(path) + 2 :] if path and text.startswith(path + ": ") else text
-    return path, reason
+def _scenario_error_parts(e: Any) -> tuple[str, str]:
+    """(key path inside the scenario, reason) of an oommodel.ScenarioError."""
+    return e.path or "", e.reason
 
 
 # ------------------------------------------------------------------ the model side (lazy)
@@ -403,15 +399,12 @@ def parse_sweep(
     base_dir: Path,
     source_text: str = "",
     *,
-    canonicalize: Callable[[dict], dict] | None = None,
-    load_scenario_file: Callable[[Path], dict] | None = None,
-    scenario_errors: tuple[type[Exception], ...] | None = None,
     check_cells: bool = True,
 ) -> SweepSpec:
     """Validate a sweep given as a plain dict (from YAML). Raises SweepError.
 
-    The keyword-only hooks replace the oommodel pieces (tests, tools); by default they are
-    oommodel.Scenario and oommodel.POLICIES, imported here, not at module import.
+    Scenarios and policy options are checked by oommodel itself (Scenario, POLICIES), imported
+    here, not at module import; `check_cells=False` skips validating every cell (a size check).
     """
     if not isinstance(data, Mapping):
         raise SweepError("", f"a sweep file must be a mapping of keys, got {type(data).__name__}")
@@ -425,11 +418,7 @@ def parse_sweep(
     top = _validate(_TopModel, dict(data), "")
     _check_name(top.name)
 
-    if canonicalize is None or load_scenario_file is None or scenario_errors is None:
-        canon0, file0, errs0 = _scenario_api()
-        canonicalize = canonicalize or canon0
-        load_scenario_file = load_scenario_file or file0
-        scenario_errors = scenario_errors or errs0
+    canonicalize, load_scenario_file, scenario_errors = _scenario_api()
     registry = policy_registry()
 
     base = _parse_base(top.base, Path(base_dir), canonicalize, load_scenario_file, scenario_errors)
