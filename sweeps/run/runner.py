@@ -121,7 +121,7 @@ def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
 def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str, str, int]]) -> Plan:
     from sweeps.spec.identity import param_column
 
-    keys = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    keys = list(spec.varied_keys)
     values: dict[str, set] = {k: set() for k in keys}
     kinds: dict[str, list] = {k: [] for k in keys}
     cpu_keys: list[str] = []

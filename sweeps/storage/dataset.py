@@ -153,10 +153,6 @@ def pick_sweep(output: str | Path, sweep: str | None) -> str:
     return names[0]
 
 
-def _policy_of(path: Path) -> str:
-    return urllib.parse.unquote(path.parent.name[len("policy=") :])
-
-
 def read_provenance(path: str | Path) -> dict[str, Any]:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(PROVENANCE_KEY)
