@@ -88,6 +88,7 @@ def _sweep_file(directory: Path, replicates: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_history_of_real_executions(tmp_path, capsys):
     """Two real runs of one sweep into one dataset (the second adds replicates): two executions."""
     out = tmp_path / "results"
