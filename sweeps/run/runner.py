@@ -579,6 +579,13 @@ def _make_executor(opts: RunOptions) -> Any:
     ).start()
 
 
+def _feeder(prep: _Prepared, register: Callable[[Any, int], None]) -> FixedFeeder | AdaptiveFeeder:
+    """The pending rows, cell by cell: fixed replicates, or adaptive batches decided as results return."""
+    if prep.adaptive:
+        return AdaptiveFeeder(prep.spec, prep.cells(), prep.stored, register)
+    return FixedFeeder(prep.spec, prep.cells(), prep.done, register)
+
+
 def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _Executed:
     """Feed the pending rows to the executor and stream the results to Parquet, until done or stopped.
 
@@ -587,12 +594,7 @@ def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _
     """
     spec, plan, result = prep.spec, prep.plan, prep.result
     infos: dict[str, _CellInfo] = {}
-    register = _register(infos, plan)
-    feeder: FixedFeeder | AdaptiveFeeder
-    if prep.adaptive:
-        feeder = AdaptiveFeeder(spec, prep.cells(), prep.stored, register)
-    else:
-        feeder = FixedFeeder(spec, prep.cells(), prep.done, register)
+    feeder = _feeder(prep, _register(infos, plan))
     build = _row_builder(prep.execution_id, prep.model_version, plan, infos)
     writer = dataset.DatasetWriter(
         prep.output,
