@@ -300,6 +300,7 @@ def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err:
     from sweeps.storage.provenance import provenance
 
     dataset.check_sweep_seed(prep.output, prep.sweep, args.seed)
+    dataset.check_sweep_schema(prep.output, prep.sweep)
     cal = Calibration(prep.sweep, cell_id(prep.scenario, MODEL_VERSION), canonical_json(prep.scenario), MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
     accel = qemu.choose_accelerator(prep.kernel, args.accel) if prep.kernel else ""

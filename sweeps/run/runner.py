@@ -525,6 +525,7 @@ def _prepare(path, spec, output: Path, opts: RunOptions, err: TextIO) -> _Prepar
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
 
     dataset.check_sweep_seed(output, spec.name, spec.seed)
+    dataset.check_sweep_schema(output, spec.name)
     adaptive = _adaptive(spec)
     if adaptive:
         stored = _stored_lockups(output, spec.name)
