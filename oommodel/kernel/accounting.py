@@ -67,6 +67,7 @@ def free_memory(state: RunState, proc: Process, mb: float) -> None:
         return
     if proc.oom_victim:
         state.stats.memory_freed_mb += mb
+    state.recycled_mb += mb  # reused first by later faults (costs.first_touch_ms_per_mb)
     if state.domain is not None:
         state.domain.uncharge(mb)
 

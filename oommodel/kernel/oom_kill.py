@@ -141,7 +141,7 @@ def oom_kill_process(state: RunState, victim: Process, th: Thread) -> None:
     mark_oom_victim(state, victim)
     if state.reaper is not None:
         if state.policy.oom_reaper_delay_s <= 0.0:
-            wake_oom_reaper(state, victim)
+            wake_oom_reaper(state, victim, th.cpu if th.cpu is not None else th.allowed[0])
         else:
             queue_oom_reaper(state, victim, th)
     victim.kill_event.succeed()

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oommodel.kernel.costs import ZAP_RESCHED_S
+from oommodel.kernel.costs import REAPER_WAKE_S, ZAP_RESCHED_S
+from oommodel.kernel.exit import unmap_vmas_progress
 from oommodel.kernel.accounting import free_memory, note_handover
 from oommodel.kernel.mm import MMF
 from oommodel.kernel.oom_victim import set_mmf_oom_skip
@@ -47,6 +48,7 @@ def oom_reap_task_mm(state: RunState, th: Thread, victim: Process, by: SkipBy):
     if not mm.mmap_sem.down_read_trylock(th):
         return False
     try:
+        unmap_vmas_progress(state, victim)              # what the exit path has zapped meanwhile
         if mm.has(MMF.MMF_OOM_SKIP):
             return True
         if policy.reaper is ReaperKind.HANDOVER and mm.mmap_cleared:
@@ -74,19 +76,29 @@ def oom_reap_task_mm(state: RunState, th: Thread, victim: Process, by: SkipBy):
 def start_oom_reaper(state: RunState) -> ReaperState:
     """mm/oom_kill.c:oom_init(): kthread_run(oom_reaper) on the scenario's CPUs and sched attr."""
     cfg = state.cfg
-    th = state.machine.spawn("oom_reaper", "oom_reaper", cfg.reaper_attr, cfg.reaper_cpus)
+    allowed = cfg.reaper_cpus if cfg.reaper_cpus is not None else tuple(range(cfg.machine.cpus))
+    # where the kthread last ran before the first kill: its prev_cpu for the first wake-up
+    if cfg.reaper_last_cpu is None:
+        last = allowed[int(state.streams.rng("reaper_last_cpu").integers(len(allowed)))]
+    else:
+        last = cfg.reaper_last_cpu
+    th = state.machine.spawn("oom_reaper", "oom_reaper", cfg.reaper_attr, cfg.reaper_cpus, last_cpu=last)
     reaper = ReaperState(th=th, wake=state.env.event())
     state.env.process(oom_reaper(state, reaper))
     return reaper
 
 
-def wake_oom_reaper(state: RunState, victim: Process) -> None:
-    """Models mm/oom_kill.c:wake_oom_reaper(), v4.19: push at the head, skipping a task already queued."""
+def wake_oom_reaper(state: RunState, victim: Process, waker_cpu: int | None = None) -> None:
+    """Models mm/oom_kill.c:wake_oom_reaper(), v4.19: push at the head, skipping a task already
+    queued, and wake_up(&oom_reaper_wait) from `waker_cpu`: try_to_wake_up() places the kthread
+    by select_task_rq_fair() from there (oommodel/sched/topology.py)."""
     reaper = state.reaper
     assert reaper is not None
     if victim in reaper.queue:
         return
     reaper.queue.append(victim)
+    if waker_cpu is not None:
+        reaper.waker_cpu = waker_cpu
     if not reaper.wake.triggered:
         reaper.wake.succeed()
 
@@ -102,10 +114,10 @@ def queue_oom_reaper(state: RunState, victim: Process, th: Thread) -> None:
     timer = add_timer(state, cpu, state.machine.next_tick(state.env.now, delay_jiffies))
     reaper.timer_pending = True
 
-    def fire(_e, victim=victim):
+    def fire(_e, victim=victim, cpu=cpu):
         reaper.timer_pending = False
         if not victim.mm.has(MMF.MMF_OOM_SKIP):
-            wake_oom_reaper(state, victim)
+            wake_oom_reaper(state, victim, cpu)       # from the timer softirq on the killing CPU
     timer.callbacks.append(fire)
 
 
@@ -118,6 +130,12 @@ def oom_reaper(state: RunState, reaper: ReaperState):
             machine.block(reaper.th)
             reaper.wake = state.env.event()
             yield reaper.wake
+            if reaper.waker_cpu is not None:
+                machine.wake_up(reaper.th, reaper.waker_cpu)
+            # it looks at nothing before it has a CPU: placed by select_task_rq_fair(), it may
+            # wait there behind RT threads until load_balance() pulls it
+            if REAPER_WAKE_S > 0.0:
+                yield machine.run(reaper.th, REAPER_WAKE_S)
         victim = reaper.queue.pop()
         k = reaper.wakeups
         reaper.wakeups += 1
@@ -142,6 +160,9 @@ def sleep_hz_10(state: RunState, reaper: ReaperState):
     cpu = th.cpu if th.cpu is not None else th.allowed[0]
     yield add_timer(state, cpu, machine.next_tick(state.env.now, max(1, hz // 10)))
     reaper.timer_pending = False
+    machine.wake_up(th, cpu)             # process_timeout() -> wake_up_process() on the timer's CPU
+    if REAPER_WAKE_S > 0.0:
+        yield machine.run(th, REAPER_WAKE_S)
 
 
 def oom_reap_task(state: RunState, reaper: ReaperState, victim: Process):

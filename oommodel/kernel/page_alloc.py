@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from oommodel.kernel.costs import MAX_RECLAIM_RETRIES, MIN_TOUCH_CHUNK_MB
+from oommodel.kernel.costs import MAX_RECLAIM_RETRIES, MIN_TOUCH_CHUNK_MB, TOUCH_PROBE_S
 from oommodel.kernel.oom_domain import EPS_MB
 from oommodel.kernel.accounting import note_alloc_after_wait
 from oommodel.kernel.oom_kill import OomResult, out_of_memory, panic
@@ -28,26 +28,43 @@ def touch_memory(state: RunState, proc: Process, th: Thread, target_mb: float):
     dom = state.domain
     machine = state.machine
     per_mb = state.costs.touch_s_per_mb
+    first_mb = state.costs.first_touch_s_per_mb
     remaining = target_mb
     force = False
     while remaining > EPS_MB and not proc.killed:
         if dom is not None and not force and dom.headroom() <= EPS_MB:
             force = yield from state.slowpath(state, proc, th)
             continue
+        if first_mb != per_mb and not force:
+            # Which pages a slice reuses is known only once the thread runs: a runnable thread
+            # queued behind others would otherwise price its slice with the pool of long ago.
+            if (yield machine.run(th, TOUCH_PROBE_S)) is False or proc.killed:
+                continue
+            if dom is not None and dom.headroom() <= EPS_MB:
+                continue
         chunk = remaining
         if dom is not None and not force:
             # CPUs faulting memory in right now share the headroom (threads on one CPU share its rate)
             cpus = {t.cpu for t in state.touching if t.rate > 0.0}
             cpus.add(th.cpu)
             chunk = min(remaining, max(MIN_TOUCH_CHUNK_MB, dom.headroom() / len(cpus)))
-        if per_mb > 0.0:
+        # Pages freed earlier in the run are reused first (per_mb); beyond them the machine hands
+        # out memory it never gave before (first_mb: under QEMU TCG the host backs a new guest page).
+        reused = chunk if first_mb == per_mb else min(chunk, state.recycled_mb)
+        cost = reused * per_mb + (chunk - reused) * first_mb
+        if cost > 0.0:
             t0 = machine.cpu_time(th)
-            done = machine.run(th, chunk * per_mb)
+            done = machine.run(th, cost)
             state.touching.append(th)
             finished = yield done                       # False: SIGKILL cut the faults short
             state.touching.remove(th)
             if finished is False:
-                chunk = min(chunk, (machine.cpu_time(th) - t0) / per_mb)
+                used = machine.cpu_time(th) - t0
+                if per_mb > 0.0 and used <= reused * per_mb:
+                    done_mb = used / per_mb
+                else:
+                    done_mb = reused + (used - reused * per_mb) / first_mb if first_mb > 0.0 else chunk
+                chunk = min(chunk, done_mb)
         if dom is not None:
             granted = dom.charge(chunk, force=force or proc.killed)
             if granted > EPS_MB and not force and not proc.killed:
@@ -55,6 +72,8 @@ def touch_memory(state: RunState, proc: Process, th: Thread, target_mb: float):
         else:
             granted = chunk
         force = False
+        if state.recycled_mb > 0.0:
+            state.recycled_mb = max(0.0, state.recycled_mb - granted)
         proc.mm.touch(granted)
         remaining -= granted
 

@@ -66,6 +66,7 @@ class ReaperState:
     queue: list[Process] = field(default_factory=list)   # oom_reaper_list: LIFO, one victim at a time
     wakeups: int = 0                      # victims taken off the queue so far
     timer_pending: bool = False           # waiting for a timer (OOM_REAPER_DELAY or HZ/10 sleep)
+    waker_cpu: int | None = None          # CPU of the last wake_oom_reaper() (try_to_wake_up()'s this_cpu)
 
 
 @dataclass(slots=True, eq=False)
@@ -73,7 +74,8 @@ class SoftirqState:
     """TIMER softirq and `ksoftirqd/N` per CPU (kernel/softirq.c)."""
 
     defer: bool                           # machine.softirq == "ksoftirqd_defer"
-    awake_p: float                        # P(ksoftirqd/N already awake when a timer expires)
+    awake_p: float | None                 # fixed P(ksoftirqd/N already awake at a timer expiry), or None
+    wake_hz: float = 0.0                  # else: rate of wakeup_softirqd() per CPU (ksoftirqd_awake_p_at_expiry)
     awake: dict[int, bool] = field(default_factory=dict)
     pending: dict[int, list[simpy.Event]] = field(default_factory=dict)   # timers left to ksoftirqd/N
     threads: dict[int, Thread] = field(default_factory=dict)              # ksoftirqd/N, spawned on first use
@@ -99,6 +101,7 @@ class RunState:
     victims: list[Process] = field(default_factory=list)       # in kill order
     skip_log: list[SkipRecord] = field(default_factory=list)   # every MMF_OOM_SKIP set on a victim
     touching: list[Thread] = field(default_factory=list)       # threads faulting memory in right now
+    recycled_mb: float = 0.0              # memory freed in this run and not faulted in again (first-touch cost)
     procs: list[Process] = field(default_factory=list)
     scan_order: list[Process] = field(default_factory=list)    # the task list select_bad_process() walks
     detector: AllocatorStallDetector = field(init=False)

@@ -84,7 +84,8 @@ class World:
             domain=domain,
             slowpath=try_charge_slowpath if domain is not None and domain.is_memcg else alloc_slowpath,
             oom_lock=Mutex(env, "oom_lock"),
-            softirq=SoftirqState(defer=cfg.softirq_defer, awake_p=cfg.ksoftirqd_awake_p),
+            softirq=SoftirqState(defer=cfg.softirq_defer, awake_p=cfg.ksoftirqd_awake_p,
+                                 wake_hz=cfg.ksoftirqd_wake_hz),
             stop=env.event(),
         )
         state.detector = detector(env, cfg.lockup_after_s, lambda: describe_stall(state))

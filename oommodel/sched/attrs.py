@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from oommodel.sched.topology import Topology
 from oommodel.sched.weights import WEIGHT_IDLEPRIO, nice_to_weight
 
 
@@ -108,6 +109,7 @@ class MachineSpec:
     rt_period_us: int = 1000000
     rt_runtime_share: bool = True
     balance_interval_s: float = 0.004
+    topology: Topology | None = None   # None: the simplified placement rule for every wake-up
 
     def __post_init__(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -120,6 +122,8 @@ class MachineSpec:
             raise ValueError(f"rt_period_us must be >= 1, got {self.rt_period_us}")
         if self.rt_runtime_us < -1:
             raise ValueError(f"rt_runtime_us must be -1 or >= 0, got {self.rt_runtime_us}")
+        if self.topology is not None and self.topology.cpus != self.cpus:
+            raise ValueError(f"topology has {self.topology.cpus} CPUs, machine has {self.cpus}")
         if not self.balance_interval_s > 0:
             raise ValueError(f"balance_interval_s must be > 0, got {self.balance_interval_s}")
 

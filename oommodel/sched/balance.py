@@ -28,6 +28,7 @@ from oommodel.sched.attrs import MachineSpec
 from oommodel.sched.runqueue import RunQueue
 from oommodel.sched.thread import Thread
 from oommodel.sched.tolerance import EPS
+from oommodel.sched.topology import Topology, cfs_load, select_task_rq_fair
 
 
 class Balance:
@@ -44,9 +45,24 @@ class Balance:
         def _update(self, rq: RunQueue, waker: Thread | None) -> None: ...
         def _finish(self) -> None: ...
 
+    def _select_task_rq_fair(self, th: Thread, waker_cpu: int, topo: Topology) -> int:
+        """select_task_rq_fair() over the topology (sched/topology.py) for a thread woken by
+        Machine.wake_up(); idle means `available_idle_cpu()`: nothing runnable on the CPU."""
+        rqs = self.rqs
+        idle = [rq.nr_running == 0 for rq in rqs]
+        load = [cfs_load(rq.cfs_weight, rq.cfs_cap) for rq in rqs]
+        prev = th.cpu if th.cpu is not None else th.allowed[0]
+        return select_task_rq_fair(waker_cpu, prev, th.allowed, idle, load, th.weight, topo)
+
     def _select_cpu(self, th: Thread) -> int:
         """Wake-up placement (select_task_rq_rt() / select_task_rq_fair(), simplified; see module doc)."""
         allowed = th.allowed
+        waker = th.waker_cpu
+        if waker is not None:
+            th.waker_cpu = None
+            topo = self.spec.topology
+            if topo is not None and not th.is_rt and len(allowed) > 1:
+                return self._select_task_rq_fair(th, waker, topo)
         if len(allowed) == 1:
             return allowed[0]
         rqs = self.rqs

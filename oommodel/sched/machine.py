@@ -86,8 +86,10 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
 
     # ------------------------------------------------------------------ public API
 
-    def spawn(self, name: str, group: str, attr: SchedAttr, allowed: Sequence[int] | None = None) -> Thread:
-        """A new thread, blocked (no demand); allowed None = all CPUs."""
+    def spawn(self, name: str, group: str, attr: SchedAttr, allowed: Sequence[int] | None = None,
+              last_cpu: int | None = None) -> Thread:
+        """A new thread, blocked (no demand); allowed None = all CPUs. `last_cpu`: the CPU it last
+        ran on before the run began (its prev_cpu for the first wake-up), one of `allowed`."""
         if allowed is None:
             cpus = self._all
         else:
@@ -95,6 +97,10 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             if not cpus or cpus[0] < 0 or cpus[-1] >= self.spec.cpus:
                 raise ValueError(f"{name}: allowed CPUs {list(allowed)} not a non-empty subset of 0..{self.spec.cpus - 1}")
         th = Thread(name, group, len(self.threads), attr, cpus)
+        if last_cpu is not None:
+            if last_cpu not in cpus:
+                raise ValueError(f"{name}: last_cpu {last_cpu} not in allowed CPUs {list(cpus)}")
+            th.cpu = last_cpu
         self.threads.append(th)
         return th
 
@@ -119,6 +125,16 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             raise ValueError(f"{th.name}: demand must be in (0, 1], got {demand}")
         th.done_ev = None
         self._start(th, float(demand), None, resched_every_s)
+
+    def wake_up(self, th: Thread, waker_cpu: int) -> None:
+        """try_to_wake_up() from `waker_cpu`: th's next run()/spin() is placed by
+        select_task_rq_fair() over the machine topology (sched/topology.py) instead of the
+        simplified rule, when the spec has a topology and th is a CFS thread."""
+        th.waker_cpu = waker_cpu
+
+    def cfs_starved_since(self, cpu: int) -> float | None:
+        """Since when RT threads have left CFS no capacity on `cpu` (None: CFS can run there)."""
+        return self.rqs[cpu].nocfs_since
 
     def block(self, th: Thread) -> None:
         """th leaves the run queue (sleeping, or waiting on a lock)."""
@@ -331,6 +347,11 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             if newpin:
                 s = self._allocate(rq, throttled)
         self._apply(rq, s, now)
+        if rq.cfs_cap <= 0.0:
+            if rq.nocfs_since is None:
+                rq.nocfs_since = now
+        elif rq.nocfs_since is not None:
+            rq.nocfs_since = None
         if rq.nr_cfs_mobile and rq.cfs_cap <= 0.0:
             self._note_starved(rq, now)
         if self._starved and rq.cfs_cap > 0.0:

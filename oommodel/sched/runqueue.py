@@ -21,7 +21,7 @@ class RunQueue:
     __slots__ = (
         "idx", "rt_queues", "rt_prios", "nr_rt", "nr_rt_mobile", "cfs", "cfs_weight", "nr_cfs_mobile",
         "running", "new", "pinned", "last", "rt_rate", "rt_time", "pidx", "throttled", "cfs_cap",
-        "rt_exhausted", "gen", "timer_at", "on_timer",
+        "rt_exhausted", "gen", "timer_at", "on_timer", "nocfs_since",
     )
 
     def __init__(self, idx: int) -> None:
@@ -46,6 +46,7 @@ class RunQueue:
         self.gen = 0
         self.timer_at: float | None = None
         self.on_timer: Callable[[simpy.Event], None] | None = None
+        self.nocfs_since: float | None = None  # since when RT has left CFS no capacity (None: it has some)
 
     @property
     def nr_running(self) -> int:

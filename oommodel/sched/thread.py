@@ -15,6 +15,7 @@ class Thread:
         "rate", "cpu_time", "work_left", "done_ev", "resched_every_s", "seg_start", "rate_since",
         "pinned", "pin_rate", "pin_until", "starve_since", "balance_pending", "exited",
         "is_rt", "is_fifo", "prio", "weight", "mobile", "stamp", "new_rate", "trace_t0", "seq",
+        "waker_cpu",
     )
 
     def __init__(self, name: str, group: str, tid: int, attr: SchedAttr, allowed: tuple[int, ...]) -> None:
@@ -43,6 +44,7 @@ class Thread:
         self.new_rate = 0.0
         self.trace_t0 = 0.0
         self.seq = 0                       # calls made on this thread (run/spin/block/exit)
+        self.waker_cpu: int | None = None  # set by Machine.wake_up(): placement by topology
         self._set_attr(attr)
 
     def _set_attr(self, attr: SchedAttr) -> None:

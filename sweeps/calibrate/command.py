@@ -19,6 +19,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import signal
@@ -186,6 +187,7 @@ class CalibrateOptions:
     match_kernel: bool = False
     accel: str = "auto"  # "auto" | "kvm" | "tcg"
     kernel: str | None = None
+    profile: str | None = None  # machine profile of the model side (model_profile decides when None)
     boot_timeout: float | None = None  # default 60 + 2 x horizon_s
     logs: str | None = None  # default OUTPUT/calibrate-logs/<sweep>
     mlflow_uri: str | None = None
@@ -200,6 +202,7 @@ class _Prepared:
     scenario: dict[str, Any]
     facts: KernelFacts
     kernel: Path | None  # None: no boots
+    accel: str  # the QEMU accelerator of the boots ("" without boots)
     plan: ReproPlan
     output: Path
     sweep: str
@@ -247,6 +250,50 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The scenario file as written (a machine profile fills only the keys it does not set)."""
+    import yaml
+
+    from oommodel import ScenarioError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError("", f"{path}: invalid YAML: {exc}") from None
+    return data if data is not None else {}
+
+
+def model_profile(requested: str | None, accelerator: str, scenario: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The machine profile of the model side (None: the scenario's own) and a line that says why.
+
+    --profile wins; else a scenario's own `machine.profile`; else the profile of the boot's
+    accelerator: `qemu_kvm` for KVM when one was measured (else `bare_metal`, said so), `qemu_tcg`
+    for TCG and for model-only runs (the reference boots are TCG).
+    """
+    from oommodel.profiles import profile_names
+
+    known = profile_names()
+    if requested:
+        if requested not in known:
+            import difflib
+
+            m = difflib.get_close_matches(requested, known, n=1)
+            raise UsageError(f"--profile: unknown machine profile {requested!r}"
+                             + (f" (did you mean '{m[0]}'?)" if m else f"; known: {', '.join(known)}"))
+        return requested, f"model side: machine profile {requested} (--profile)"
+    machine = scenario.get("machine") if isinstance(scenario, Mapping) else None
+    if isinstance(machine, Mapping) and machine.get("profile") is not None:
+        return None, f"model side: machine profile {machine['profile']} (the scenario's)"
+    if accelerator == "kvm":
+        if "qemu_kvm" in known:
+            return "qemu_kvm", "model side: machine profile qemu_kvm (the boot uses KVM)"
+        return "bare_metal", ("model side: machine profile bare_metal: the boot uses KVM and no qemu_kvm profile "
+                              "has been measured (docs/calibration.md)")
+    return "qemu_tcg", "model side: machine profile qemu_tcg (costs measured on TCG boots; --profile to change)"
+
+
 def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
@@ -257,7 +304,8 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     if args.runs < 0 or args.seeds < 0:
         raise UsageError("--runs/--seeds: must be >= 0")
     path = Path(args.scenario)
-    scenario = Scenario.from_yaml(path).to_dict()
+    raw = _read_yaml(path)
+    scenario = Scenario.from_dict(raw).to_dict()
     if args.policy not in POLICIES:
         import difflib
 
@@ -281,20 +329,31 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
         raise missing
     if not args.runs:
         kernel = None
+    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
+    # The model side's costs: a machine profile measured on boots like these (docs/calibration.md).
+    # Costs are not translated, so the plan above stands; only the model's scenario changes.
+    profile, why = model_profile(args.profile, accel, raw)
+    _say(why, err)
+    if profile is not None:
+        raw = json.loads(json.dumps(raw))
+        machine = raw.setdefault("machine", {})
+        machine["profile"] = profile
+        if args.match_kernel:
+            machine["hz"], machine["softirq"] = scenario["machine"]["hz"], scenario["machine"]["softirq"]
+        scenario = Scenario.from_dict(raw).to_dict()
 
     output = Path(args.output)
     sweep = args.sweep or _sweep_name(path)
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
-        return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, plan, output, sweep, options), out, err)
+        return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, accel, plan, output, sweep, options), out, err)
 
 
 def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err: TextIO) -> int:
     """Under the sweep lock: model rows, then kernel boots, then the table and MLflow."""
     from oommodel import MODEL_VERSION
 
-    from sweeps.calibrate import qemu
     from sweeps.spec.identity import canonical_json, cell_id
     from sweeps.storage import dataset
     from sweeps.storage.provenance import provenance
@@ -303,17 +362,16 @@ def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err:
     dataset.check_sweep_schema(prep.output, prep.sweep)
     cal = Calibration(prep.sweep, cell_id(prep.scenario, MODEL_VERSION), canonical_json(prep.scenario), MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
-    accel = qemu.choose_accelerator(prep.kernel, args.accel) if prep.kernel else ""
     prov = provenance(sweep=prep.sweep, sweep_hash=cal.cell_id, seed=args.seed, model_version=MODEL_VERSION,
                       execution_id=cal.execution_id, sweep_file=None, scenario_file=str(prep.path),
-                      kernel=prep.facts.release, accelerator=accel, command="calibrate")
+                      kernel=prep.facts.release, accelerator=prep.accel, command="calibrate")
     writer = dataset.DatasetWriter(prep.output, prep.sweep, row_schema(prep.scenario), prov, flush_seconds=1e9)
     _say(f"calibrate {prep.path} -> {prep.output}/sweep={prep.sweep} (execution {cal.execution_id}); kernel "
-         f"{prep.facts.release}, accelerator {accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) "
+         f"{prep.facts.release}, accelerator {prep.accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) "
          f"of {args.policy}", err)
     failures = _simulate_model(args, prep, cal, writer, err)
     if args.runs:
-        failures += _boot_kernel(args, prep, cal, accel, writer, err)
+        failures += _boot_kernel(args, prep, cal, prep.accel, writer, err)
     writer.close()
     _summarise(args, prep, cal, out, err)
     return 1 if failures else 0

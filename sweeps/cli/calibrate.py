@@ -14,7 +14,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "calibrate", help="run a scenario on a real 6.1 kernel under QEMU beside the model's prediction",
         description="Boot Debian's 6.1 kernel under QEMU (infra/qemu/ci-setup.sh fetches it), run the scenario "
-                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset.")
+                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset. "
+                    "`oomsweep calibrate fit` fits the model's machine profile to the reference boots and checks it "
+                    "(`oomsweep calibrate fit --help`).")
     p.add_argument("scenario", metavar="SCENARIO.yaml")
     p.add_argument("--runs", type=int, default=1, help="kernel boots (one run each; default 1)")
     p.add_argument("--seeds", type=int, default=20, help="model replicates (default 20)")
@@ -27,6 +29,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                    help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
     p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--profile", help="machine profile of the model side (default: the scenario's machine.profile, "
+                                     "else qemu_tcg; qemu_kvm, when measured, for a KVM boot)")
     p.add_argument("--boot-timeout", type=float,
                    help="hard wall-clock limit per boot in seconds (default 60 + 2 x horizon_s)")
     p.add_argument("--logs", help="directory for each boot's console log (default OUTPUT/calibrate-logs)")
@@ -41,7 +45,8 @@ def options(args: argparse.Namespace) -> CalibrateOptions:
     return CalibrateOptions(
         scenario=args.scenario, runs=args.runs, seeds=args.seeds, policy=args.policy, output=args.output,
         sweep=args.sweep, seed=args.seed, match_kernel=args.match_kernel, accel=args.accel, kernel=args.kernel,
-        boot_timeout=args.boot_timeout, logs=args.logs, mlflow_uri=args.mlflow_uri, no_mlflow=args.no_mlflow,
+        profile=args.profile, boot_timeout=args.boot_timeout, logs=args.logs, mlflow_uri=args.mlflow_uri,
+        no_mlflow=args.no_mlflow,
     )
 
 

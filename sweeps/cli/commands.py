@@ -222,6 +222,16 @@ def _lazy(command: str):
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["calibrate", "fit"]:  # a sub-command of calibrate, whose first argument is otherwise a file
+        from sweeps.calibrate import fit_command
+
+        try:
+            code = fit_command.main(argv[2:])
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            return _stdout_closed()
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args)

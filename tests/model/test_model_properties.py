@@ -99,7 +99,9 @@ def scenarios() -> st.SearchStrategy[dict]:
                         "rt_runtime_us": draw(st.sampled_from([-1, 950000, 500000])),
                         "rt_runtime_share": draw(st.booleans()),
                         "softirq": draw(st.sampled_from(["inline", "ksoftirqd_defer"])),
-                        "ksoftirqd_awake_p": draw(st.sampled_from([0.0, 0.5, 1.0]))},
+                        "ksoftirqd_awake_p": draw(st.sampled_from([None, None, 0.0, 0.5, 1.0])),
+                        "ksoftirqd_wake_hz": draw(st.sampled_from([0.0, 0.34, 20.0])),
+                        "topology": draw(st.sampled_from(["shared_llc", "core_per_socket"]))},
             "oom": draw(st.one_of(st.none(), st.builds(lambda d, l: {"domain": d, "limit_mb": l},
                                                        st.sampled_from(["memcg", "global"]), st.floats(20, 300)))),
             "groups": groups,
@@ -107,7 +109,8 @@ def scenarios() -> st.SearchStrategy[dict]:
                        "sched_at_handover": draw(st.sampled_from(["unchanged", "idle", "normal19", "fifo10"]))},
             "costs": {"close_blocks_on_memory_p": draw(st.sampled_from([0.0, 0.5])),
                       "alloc_loop_us": draw(st.floats(20, 500))},
-            "reaper": {"busy_elsewhere_p": draw(st.sampled_from([0.0, 0.5])), "busy_elsewhere_s": 0.3},
+            "reaper": {"busy_elsewhere_p": draw(st.sampled_from([0.0, 0.5])), "busy_elsewhere_s": 0.3,
+                       "last_cpu": draw(st.one_of(st.just("any"), st.integers(0, cpus - 1)))},
             "mmap_sem": {"writer_at_kill_p": draw(st.sampled_from([0.0, 0.5])), "writer_hold_ms": 300},
         }
     return build()
