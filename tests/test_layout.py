@@ -145,3 +145,15 @@ def test_no_private_imports_across_sweeps_modules() -> None:
         if name.startswith("_") and not name.startswith("__") and target != module
     ]
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def test_tests_import_no_private_names_of_the_project() -> None:
+    """Tests go through the public surface; a private helper a test needs is public, or tested through its caller."""
+    known = _modules()
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {target}.{name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for target, name, line in _imports("tests", path, known)
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not bad, "private names imported by tests:\n" + "\n".join(bad)

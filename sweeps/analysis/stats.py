@@ -283,23 +283,27 @@ def adaptive_needs_more(k: int, n: int, target_half_width: float, confidence: fl
     return wilson_half_width(k, n, confidence) > target_half_width
 
 
-def adaptive_next_batch(lockups: Sequence[int], n: int, adaptive: Any, confidence: float = 0.95) -> int:
-    """How many replicates to add to a cell that has ``n`` complete replicates for every policy.
+def adaptive_next_batch(counts: Sequence[tuple[int, int]], scheduled: int, adaptive: Any,
+                        confidence: float = 0.95) -> int:
+    """How many replicates to add to a cell whose policies have ``scheduled`` replicates each.
 
-    ``lockups`` holds the lockup count of each policy of the cell (same n for all: policies get
-    their replicates together, so pairs stay complete). ``adaptive`` has ci_half_width, min, max,
-    batch (sweeps.spec.model.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any policy's
-    Wilson half-width exceeds the target; never exceed ``max``. 0 means the cell is done.
-    Note: stopping on the data makes the final interval slightly anti-conservative; ``min`` limits it.
+    ``counts`` holds each policy's (lockups, ok rows) over those replicates: rows that failed or
+    timed out have no outcome, so a policy's ok count may be below ``scheduled``. Policies get
+    their replicates together, so pairs stay complete. ``adaptive`` has ci_half_width, min, max,
+    batch (sweeps.spec.model.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any
+    policy's Wilson half-width exceeds the target; never exceed ``max``. 0 means the cell is done.
+    The run's AdaptiveFeeder (sweeps.run.runner) asks this function, so the tested rule is the one
+    that runs. Note: stopping on the data makes the final interval slightly anti-conservative;
+    ``min`` limits it.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    for k in lockups:
-        _check_counts(k, n)
-    if n >= adaptive.max:
+    if isinstance(scheduled, bool) or not isinstance(scheduled, int) or scheduled < 0:
+        raise ValueError(f"scheduled must be an int >= 0, got {scheduled!r}")
+    for k, n in counts:
+        _check_counts(k, n)  # n may exceed `scheduled` on resume: rows stored by a run that went further
+    if scheduled >= adaptive.max:
         return 0
-    if n < adaptive.min:
-        return min(adaptive.min, adaptive.max) - n
-    if not lockups or any(adaptive_needs_more(k, n, adaptive.ci_half_width, confidence) for k in lockups):
-        return min(adaptive.batch, adaptive.max - n)
+    if scheduled < adaptive.min:
+        return min(adaptive.min, adaptive.max) - scheduled
+    if not counts or any(adaptive_needs_more(k, n, adaptive.ci_half_width, confidence) for k, n in counts):
+        return min(adaptive.batch, adaptive.max - scheduled)
     return 0

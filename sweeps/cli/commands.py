@@ -82,31 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps.analysis import history
-    from sweeps.calibrate import command as calibrate
+    from sweeps.cli import calibrate, history
 
     history.register(sub)
     calibrate.register(sub)
     return p
-
-
-def _pick_sweep(output: str, sweep: str | None) -> str:
-    from sweeps.storage.dataset import list_sweeps
-
-    names = list_sweeps(output)
-    if sweep:
-        if sweep not in names:
-            import difflib
-
-            m = difflib.get_close_matches(sweep, names, n=1)
-            hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise UsageError(f"--sweep: no sweep {sweep!r} in {output}{hint}; stored: {', '.join(names) or 'none'}")
-        return sweep
-    if not names:
-        raise UsageError(f"{output}: no sweep results here")
-    if len(names) > 1:
-        raise UsageError(f"{output} holds several sweeps ({', '.join(names)}); choose one with --sweep")
-    return names[0]
 
 
 def _max_rows(value: int | None) -> int:
@@ -166,9 +146,9 @@ def _declared_policies(output: str, sweep: str) -> list[str]:
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.analysis.report import format_table, format_text, policy_table, resolve_column
     from sweeps.analysis.summary import INTERVAL_NOTE
-    from sweeps.storage.dataset import read_sweep
+    from sweeps.storage.dataset import pick_sweep, read_sweep
 
-    name = _pick_sweep(args.output, args.sweep)
+    name = pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, exclude=("scenario_json",))
     policies = _declared_policies(args.output, name)
     table = policy_table(df, by=args.by, policies=policies)
@@ -226,9 +206,9 @@ def _report_plots(df, table, policies, directory: str, covers: str) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from sweeps.analysis.report import compare_policies
-    from sweeps.storage.dataset import read_sweep
+    from sweeps.storage.dataset import pick_sweep, read_sweep
 
-    name = _pick_sweep(args.output, args.sweep)
+    name = pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, columns=["policy", "cell_id", "replicate", "lockup", "status"])
     d = compare_policies(df, args.a, args.b)  # an unknown policy: InputError, exit 2
     print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows")
@@ -241,12 +221,12 @@ def cmd_policies(args: argparse.Namespace) -> int:
     from sweeps.spec.oommodel_api import policy_registry
 
     for name, pol in policy_registry().items():
-        opts = ", ".join(f"{k}={v!r}" for k, v in dict(getattr(pol, "options", {}) or {}).items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in pol.options.items())
         print(f"{name}{f'  [{opts}]' if opts else ''}")
-        desc = str(getattr(pol, "description", "")).strip()
+        desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
-        for ref in getattr(pol, "references", ())[:3]:
+        for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
 
@@ -268,10 +248,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
 
-    from sweeps.storage.dataset import list_sweeps, read_table
+    from sweeps.storage.dataset import list_sweeps, pick_sweep, read_table
     from sweeps.tracking.mlflow_log import log_sweep
 
-    names = [_pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
+    names = [pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
     if not names:
         raise UsageError(f"{args.output}: no sweep results here")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -293,15 +273,16 @@ COMMANDS = {
     "policies": cmd_policies,
     "validate": cmd_validate,
     "log": cmd_log,
-    "history": lambda args: _lazy("sweeps.analysis.history", "run_history")(args),
-    "calibrate": lambda args: _lazy("sweeps.calibrate.command", "run_calibrate")(args),
+    "history": lambda args: _lazy("history")(args),
+    "calibrate": lambda args: _lazy("calibrate")(args),
 }
 
 
-def _lazy(module: str, name: str):
+def _lazy(command: str):
+    """The handler of a command whose module is imported only when it runs (sweeps/cli/<command>.py)."""
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    return importlib.import_module(f"sweeps.cli.{command}").run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,11 +29,12 @@ from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNe
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
-from sweeps.run.provenance import provenance
 from sweeps.run.row_task import RowSimulator, RowTask
+from sweeps.run.rows import identity_columns
 from sweeps.storage import dataset
 from sweeps.storage import schema as S
 from sweeps.storage.lock import SweepLock
+from sweeps.storage.provenance import provenance
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
@@ -120,7 +121,7 @@ def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
 def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str, str, int]]) -> Plan:
     from sweeps.spec.identity import param_column
 
-    keys = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    keys = list(spec.varied_keys)
     values: dict[str, set] = {k: set() for k in keys}
     kinds: dict[str, list] = {k: [] for k in keys}
     cpu_keys: list[str] = []
@@ -233,17 +234,17 @@ class AdaptiveFeeder:
     """Adaptive replication: per cell, batches of replicates for all policies together.
 
     A cell starts with `min` replicates; when all its outstanding rows are back,
-    each policy's Wilson half-width is checked (sweeps.analysis.stats.adaptive_needs_more)
-    and, if any is above the target and `max` is not reached, the next `batch`
-    replicates of every policy are queued.  Stored rows (resume) count.
+    sweeps.analysis.stats.adaptive_next_batch decides from each policy's (lockups, ok rows)
+    whether the next `batch` replicates of every policy are queued.  Stored rows (resume)
+    count; a cell with a lost row stops adapting (a rerun fills the gap).
     """
 
     def __init__(self, spec: Any, cells: Iterator[Any], stored: dict, register: Callable[[Any, int], None]) -> None:
         from sweeps.spec.identity import replicate_seed
-        from sweeps.analysis.stats import adaptive_needs_more
+        from sweeps.analysis.stats import adaptive_next_batch
 
         self._seed = replicate_seed
-        self._needs_more = adaptive_needs_more
+        self._next_batch = adaptive_next_batch
         self.spec = spec
         self.a = spec.replicates
         self.labels = [p.label for p in spec.policies]
@@ -284,11 +285,12 @@ class AdaptiveFeeder:
                 return
 
     def _advance(self, st: _AdaptiveCell) -> bool:
-        if st.broken or st.target >= self.a.max:
+        if st.broken:
             return False
-        if not any(self._needs_more(st.k[l], st.n[l], self.a.ci_half_width) for l in self.labels):
+        add = self._next_batch([(st.k[l], st.n[l]) for l in self.labels], st.target, self.a)
+        if not add:
             return False
-        new = min(st.target + self.a.batch, self.a.max)
+        new = st.target + add
         self.extra_rows += (new - max(st.target, self.a.min)) * len(self.labels)
         st.target = new
         return True
@@ -379,17 +381,11 @@ def _model_version() -> str:
 def _row_builder(execution_id: str, model_version: str, plan: Plan, infos: dict[str, _CellInfo]):
     def build(task: RowTask, result: dict[str, Any]) -> dict[str, Any]:
         info = infos[task.cell_id]
-        row = {
-            "policy_name": task.policy_name,
-            "policy_options": json.dumps(dict(task.policy_options), sort_keys=True, separators=(",", ":")),
-            "cell_id": task.cell_id,
-            "cell_index": task.cell_index,
-            "replicate": task.replicate,
-            "seed": task.seed,
-            "execution_id": execution_id,
-            "model_version": model_version,
-            "scenario_json": info.scenario_json,
-        }
+        row = identity_columns(
+            policy_name=task.policy_name, policy_options=dict(task.policy_options), cell_id=task.cell_id,
+            cell_index=task.cell_index, replicate=task.replicate, seed=task.seed, execution_id=execution_id,
+            model_version=model_version, scenario_json=info.scenario_json,
+        )
         row.update(info.params)
         row.update(result)
         return row
@@ -484,7 +480,59 @@ def run_sweep(
         return _run(path, spec, output, opts, out, err, started, executor)
 
 
+@dataclass
+class _Prepared:
+    """A sweep execution planned: its identity, what is stored, the cells and the plan."""
+
+    path: str | Path
+    spec: Any
+    output: Path
+    model_version: str
+    execution_id: str
+    adaptive: bool
+    stored: dict  # adaptive: (cell_id, policy) -> [(replicate, lockup | None)]
+    done: set[tuple[str, str, int]]
+    cells: Callable[[], Iterator[Any]]
+    plan: Plan
+    stored_here: int  # rows of this plan already stored
+    result: RunResult
+    started: float  # time.monotonic() at the start of the command
+    estimate: dict | None  # the dry run's estimate for exactly these rows, if one was made
+
+
+@dataclass
+class _Executed:
+    """How the execution ended (the row counts are on the RunResult)."""
+
+    rows_written: int
+    interrupted: bool = False
+    fail_message: str = ""
+
+
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
+    """prepare -> execute -> summarise (a dry run stops after preparing, with its estimate)."""
+    prep = _prepare(path, spec, output, opts, out, err, started)
+    if opts.dry_run:
+        _dry_run(spec, prep.cells, prep.done, prep.plan, opts, out, executor)
+        return prep.result
+    executed = _execute(prep, opts, err, executor)
+    prep.result.wall_s = time.monotonic() - started
+    _say_estimate_error(prep, executed, err)
+    return _summarise(prep, executed, opts, out, err)
+
+
+def _say_estimate_error(prep: _Prepared, executed: _Executed, err: TextIO) -> None:
+    """After a completed run, how far the dry run's estimate of these rows was off."""
+    est, result = prep.estimate, prep.result
+    if est is None or executed.interrupted or executed.fail_message or result.write_error:
+        return
+    off = 100 * (est["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
+    _print(f"the dry run estimated {est['seconds']:.0f} s ({est['low_s']:.0f}..{est['high_s']:.0f}) "
+           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
+
+
+def _prepare(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float) -> _Prepared:
+    """Read what is stored, plan the cells, refuse a grid over --max-rows, and say what will run."""
     model_version = _model_version()
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
@@ -511,42 +559,66 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
             f"{spec.max_replicates} replicates = {plan.rows_total} rows, above the limit of {opts.max_rows}; "
             f"pass --yes to run it"
         )
-    labels = [p.label for p in spec.policies]
-    reps_text = (
-        f"adaptive (min {spec.replicates.min}, max {spec.replicates.max}, batch {spec.replicates.batch}, "
-        f"half-width {spec.replicates.ci_half_width})"
-        if adaptive
-        else f"{spec.replicates} replicates"
-        if not spec.replicate_start
-        else f"{spec.replicates} replicates (block {spec.replicate_start // spec.replicates}: "
-        f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})"
-    )
     _print(
-        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text}"
+        f"sweep {spec.name}: {plan.cells} cells × {len(spec.policies)} policies × {_replicates_text(spec)}"
         f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
         f"{stored_here} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
         out if opts.dry_run else err,
     )
+    estimate = None if opts.dry_run else _read_estimate(output, spec, plan.pending)
+    return _Prepared(path, spec, output, model_version, execution_id, adaptive, stored, done, cells, plan,
+                     stored_here, result, started, estimate)
 
-    if opts.dry_run:
-        _dry_run(spec, cells, done, plan, opts, out, executor)
-        return result
-    estimate = _read_estimate(output, spec, plan.pending)
 
+def _replicates_text(spec: Any) -> str:
+    """The replicates of the plan line: a number, a block of them, or the adaptive rule."""
+    if _adaptive(spec):
+        r = spec.replicates
+        return f"adaptive replicates (min {r.min}, max {r.max}, batch {r.batch}, half-width {r.ci_half_width})"
+    if not spec.replicate_start:
+        return f"{spec.replicates} replicates"
+    first = spec.replicate_start
+    return (f"{spec.replicates} replicates (block {first // spec.replicates}: "
+            f"{first}..{first + spec.replicates - 1})")
+
+
+def _make_executor(opts: RunOptions) -> Any:
+    """The executor --serial or Ray asks for (Ray started here, after all validation)."""
+    if opts.executor == "serial":
+        return SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
+    return RayExecutor(
+        address=opts.address,
+        workers=opts.workers,
+        fail_fast=opts.fail_fast,
+        target_batch_s=opts.target_batch_s,
+        row_timeout=opts.row_timeout,
+    ).start()
+
+
+def _feeder(prep: _Prepared, register: Callable[[Any, int], None]) -> FixedFeeder | AdaptiveFeeder:
+    """The pending rows, cell by cell: fixed replicates, or adaptive batches decided as results return."""
+    if prep.adaptive:
+        return AdaptiveFeeder(prep.spec, prep.cells(), prep.stored, register)
+    return FixedFeeder(prep.spec, prep.cells(), prep.done, register)
+
+
+def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _Executed:
+    """Feed the pending rows to the executor and stream the results to Parquet, until done or stopped.
+
+    A --fail-fast stop, an interrupt and a write error end the stream; the files written so far are
+    complete either way (the writer is closed here), so a rerun resumes from them.
+    """
+    spec, plan, result = prep.spec, prep.plan, prep.result
     infos: dict[str, _CellInfo] = {}
-    register = _register(infos, plan)
-    feeder: FixedFeeder | AdaptiveFeeder
-    if adaptive:
-        feeder = AdaptiveFeeder(spec, cells(), stored, register)
-    else:
-        feeder = FixedFeeder(spec, cells(), done, register)
-    build = _row_builder(execution_id, model_version, plan, infos)
-    file_schema = S.file_schema(plan.param_types, plan.cpu_keys)
+    feeder = _feeder(prep, _register(infos, plan))
+    build = _row_builder(prep.execution_id, prep.model_version, plan, infos)
     writer = dataset.DatasetWriter(
-        output,
+        prep.output,
         spec.name,
-        file_schema,
-        {**provenance(spec, model_version, execution_id, str(path)), "dry_run_estimate": estimate},
+        S.file_schema(plan.param_types, plan.cpu_keys),
+        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=prep.model_version,
+                   execution_id=prep.execution_id, sweep_file=str(prep.path), replicate_start=spec.replicate_start,
+                   dry_run_estimate=prep.estimate),
         flush_rows=opts.flush_rows,
         flush_seconds=opts.flush_seconds,
     )
@@ -554,34 +626,22 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     stop = _StopFlag()
     ex = executor
     own_executor = ex is None
-    interrupted = False
-    fail_message = ""
+    executed = _Executed(rows_written=0)
     try:
-        if plan.pending or adaptive:
+        if plan.pending or prep.adaptive:
             if own_executor:
-                if opts.executor == "serial":
-                    ex = SerialExecutor(
-                        fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout
-                    )
-                else:
-                    ex = RayExecutor(
-                        address=opts.address,
-                        workers=opts.workers,
-                        fail_fast=opts.fail_fast,
-                        target_batch_s=opts.target_batch_s,
-                        row_timeout=opts.row_timeout,
-                    ).start()
+                ex = _make_executor(opts)
             stop.install()
-            progress = Progress(plan.pending, labels, stream=err, skipped=stored_here)
+            progress = Progress(plan.pending, [p.label for p in spec.policies], stream=err, skipped=prep.stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
                 _consume(batch, feeder, build, writer, progress, infos, result)
-                if adaptive:
+                if prep.adaptive:
                     progress.set_total(plan.pending + feeder.extra_rows)
-            interrupted = stop()
+            executed.interrupted = stop()
     except RowFailed as exc:
-        fail_message = str(exc)
+        executed.fail_message = str(exc)
     except KeyboardInterrupt:
-        interrupted = True
+        executed.interrupted = True
     except StorageWriteError as exc:
         result.write_error = str(exc)
     finally:
@@ -595,40 +655,43 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         if own_executor and ex is not None:
             ex.close()
         if progress is not None:
-            progress.close("interrupted" if interrupted else ("failed" if fail_message or result.write_error else "done"))
-    result.wall_s = time.monotonic() - started
-    if estimate is not None and not interrupted and not fail_message and not result.write_error:
-        off = 100 * (estimate["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
-        _print(f"the dry run estimated {estimate['seconds']:.0f} s ({estimate['low_s']:.0f}..{estimate['high_s']:.0f}) "
-               f"for these {estimate['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
-    hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
+            failed = executed.fail_message or result.write_error
+            progress.close("interrupted" if executed.interrupted else ("failed" if failed else "done"))
+    executed.rows_written = writer.rows_written
+    return executed
+
+
+def _summarise(prep: _Prepared, executed: _Executed, opts: RunOptions, out: TextIO, err: TextIO) -> RunResult:
+    """Say how the execution ended; when it completed, log to MLflow, print the table, count bad rows."""
+    spec, output, plan, result = prep.spec, prep.output, prep.plan, prep.result
+    hint = f"oomsweep run {prep.path}" + (f" --output {opts.output}" if opts.output else "")
     if result.write_error:
         _print(
             f"error: cannot store results: {result.write_error}\n"
-            f"  {writer.rows_written} rows of this run are stored in complete files, the rest were not written "
+            f"  {executed.rows_written} rows of this run are stored in complete files, the rest were not written "
             f"(no partial file is left); free space or fix the output, then resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_FAILED
         return result
-    if interrupted:
+    if executed.interrupted:
         _print(
-            f"interrupted: {writer.rows_written} rows of this run are stored in {output}; "
+            f"interrupted: {executed.rows_written} rows of this run are stored in {output}; "
             f"resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_INTERRUPTED
         return result
-    if fail_message:
-        _print(f"stopped by --fail-fast: {fail_message}", err)
-        _print(f"{writer.rows_written} rows stored; after fixing, resume with: {hint}", err)
+    if executed.fail_message:
+        _print(f"stopped by --fail-fast: {executed.fail_message}", err)
+        _print(f"{executed.rows_written} rows stored; after fixing, resume with: {hint}", err)
         result.exit_code = EXIT_FAILED
         return result
 
-    if not writer.rows_written:
+    if not executed.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, execution_id, opts, err, started)
+        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started)
 
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:

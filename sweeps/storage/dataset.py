@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweeps.errors import StorageError, StorageWriteError
+from sweeps.errors import StorageError, StorageWriteError, UsageError
 from sweeps.storage.schema import KEY_COLUMNS, OUTCOME_FIELDS, PROVENANCE_KEY, SCHEMA_VERSION, dataset_schema
 
 TMP_SUFFIX = ".tmp"
@@ -131,8 +131,26 @@ def list_sweeps(output: str | Path) -> list[str]:
     return names
 
 
-def _policy_of(path: Path) -> str:
-    return urllib.parse.unquote(path.parent.name[len("policy=") :])
+def pick_sweep(output: str | Path, sweep: str | None) -> str:
+    """The sweep a reading command works on: the one named (it must be stored), else the only one.
+
+    A name that is not stored, or several sweeps and no name, is the user's to fix (UsageError,
+    with the closest stored name).
+    """
+    names = list_sweeps(output)
+    if sweep:
+        if sweep not in names:
+            import difflib
+
+            m = difflib.get_close_matches(sweep, names, n=1)
+            hint = f" (did you mean '{m[0]}'?)" if m else ""
+            raise UsageError(f"--sweep: no sweep {sweep!r} in {output}{hint}; stored: {', '.join(names) or 'none'}")
+        return sweep
+    if not names:
+        raise UsageError(f"{output}: no sweep results here")
+    if len(names) > 1:
+        raise UsageError(f"{output} holds several sweeps ({', '.join(names)}); choose one with --sweep")
+    return names[0]
 
 
 def read_provenance(path: str | Path) -> dict[str, Any]:

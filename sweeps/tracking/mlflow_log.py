@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +56,7 @@ from sweeps.analysis.summary import SUMMARY_COLUMNS, Tally, order_policies
 from sweeps.errors import TrackingError
 from sweeps.storage import schema
 from sweeps.storage.dataset import list_files, open_dataset, read_provenance, sweep_dir
+from sweeps.storage.provenance import git_sha
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
     from sweeps.spec.model import SweepSpec
@@ -244,7 +244,7 @@ def _grid_of(names: Sequence[str], spec: SweepSpec | None) -> list[str]:
     from sweeps.spec.identity import param_column
 
     keys = list(spec.grid)
-    if getattr(spec, "sample", None) is not None:
+    if spec.sample is not None:
         keys += [k for k in spec.sample.params if k not in keys]
     ordered = [param_column(k) for k in keys]
     return [c for c in ordered if c in names] + [c for c in present if c not in ordered]
@@ -349,7 +349,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     if spec is not None:
         expr = pc.field("policy").isin([p.label for p in spec.policies])
         if isinstance(spec.replicates, int) and "replicate" in names:
-            start = getattr(spec, "replicate_start", 0)  # this run's block (--replicate-block), else 0
+            start = spec.replicate_start  # this run's block (--replicate-block), else 0
             expr &= (pc.field("replicate") >= start) & (pc.field("replicate") < start + spec.replicates)
     dataset = open_dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
@@ -526,11 +526,9 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
     )
     model_versions = sorted(summary.model_versions)
     model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
-    sweep_hash = getattr(spec, "sweep_hash", None) or provenance.get("sweep_hash", "")
-    seed = getattr(spec, "seed", None)
-    if seed is None:
-        seed = provenance.get("seed", "")
-    git_sha = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or _git_sha()
+    sweep_hash = (spec.sweep_hash if spec is not None else "") or provenance.get("sweep_hash", "")
+    seed = spec.seed if spec is not None else provenance.get("seed", "")
+    commit = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or git_sha()
     params = {
         "sweep": sweep,
         "execution_id": execution_id,
@@ -570,8 +568,8 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
         "oomsweep.cell_runs": cell_note,
         "oomsweep.covers": covers,
     }
-    if git_sha:
-        parent_tags["mlflow.source.git.commit"] = str(git_sha)
+    if commit:
+        parent_tags["mlflow.source.git.commit"] = str(commit)
     parent = _RunPlan(f"{sweep} {block} · {_when(provenance)}", parent_tags, params, metrics)
     lockup_after = horizon = None
     if spec is not None:
@@ -594,19 +592,6 @@ def _covers(sweep: str, block: str, spec: SweepSpec | None, provenance: Mapping[
     """Which rows the numbers cover, said the same way in the description, the plots and the CLI."""
     reps = _replicates_text(summary, spec)
     return f"sweep {sweep}, {block} (replicates {reps}), all stored rows of it: {summary.rows} rows"
-
-
-def _git_sha() -> str | None:
-    """HEAD of the checkout this package runs from, if it is one (and has a commit)."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = proc.stdout.strip()
-    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def _source_tags(sweep_file: str | None = None) -> dict[str, str]:
@@ -632,7 +617,7 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         r = spec.replicates
         if isinstance(r, int):
-            start = getattr(spec, "replicate_start", 0)
+            start = spec.replicate_start
             return str(r) if not start else f"{r} (block {start // r}: replicates {start}..{start + r - 1})"
         return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
     return summary.replicates_text()
@@ -641,7 +626,7 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
 def _grid_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         parts = [f"{k}={len(v)}" for k, v in spec.grid.items()]
-        if getattr(spec, "sample", None) is not None and spec.sample.n:
+        if spec.sample is not None and spec.sample.n:
             parts.append(f"sample={spec.sample.method}:{spec.sample.n}({','.join(spec.sample.params)})")
         return ", ".join(parts) or "(single cell)"
     return summary.grid_text()
@@ -659,7 +644,7 @@ def _note(sweep: str, execution_id: str, table: pd.DataFrame, covers: str, model
 def _write_artifacts(directory: Path, plan: LogPlan, curves: Mapping[str, KaplanMeier], spec: SweepSpec | None,
                      provenance: Mapping[str, Any]) -> None:
     """Everything the parent run carries as files, written locally then uploaded in one call."""
-    if spec is not None and getattr(spec, "source_text", ""):
+    if spec is not None and spec.source_text:
         (directory / "sweep.yaml").write_text(spec.source_text, encoding="utf-8")
     if provenance:
         (directory / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
@@ -907,10 +892,9 @@ def log_sweep(
     provenance = _provenance(output, sweep, execution_id)
     if spec is None:
         spec = _spec_from_provenance(provenance)
-    spec_mlflow = getattr(spec, "mlflow", None)
-    experiment = experiment or getattr(spec_mlflow, "experiment", None) or sweep
+    experiment = experiment or (spec.mlflow.experiment if spec is not None else "") or sweep
     if max_cell_runs is None:
-        max_cell_runs = int(getattr(spec_mlflow, "max_cell_runs", 2000))
+        max_cell_runs = spec.mlflow.max_cell_runs if spec is not None else 2000
     threads = _child_threads(uri, threads)
     summary = _scan(output, sweep, spec, execution_id)
     if summary.rows == 0:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from sweeps.storage import dataset as storage
-from sweeps.calibrate.command import format_summary, register, row_schema, run_calibrate, summary_table
+from sweeps.calibrate.command import format_summary, row_schema, summary_table
+from sweeps.cli.calibrate import register, run
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
@@ -19,9 +20,8 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
     p = argparse.ArgumentParser(prog="oomsweep")
     register(p.add_subparsers(dest="command"))
     args = p.parse_args(argv)
-    assert args.func is run_calibrate
     out, err = io.StringIO(), io.StringIO()
-    return run_calibrate(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+    return run(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
 
 def test_handa_hack_refused_before_anything_runs(tmp_path):

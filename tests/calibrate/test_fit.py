@@ -255,7 +255,7 @@ def test_calibrate_model_rows_use_the_tcg_profile(tmp_path):
     import json
 
     from oommodel.profiles import profile_values
-    from sweeps.calibrate.command import register, run_calibrate
+    from sweeps.cli.calibrate import register, run
     from sweeps.storage import dataset
 
     p = argparse.ArgumentParser(prog="oomsweep")
@@ -264,7 +264,7 @@ def test_calibrate_model_rows_use_the_tcg_profile(tmp_path):
     args = p.parse_args(["calibrate", str(scen), "--runs", "0", "--seeds", "2", "--output", str(tmp_path / "ds"),
                          "--no-mlflow"])
     err = io.StringIO()
-    assert run_calibrate(args, stdout=io.StringIO(), stderr=err) == 0
+    assert run(args, stdout=io.StringIO(), stderr=err) == 0
     assert "machine profile qemu_tcg" in err.getvalue()
     df = dataset.read_sweep(tmp_path / "ds", "calibrate-normal-children")
     sc = json.loads(df["scenario_json"].iloc[0])

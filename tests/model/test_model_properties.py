@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ def _run_in_child(args):
     return dataclasses.asdict(simulate(Scenario.from_yaml(path), policy, seed))
 
 
+@pytest.mark.slow
 def test_same_arguments_same_outcome_in_this_and_another_process():
     sc = Scenario.from_yaml(HANDA)
     here = [dataclasses.asdict(simulate(sc, p, 11)) for p in ("handoff_rfc_v2", "upstream_6_1")]

@@ -59,6 +59,7 @@ def test_bad_sweep_files_exit_2_with_the_key_path(data, pattern, tmp_path, capsy
     assert not (tmp_path / "results").exists()  # failed before any work
 
 
+@pytest.mark.slow
 def test_bad_sweep_in_a_subprocess_has_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(f"name: bad\nbase: {HANDA}\npolicies: [nope]\nreplicates: 2\n")

@@ -258,23 +258,29 @@ def test_adaptive_next_batch_rules() -> None:
     from sweeps.analysis.stats import adaptive_next_batch
 
     ad = Adaptive(ci_half_width=0.05, min=30, max=200, batch=40)
-    assert adaptive_next_batch([0, 0], 0, ad) == 30  # reach min first
-    assert adaptive_next_batch([0, 0], 10, ad) == 20
+
+    def both(k1: int, k2: int, n: int) -> list[tuple[int, int]]:
+        return [(k1, n), (k2, n)]
+
+    assert adaptive_next_batch(both(0, 0, 0), 0, ad) == 30  # reach min first
+    assert adaptive_next_batch(both(0, 0, 10), 10, ad) == 20
     # p = 0 at n = 30: half-width z^2/(30+z^2)/2 = 0.057 > 0.05 -> another batch
-    assert adaptive_next_batch([0, 0], 30, ad) == 40
-    assert adaptive_next_batch([0, 0], 70, ad) == 0  # 0.026 <= 0.05 for both
+    assert adaptive_next_batch(both(0, 0, 30), 30, ad) == 40
+    assert adaptive_next_batch(both(0, 0, 70), 70, ad) == 0  # 0.026 <= 0.05 for both
+    # failed rows have no outcome: a policy with 30 ok rows of 70 is still too wide
+    assert adaptive_next_batch([(0, 70), (0, 30)], 70, ad) == 40
     # one policy near 1/2 keeps the whole cell going, in batches, capped at max
-    assert adaptive_next_batch([0, 35], 70, ad) == 40
-    assert adaptive_next_batch([0, 90], 190, ad) == 10
-    assert adaptive_next_batch([0, 100], 200, ad) == 0
+    assert adaptive_next_batch(both(0, 35, 70), 70, ad) == 40
+    assert adaptive_next_batch(both(0, 90, 190), 190, ad) == 10
+    assert adaptive_next_batch(both(0, 100, 200), 200, ad) == 0
     assert adaptive_next_batch([], 30, ad) == 40  # no policy counts yet: keep going
     with pytest.raises(ValueError):
-        adaptive_next_batch([71], 70, ad)
+        adaptive_next_batch([(71, 70)], 70, ad)
     # Simulated use: the loop ends, and every policy meets the target or max was reached.
     rng = np.random.default_rng(2)
     for p in (0.0, 0.02, 0.3, 0.5):
         n, ks = 0, [0, 0]
-        while (add := adaptive_next_batch(ks, n, ad)) > 0:
+        while (add := adaptive_next_batch([(k, n) for k in ks], n, ad)) > 0:
             draws = rng.random((add, 2)) < [p, p / 2]
             ks = [k + int(x) for k, x in zip(ks, draws.sum(axis=0))]
             n += add
