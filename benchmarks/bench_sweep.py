@@ -78,7 +78,7 @@ def bench_oomsweep(spec, plan, tasks, workers: int, output: Path) -> dict:
     from sweeps.execution.ray_executor import RayExecutor
     from sweeps.run.row_task import RowSimulator
     from sweeps.run.runner import RunResult, _consume, _register, _row_builder
-    from sweeps.run.provenance import provenance
+    from sweeps.storage.provenance import provenance
 
     t0 = time.perf_counter()
     ex = RayExecutor(workers=workers).start()
@@ -120,7 +120,8 @@ def bench_oomsweep(spec, plan, tasks, workers: int, output: Path) -> dict:
 
     writer = storage.DatasetWriter(
         output, spec.name, S.file_schema(plan.param_types, plan.cpu_keys),
-        provenance(spec, MODEL_VERSION, "bench", "bench"),
+        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=MODEL_VERSION,
+                   execution_id="bench", sweep_file="bench"),
     )
     result = RunResult(0)
 

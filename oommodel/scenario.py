@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from oommodel.sched.topology import LLC_SCOPES, TOPOLOGY_PRESETS
 from oommodel.distributions import (
     Choice,
     Dist,
@@ -37,20 +38,25 @@ from oommodel.distributions import (
     num_from_raw,
     range_text,
 )
+from oommodel.sched.attrs import MAX_CPUS, SchedAttr, SchedPolicy
 
 __all__ = [
     "Scenario",
     "ScenarioError",
     "SCHED_POLICIES",
     "RT_POLICIES",
-    "HANDOVER_SCHED_RE",
-    "parse_handover_sched",
 ]
 
 SCHED_POLICIES: tuple[str, ...] = ("fifo", "rr", "normal", "batch", "idle")
 RT_POLICIES: tuple[str, ...] = ("fifo", "rr")
 CFS_NICE_POLICIES: tuple[str, ...] = ("normal", "batch")
-HANDOVER_SCHED_RE = re.compile(r"^(?:(unchanged|idle)|(normal|batch)(-?\d+)|(fifo|rr)(\d+))$")
+DEFAULT_PROFILE = "bare_metal"
+# Keys that are left out of the canonical dict while at their default, so that scenarios written
+# before they existed keep their canonical JSON (and sweeps their cell ids).
+_OMIT_AT_DEFAULT: tuple[tuple[str, str, Any], ...] = (
+    ("machine", "profile", DEFAULT_PROFILE),
+    ("costs", "first_touch_ms_per_mb", None),
+)
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FRACTION_TOL = 1e-6
 
@@ -185,33 +191,33 @@ def _handover_sched(v: Any) -> str | Choice:
 
 
 def _handover_error(v: Any) -> str:
+    """"" when v is "unchanged" or a SchedAttr text (SchedAttr.parse: the one grammar), else why not."""
     if not isinstance(v, str):
         return f"must be a string or {{choice: [...]}}, got {type(v).__name__} {v!r}"
+    if v == "unchanged":
+        return ""
     try:
-        parse_handover_sched(v)
+        SchedAttr.parse(v)
     except ValueError as e:
-        return str(e)
+        return f"must be unchanged or a sched attr: {e}"
     return ""
 
 
-def parse_handover_sched(text: str) -> tuple[str, int | None]:
-    """``"normal19"`` -> ("normal", 19), ``"fifo50"`` -> ("fifo", 50), ``"idle"`` -> ("idle", None)."""
-    m = HANDOVER_SCHED_RE.match(text)
-    if not m:
-        raise ValueError(
-            f"must be unchanged | idle | normal<nice> | batch<nice> | fifo<prio> | rr<prio>, got {text!r}"
-        )
-    if m.group(1):
-        return (m.group(1), None)
-    if m.group(2):
-        nice = int(m.group(3))
-        if not -20 <= nice <= 19:
-            raise ValueError(f"nice in {text!r} must be in -20..19")
-        return (m.group(2), nice)
-    prio = int(m.group(5))
-    if not 1 <= prio <= 99:
-        raise ValueError(f"priority in {text!r} must be in 1..99")
-    return (m.group(4), prio)
+def _opt_num(v: Any) -> float | Dist | None:
+    if v is None:
+        return None
+    try:
+        return num_from_raw(v, lo=0.0, lo_open=False, hi=None)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _profile_name(v: Any) -> str:
+    from oommodel.profiles import profile_names
+
+    if not isinstance(v, str) or v not in profile_names():
+        _fail(f"unknown machine profile {v!r}; known: {', '.join(profile_names())}")
+    return v
 
 
 def _dump_num(v: float | Dist) -> Any:
@@ -222,6 +228,8 @@ _NumSer = PlainSerializer(_dump_num)
 
 Num = Annotated[Union[float, Dist], _num(0.0), _NumSer]  # Num >= 0
 PosNum = Annotated[Union[float, Dist], _num(0.0, lo_open=True), _NumSer]  # Num > 0
+OptNum = Annotated[Union[float, Dist, None], PlainValidator(_opt_num), PlainSerializer(lambda v: None if v is None else _dump_num(v))]
+_prob = _float(0.0, 1.0).func
 Prob = Annotated[float, _float(0.0, 1.0)]
 PosFloat = Annotated[float, _float(0.0, lo_open=True)]
 CpuList = Annotated[tuple[int, ...], PlainValidator(lambda v: _cpu_list(v, False)), PlainSerializer(list)]
@@ -244,18 +252,62 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="never")
 
 
+class TopologySpec(_Spec):
+    """sockets x cores_per_socket CPUs, numbered socket by socket; llc: socket (the socket's cores
+    share one L3) or core (every core its own LLC)."""
+
+    sockets: Annotated[int, _int(1, MAX_CPUS)]
+    cores_per_socket: Annotated[int, _int(1, MAX_CPUS)]
+    llc: Annotated[str, _one_of(*LLC_SCOPES)] = "socket"
+
+
+def _topology(v: Any) -> str | TopologySpec:
+    if isinstance(v, str):
+        if v not in TOPOLOGY_PRESETS:
+            _fail(f"must be one of {' | '.join(TOPOLOGY_PRESETS)} or {{sockets, cores_per_socket, llc}}, got {v!r}")
+        return v
+    if isinstance(v, Mapping):
+        try:
+            return TopologySpec.model_validate(v)
+        except ValidationError as e:
+            err = _convert(e, TopologySpec)
+            _fail(err.reason, *err.path.split(".")) if err.path else _fail(err.reason)
+    _fail(f"must be a preset name or a mapping, got {type(v).__name__} {v!r}")
+
+
+def _last_cpu(v: Any) -> str | int:
+    if v == "any" and isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, Integral) or v < 0:
+        _fail(f'must be "any" or a CPU number, got {type(v).__name__} {v!r}')
+    return int(v)
+
+
+TopologyField = Annotated[
+    Union[str, TopologySpec],
+    PlainValidator(_topology),
+    PlainSerializer(lambda v: v if isinstance(v, str) else v.model_dump(mode="json")),
+]
+LastCpu = Annotated[Union[str, int], PlainValidator(_last_cpu)]
+
+
 class Machine(_Spec):
     """CPUs, tick and RT throttling: the knobs Handa's and Hocko's kernels differed in."""
 
-    cpus: Annotated[int, _int(1, 256)] = 8
+    cpus: Annotated[int, _int(1, MAX_CPUS)] = 8
+    topology: TopologyField = "shared_llc"
     hz: Annotated[int, _one_of(100, 250, 300, 1000)] = 1000
     preempt: Annotated[str, _one_of("none", "voluntary", "full")] = "full"
     rt_runtime_us: Annotated[int, _int(-1)] = 950000
     rt_period_us: Annotated[int, _int(1000)] = 1000000
     rt_runtime_share: Annotated[bool, PlainValidator(_bool)] = True
     softirq: Annotated[str, _one_of("inline", "ksoftirqd_defer")] = "inline"
-    ksoftirqd_awake_p: Prob = 0.0
+    ksoftirqd_awake_p: Annotated[float | None, PlainValidator(lambda v: None if v is None else _prob(v))] = None
+    ksoftirqd_wake_hz: Annotated[float, _float(0.0)] = 0.34
     balance_interval_ms: PosFloat = 4.0
+    # The machine profile whose measured costs filled the keys this scenario did not set
+    # (oommodel/profiles/<name>.yaml, resolved once in Scenario.from_dict, never at simulate time).
+    profile: Annotated[str, PlainValidator(_profile_name)] = DEFAULT_PROFILE
 
 
 class Oom(_Spec):
@@ -304,6 +356,13 @@ class Sched(_Spec):
     def is_rt(self) -> bool:
         return self.policy in RT_POLICIES
 
+    @property
+    def attr(self) -> SchedAttr:
+        """The model's one scheduling-attribute type for this validated value (no text round trip)."""
+        if self.policy in RT_POLICIES:
+            return SchedAttr(SchedPolicy(self.policy), rt_priority=self.rt_priority or 0)
+        return SchedAttr(SchedPolicy(self.policy), nice=self.nice or 0)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"policy": self.policy}
         if self.rt_priority is not None:
@@ -346,9 +405,15 @@ class Victim(_Spec):
 
 
 class Costs(_Spec):
-    """CPU costs; only unmap_ms_per_gb has a source (Aaron Lu, ~34 ms/GB), the rest are knobs."""
+    """CPU costs; only unmap_ms_per_gb has a source (Aaron Lu, ~34 ms/GB), the rest are knobs.
+
+    `first_touch_ms_per_mb` is the cost of faulting in memory the machine has never handed out
+    before (under QEMU TCG the host must back each new guest page: several times the cost of
+    reusing a page freed earlier in the run); null means `touch_ms_per_mb` for every page.
+    """
 
     touch_ms_per_mb: Num = 0.25
+    first_touch_ms_per_mb: OptNum = None
     unmap_ms_per_gb: Num = 34.0
     free_pgtables_ms_per_gb: Num = 10.0
     close_ms: Num = LogNormal(1.0, 1.0)
@@ -360,6 +425,7 @@ class Costs(_Spec):
 
 class Reaper(_Spec):
     cpus: ReaperCpus = "all"
+    last_cpu: LastCpu = "any"
     sched: _SchedField = _DEFAULT_SCHED
     busy_elsewhere_p: Prob = 0.0
     busy_elsewhere_s: Num = 1.0
@@ -407,8 +473,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    cls: type[BaseModel] | None = ScenarioSpec
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = root or ScenarioSpec
     for part in loc:
         if cls is None:
             return None
@@ -431,7 +497,7 @@ _PYDANTIC_TYPES = {
 }
 
 
-def _convert(err: ValidationError) -> ScenarioError:
+def _convert(err: ValidationError, root: type[BaseModel] | None = None) -> ScenarioError:
     found: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -441,7 +507,7 @@ def _convert(err: ValidationError) -> ScenarioError:
             loc = loc + tuple(ctx.get("sub", ()))
             msg = ctx["msg"]
         elif etype == "extra_forbidden":
-            model = _model_at(loc[:-1])
+            model = _model_at(loc[:-1], root or ScenarioSpec)
             known = list(model.model_fields) if model is not None else []
             near = difflib.get_close_matches(str(loc[-1]), known, n=1)
             msg = "unknown key" + (f" (did you mean '{near[0]}'?)" if near else "")
@@ -481,6 +547,17 @@ def _cross_check(spec: ScenarioSpec) -> None:
             for j, c in enumerate(g.cpus):
                 if c >= m.cpus:
                     raise ScenarioError(f"groups[{i}].cpus[{j}]", f"must be in 0..{m.cpus - 1} (machine.cpus is {m.cpus}), got {c}")
+    topo = m.topology
+    if not isinstance(topo, str) and topo.sockets * topo.cores_per_socket != m.cpus:
+        raise ScenarioError(
+            "machine.topology",
+            f"sockets x cores_per_socket = {topo.sockets * topo.cores_per_socket}, must equal machine.cpus ({m.cpus})",
+        )
+    last = spec.reaper.last_cpu
+    if last != "any":
+        allowed = range(m.cpus) if spec.reaper.cpus == "all" else spec.reaper.cpus
+        if last not in allowed:
+            raise ScenarioError("reaper.last_cpu", f"must be one of the reaper's CPUs {list(allowed)}, got {last}")
     if spec.reaper.cpus != "all":
         for j, c in enumerate(spec.reaper.cpus):
             if c >= m.cpus:
@@ -489,6 +566,47 @@ def _cross_check(spec: ScenarioSpec) -> None:
     total = mem.anon + mem.mlocked + mem.shared_file
     if abs(total - 1.0) > _FRACTION_TOL:
         raise ScenarioError("victim.memory", f"anon + mlocked + shared_file must sum to 1, got {total:g}")
+
+
+# ------------------------------------------------------------------ machine profiles
+
+
+def _apply_profile(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Fill the keys a `machine.profile` measures and the scenario does not set (explicit keys win).
+
+    Resolved here, at validation, so the canonical dict holds the values and `simulate()` reads no file.
+    """
+    machine = data.get("machine")
+    if not isinstance(machine, Mapping) or "profile" not in machine:
+        return data
+    from oommodel.profiles import profile_values
+
+    name = machine["profile"]
+    if not isinstance(name, str):
+        return data  # the field validator reports it
+    try:
+        values = profile_values(name)
+    except KeyError:
+        return data  # the field validator reports it, naming the known profiles
+    out = json.loads(json.dumps(data, default=_json_default))
+    for path, value in values.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part, {}), Mapping):
+                break
+            node = node.setdefault(part, {})
+        else:
+            node.setdefault(leaf, value)
+    return out
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Dist):
+        return v.to_dict()
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError(f"not JSON: {type(v).__name__}")
 
 
 # ------------------------------------------------------------------ the value
@@ -524,6 +642,7 @@ class Scenario:
         """Validate ``data`` (plain dict as from YAML or JSON); raises ScenarioError."""
         if not isinstance(data, Mapping):
             raise ScenarioError("", f"a scenario must be a mapping, got {type(data).__name__}")
+        data = _apply_profile(data)
         try:
             spec = ScenarioSpec.model_validate(data)
         except ValidationError as e:
@@ -542,8 +661,15 @@ class Scenario:
         return cls.from_dict(data if data is not None else {})
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical plain dict: every key present, defaults filled, JSON-serialisable."""
-        return self._spec.model_dump(mode="json")
+        """Canonical plain dict: every key present, defaults filled, JSON-serialisable.
+
+        Exception: the keys of `_OMIT_AT_DEFAULT` are left out while at their default.
+        """
+        d = self._spec.model_dump(mode="json")
+        for section, key, default in _OMIT_AT_DEFAULT:
+            if d[section].get(key, default) == default:
+                d[section].pop(key, None)
+        return d
 
     def to_json(self) -> str:
         """Canonical JSON text (sorted keys, no spaces): what a cell identity hashes."""

@@ -44,6 +44,16 @@ def ray_session():
                 os.environ[k] = v
 
 
+# Fixtures that start Ray or another process: a test that asks for one is `slow` even if unmarked.
+_PROCESS_FIXTURES = frozenset({"ray_session", "run_cli", "mlflow_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
 HANDA = CONFIGS / "scenarios" / "handa-2018-11-14.yaml"
 
 

@@ -115,14 +115,7 @@ def test_cycle_detection_finds_a_planted_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-OOMMODEL_CYCLES_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: the cycles through oommodel.kernel.world go with the oommodel half of the reshaping; "
-           "strict, so this marker must be removed in the commit that breaks them",
-)
-
-
-@pytest.mark.parametrize("package", ["sweeps", pytest.param("oommodel", marks=OOMMODEL_CYCLES_PENDING)])
+@pytest.mark.parametrize("package", ["sweeps", "oommodel"])
 def test_no_import_cycles(package: str) -> None:
     g = _graph()
     cycles = [c for c in _cycles(g) if c[0].split(".")[0] == package]
@@ -152,3 +145,15 @@ def test_no_private_imports_across_sweeps_modules() -> None:
         if name.startswith("_") and not name.startswith("__") and target != module
     ]
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def test_tests_import_no_private_names_of_the_project() -> None:
+    """Tests go through the public surface; a private helper a test needs is public, or tested through its caller."""
+    known = _modules()
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {target}.{name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for target, name, line in _imports("tests", path, known)
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not bad, "private names imported by tests:\n" + "\n".join(bad)

@@ -32,8 +32,8 @@ class Mm:
 
     __slots__ = (
         "pid", "anon_mb", "mlocked_mb", "file_mb", "pgtable_mb", "mapped_mb", "flags",
-        "mmap_cleared", "users", "mmap_sem", "reap_start_pages", "pgtable_per_mb",
-        "frac_anon", "frac_mlocked", "frac_file",
+        "mmap_cleared", "users", "mmap_sem", "reap_start_mb", "pgtable_per_mb",
+        "frac_anon", "frac_mlocked", "frac_file", "zap",
     )
 
     def __init__(self, env: simpy.Environment, pid: int, users: int,
@@ -48,9 +48,10 @@ class Mm:
         self.mmap_cleared = False
         self.users = users
         self.mmap_sem = RwSem(env)
-        self.reap_start_pages: float | None = None
+        self.reap_start_mb: float | None = None
         self.frac_anon, self.frac_mlocked, self.frac_file = fractions
         self.pgtable_per_mb = pgtable_mb_per_gb / 1024.0
+        self.zap: tuple | None = None      # exit path's unmap_vmas() in progress: (thread, cpu0, work_s, mb0)
 
     def touch(self, mb: float) -> None:
         """Map `mb` of newly faulted memory (and the page tables it needs)."""
@@ -83,6 +84,18 @@ class Mm:
             freed += self.mlocked_mb
             self.mlocked_mb = 0.0
         return freed
+
+    def zap_down_to(self, remaining_mb: float) -> float:
+        """unmap_vmas() seen part way: at most `remaining_mb` of mapped pages are left; pages already
+        gone (reaped) count as zapped. Kinds go in proportion. Returns MB freed now."""
+        rss = self.rss_mb
+        if rss <= remaining_mb or rss <= 0.0:
+            return 0.0
+        keep = max(0.0, remaining_mb) / rss
+        self.anon_mb *= keep
+        self.mlocked_mb *= keep
+        self.file_mb *= keep
+        return rss - self.rss_mb
 
     def unmap_all(self) -> float:
         """`unmap_vmas()` over every vma: all mapped pages go; returns MB freed."""

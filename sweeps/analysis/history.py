@@ -11,7 +11,6 @@ p < alpha is flagged.  No multiple-comparison correction is applied: the number 
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +19,6 @@ from statistics import NormalDist
 from typing import Any
 
 from sweeps.analysis.stats import Proportion, wilson
-from sweeps.errors import EXIT_OK, InputError, UsageError
-
-EXIT_CHANGED = 1  # --fail-on-change and a change was flagged
 
 
 @dataclass(frozen=True)
@@ -200,61 +196,3 @@ def format_history(h: History, confidence: float = 0.95) -> str:
         + "".join(f"\n  {r.policy}: {r.change.diff:+.4f} at execution {r.execution_id[:10]}" for r in flagged if r.change)
     )
     return "\n".join(lines)
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `history` to the `oomsweep` subcommands (the caller maps it to run_history)."""
-    h = subparsers.add_parser(
-        "history", help="lockup probability per policy per execution, and significant changes between executions"
-    )
-    h.add_argument("output", metavar="OUTPUT")
-    h.add_argument("--sweep", help="sweep name (needed when OUTPUT holds several)")
-    h.add_argument("--alpha", type=float, default=0.05, help="flag changes with p below this (default 0.05)")
-    h.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals (default 0.95)")
-    h.add_argument("--fail-on-change", action="store_true",
-                   help="exit 1 when a significant change is flagged (for scheduled runs that alert)")
-    return h
-
-
-def run_history(args: argparse.Namespace) -> int:
-    from sweeps.storage.dataset import list_sweeps
-
-    names = list_sweeps(args.output)
-    if args.sweep:
-        if args.sweep not in names:
-            import difflib
-
-            m = difflib.get_close_matches(args.sweep, names, n=1)
-            hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise UsageError(f"--sweep: no sweep {args.sweep!r} in {args.output}{hint}; stored: {', '.join(names) or 'none'}")
-        name = args.sweep
-    elif len(names) == 1:
-        name = names[0]
-    else:
-        raise UsageError(f"{args.output}: " + (f"holds several sweeps ({', '.join(names)}); choose one with --sweep"
-                                                if names else "no sweep results here"))
-    if not 0.0 < args.confidence < 1.0:
-        raise UsageError(f"--confidence: must be in (0, 1), got {args.confidence}")
-    if not 0.0 < args.alpha < 1.0:
-        raise UsageError(f"--alpha: must be in (0, 1), got {args.alpha}")
-    h = load_history(args.output, name, alpha=args.alpha, confidence=args.confidence)
-    print(format_history(h, args.confidence))
-    return EXIT_CHANGED if (args.fail_on_change and h.changes) else EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry, `python -m sweeps.analysis.history OUTPUT --sweep NAME` (same as `oomsweep history`)."""
-    import sys
-
-    p = argparse.ArgumentParser(prog="oomsweep")
-    register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["history", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return run_history(args)
-    except InputError as exc:
-        print(f"oomsweep history: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,6 +25,8 @@ __all__ = [
     "mcnemar_exact",
     "quantile",
     "survival",
+    "KaplanMeier",
+    "kaplan_meier",
     "wilson_half_width",
     "adaptive_needs_more",
     "adaptive_next_batch",
@@ -217,6 +219,57 @@ def survival(values: Sequence[float], thresholds: Sequence[float]) -> list[tuple
     return out
 
 
+@dataclass(frozen=True)
+class KaplanMeier:
+    """A Kaplan–Meier survival curve S(t) = P(stall > t) with its pointwise 95 % interval.
+
+    `t` are the distinct event times (ascending); `s`, `low`, `high` hold S just after each of
+    them (a right-continuous step function, S = 1 before t[0]). `n` values, `censored` of them cut
+    off (their stall was still running when observation stopped).
+    """
+
+    t: tuple[float, ...]
+    s: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    n: int
+    censored: int
+
+
+def kaplan_meier(durations: Sequence[float], censored: Sequence[bool]) -> KaplanMeier:
+    """Kaplan–Meier estimate of P(duration > t) with right censoring, by scipy.stats.ecdf.
+
+    A censored duration says "at least this long": it leaves the risk set without an event, so
+    the curve does not drop there. Missing durations are ignored. The interval is scipy's
+    log-log ("exponential Greenwood") 95 % pointwise interval. With no event at all the curve is
+    flat at 1 and has no step.
+    """
+    import warnings
+
+    import numpy as np
+    from scipy import stats as sps
+
+    d = np.asarray(durations, dtype=float)
+    c = np.asarray(censored, dtype=bool)
+    if d.shape != c.shape:
+        raise ValueError(f"{len(d)} durations but {len(c)} censoring flags")
+    keep = ~np.isnan(d)
+    d, c = d[keep], c[keep]
+    if not len(d) or c.all():
+        return KaplanMeier((), (), (), (), int(len(d)), int(c.sum()))
+    data = sps.CensoredData(uncensored=d[~c], right=d[c])
+    sf = sps.ecdf(data).sf
+    t = sf.quantiles
+    s = sf.evaluate(t)
+    with warnings.catch_warnings():  # "undefined at some observations": where S = 0 or 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = sf.confidence_interval(0.95, method="log-log")
+    low, high = ci.low.evaluate(t), ci.high.evaluate(t)
+    low, high = np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=1.0)
+    return KaplanMeier(tuple(map(float, t)), tuple(map(float, s)), tuple(map(float, low)),
+                       tuple(map(float, high)), int(len(d)), int(c.sum()))
+
+
 def adaptive_needs_more(k: int, n: int, target_half_width: float, confidence: float = 0.95) -> bool:
     """True while the Wilson half-width of k/n is above the target (always True at n == 0).
 
@@ -230,23 +283,27 @@ def adaptive_needs_more(k: int, n: int, target_half_width: float, confidence: fl
     return wilson_half_width(k, n, confidence) > target_half_width
 
 
-def adaptive_next_batch(lockups: Sequence[int], n: int, adaptive: Any, confidence: float = 0.95) -> int:
-    """How many replicates to add to a cell that has ``n`` complete replicates for every policy.
+def adaptive_next_batch(counts: Sequence[tuple[int, int]], scheduled: int, adaptive: Any,
+                        confidence: float = 0.95) -> int:
+    """How many replicates to add to a cell whose policies have ``scheduled`` replicates each.
 
-    ``lockups`` holds the lockup count of each policy of the cell (same n for all: policies get
-    their replicates together, so pairs stay complete). ``adaptive`` has ci_half_width, min, max,
-    batch (sweeps.spec.model.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any policy's
-    Wilson half-width exceeds the target; never exceed ``max``. 0 means the cell is done.
-    Note: stopping on the data makes the final interval slightly anti-conservative; ``min`` limits it.
+    ``counts`` holds each policy's (lockups, ok rows) over those replicates: rows that failed or
+    timed out have no outcome, so a policy's ok count may be below ``scheduled``. Policies get
+    their replicates together, so pairs stay complete. ``adaptive`` has ci_half_width, min, max,
+    batch (sweeps.spec.model.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any
+    policy's Wilson half-width exceeds the target; never exceed ``max``. 0 means the cell is done.
+    The run's AdaptiveFeeder (sweeps.run.runner) asks this function, so the tested rule is the one
+    that runs. Note: stopping on the data makes the final interval slightly anti-conservative;
+    ``min`` limits it.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    for k in lockups:
-        _check_counts(k, n)
-    if n >= adaptive.max:
+    if isinstance(scheduled, bool) or not isinstance(scheduled, int) or scheduled < 0:
+        raise ValueError(f"scheduled must be an int >= 0, got {scheduled!r}")
+    for k, n in counts:
+        _check_counts(k, n)  # n may exceed `scheduled` on resume: rows stored by a run that went further
+    if scheduled >= adaptive.max:
         return 0
-    if n < adaptive.min:
-        return min(adaptive.min, adaptive.max) - n
-    if not lockups or any(adaptive_needs_more(k, n, adaptive.ci_half_width, confidence) for k in lockups):
-        return min(adaptive.batch, adaptive.max - n)
+    if scheduled < adaptive.min:
+        return min(adaptive.min, adaptive.max) - scheduled
+    if not counts or any(adaptive_needs_more(k, n, adaptive.ci_half_width, confidence) for k, n in counts):
+        return min(adaptive.batch, adaptive.max - scheduled)
     return 0

@@ -18,7 +18,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -78,18 +77,13 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
     import os
     import socket
 
+    from sweeps.run.rows import identity_columns
     from sweeps.storage.schema import outcome_columns
 
-    row: dict[str, Any] = {
-        "policy_name": policy_name,
-        "policy_options": json.dumps(dict(options), sort_keys=True, separators=(",", ":")),
-        "cell_id": cal.cell_id,
-        "cell_index": 0,
-        "replicate": replicate,
-        "seed": seed,
-        "execution_id": cal.execution_id,
-        "model_version": cal.model_version,
-        "scenario_json": cal.scenario_json,
+    row = identity_columns(policy_name=policy_name, policy_options=options, cell_id=cal.cell_id, cell_index=0,
+                           replicate=replicate, seed=seed, execution_id=cal.execution_id,
+                           model_version=cal.model_version, scenario_json=cal.scenario_json)
+    row.update({
         "status": status,
         "error": error,
         "wall_s": wall_s,
@@ -98,7 +92,7 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
         "source": source,
         "accelerator": accelerator,
         "kernel_release": release,
-    }
+    })
     if outcome is not None:
         row.update(outcome_columns(outcome))
     return row
@@ -118,32 +112,32 @@ def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
 
 
 def summary_table(df) -> list[dict[str, Any]]:
-    """One line per (source, policy, accelerator): n, lockups, Wilson 95 % CI, stall median/max, kills."""
-    from sweeps.analysis.stats import quantile, wilson
+    """One line per (source, policy, accelerator): the shared per-policy summary
+    (sweeps.analysis.summary: n, lockups, lockup_probability with its Wilson 95 % interval, stall
+    median, mean kills, failed_rows) plus the real kernel's extras (max stall, first kill,
+    MMF_OOM_SKIP setters, exits pending)."""
+    from sweeps.analysis.stats import quantile
+    from sweeps.analysis.summary import summarise
 
     out = []
-    ok = df[df["status"] == "ok"] if "status" in df.columns else df
     keys = ["source", "policy", "accelerator"]
-    for key, g in ok.groupby(keys, sort=True, dropna=False):
-        est = wilson(int(g["lockup"].astype(bool).sum()), len(g))
-        stall = [float(x) for x in g["max_stall_s"]]
-        skip = [float(x) for x in g["first_skip_s"] if x is not None and not math.isnan(float(x))] \
-            if "first_skip_s" in g else []
-        kills = g["first_kill_s"].astype(float)
-        out.append({
-            **dict(zip(keys, key)), "n": len(g), "lockups": est.k, "p": est.p, "ci_low": est.low,
-            "ci_high": est.high, "median_stall_s": quantile(stall, 0.5), "max_stall_s": max(stall, default=math.nan),
-            "mean_kills": float(g["kills"].mean()), "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
-            "oom_skip_by": ",".join(f"{k}:{v}" for k, v in g["oom_skip_by"].value_counts().sort_index().items()),
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        line = {**dict(zip(keys, key)), **summarise(g)}
+        if line["n"] == 0:
+            continue
+        ok = g[g["status"] == "ok"] if "status" in g.columns else g
+        stall = [float(x) for x in ok["max_stall_s"]]
+        kills = ok["first_kill_s"].astype(float)
+        line.update({
+            "max_stall_s": max(stall, default=math.nan),
+            "median_first_kill_s": quantile(list(kills.dropna()), 0.5),
+            "oom_skip_by": ",".join(f"{k}:{v}" for k, v in ok["oom_skip_by"].value_counts().sort_index().items()),
             # killed tasks that freed their memory but had not exited (real-kernel-6.1.md section 4)
-            "max_exits_pending": _max_or_nan(g, "exits_pending_max"),
-            "max_exit_delay_s": _max_or_nan(g, "exit_delay_max_s"),
-            "not_ok": 0,
+            "max_exits_pending": _max_or_nan(ok, "exits_pending_max"),
+            "max_exit_delay_s": _max_or_nan(ok, "exit_delay_max_s"),
+            "not_ok": line["failed_rows"],
         })
-    if "status" in df.columns:
-        for line in out:
-            sel = (df["source"] == line["source"]) & (df["policy"] == line["policy"])
-            line["not_ok"] = int((df[sel]["status"] != "ok").sum())
+        out.append(line)
     return out
 
 
@@ -162,7 +156,7 @@ def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
     for ln in lines:
         rows.append([
             ln["source"], ln["policy"], ln["accelerator"] or "-", str(ln["n"]), str(ln["lockups"]),
-            f"{ln['p']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
+            f"{ln['lockup_probability']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
             f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
             ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
             _fmt_max(ln.get("max_exit_delay_s"), "{:.3f} s"), str(ln["not_ok"]),
@@ -179,31 +173,40 @@ def _fmt_max(value: float | None, fmt: str) -> str:
 # The command
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `calibrate` to an argparse subparsers object; the handler is `run_calibrate`."""
-    p = subparsers.add_parser(
-        "calibrate", help="run a scenario on a real 6.1 kernel under QEMU beside the model's prediction",
-        description="Boot Debian's 6.1 kernel under QEMU (infra/qemu/ci-setup.sh fetches it), run the scenario "
-                    "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset.")
-    p.add_argument("scenario", metavar="SCENARIO.yaml")
-    p.add_argument("--runs", type=int, default=1, help="kernel boots (one run each; default 1)")
-    p.add_argument("--seeds", type=int, default=20, help="model replicates (default 20)")
-    p.add_argument("--policy", default="upstream_6_1", help="model policy to compare with (default upstream_6_1)")
-    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"dataset directory (default ./{DEFAULT_OUTPUT})")
-    p.add_argument("--sweep", help="sweep name in the dataset (default calibrate-<scenario file stem>)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model replicates and of drawn start/rss values")
-    p.add_argument("--match-kernel", action="store_true",
-                   help="set machine.hz and machine.softirq to the kernel's (for both model and kernel)")
-    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
-                   help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
-    p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
-    p.add_argument("--boot-timeout", type=float,
-                   help="hard wall-clock limit per boot in seconds (default 60 + 2 x horizon_s)")
-    p.add_argument("--logs", help="directory for each boot's console log (default OUTPUT/calibrate-logs)")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.set_defaults(func=run_calibrate)
-    return p
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """What one `oomsweep calibrate` is asked to do (sweeps.cli.calibrate builds it from the flags)."""
+
+    scenario: str
+    runs: int = 1  # kernel boots
+    seeds: int = 20  # model replicates
+    policy: str = "upstream_6_1"
+    output: str = DEFAULT_OUTPUT
+    sweep: str | None = None  # default calibrate-<scenario file stem>
+    seed: int = 0
+    match_kernel: bool = False
+    accel: str = "auto"  # "auto" | "kvm" | "tcg"
+    kernel: str | None = None
+    profile: str | None = None  # machine profile of the model side (model_profile decides when None)
+    boot_timeout: float | None = None  # default 60 + 2 x horizon_s
+    logs: str | None = None  # default OUTPUT/calibrate-logs/<sweep>
+    mlflow_uri: str | None = None
+    no_mlflow: bool = False
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The checked scenario and what was decided before the sweep lock is taken."""
+
+    path: Path
+    scenario: dict[str, Any]
+    facts: KernelFacts
+    kernel: Path | None  # None: no boots
+    accel: str  # the QEMU accelerator of the boots ("" without boots)
+    plan: ReproPlan
+    output: Path
+    sweep: str
+    options: dict[str, Any]  # the model policy's options
 
 
 def _sweep_name(path: Path) -> str:
@@ -216,7 +219,7 @@ def _say(msg: str, stream: TextIO) -> None:
     print(msg, file=stream, flush=True)
 
 
-def run_calibrate(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def run_calibrate(args: CalibrateOptions, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """The `calibrate` subcommand: 0 ok, 1 some boot failed, 2 bad input or refused scenario."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
@@ -247,7 +250,51 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The scenario file as written (a machine profile fills only the keys it does not set)."""
+    import yaml
+
+    from oommodel import ScenarioError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError("", f"{path}: invalid YAML: {exc}") from None
+    return data if data is not None else {}
+
+
+def model_profile(requested: str | None, accelerator: str, scenario: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The machine profile of the model side (None: the scenario's own) and a line that says why.
+
+    --profile wins; else a scenario's own `machine.profile`; else the profile of the boot's
+    accelerator: `qemu_kvm` for KVM when one was measured (else `bare_metal`, said so), `qemu_tcg`
+    for TCG and for model-only runs (the reference boots are TCG).
+    """
+    from oommodel.profiles import profile_names
+
+    known = profile_names()
+    if requested:
+        if requested not in known:
+            import difflib
+
+            m = difflib.get_close_matches(requested, known, n=1)
+            raise UsageError(f"--profile: unknown machine profile {requested!r}"
+                             + (f" (did you mean '{m[0]}'?)" if m else f"; known: {', '.join(known)}"))
+        return requested, f"model side: machine profile {requested} (--profile)"
+    machine = scenario.get("machine") if isinstance(scenario, Mapping) else None
+    if isinstance(machine, Mapping) and machine.get("profile") is not None:
+        return None, f"model side: machine profile {machine['profile']} (the scenario's)"
+    if accelerator == "kvm":
+        if "qemu_kvm" in known:
+            return "qemu_kvm", "model side: machine profile qemu_kvm (the boot uses KVM)"
+        return "bare_metal", ("model side: machine profile bare_metal: the boot uses KVM and no qemu_kvm profile "
+                              "has been measured (docs/calibration.md)")
+    return "qemu_tcg", "model side: machine profile qemu_tcg (costs measured on TCG boots; --profile to change)"
+
+
+def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
     from sweeps.calibrate import qemu
@@ -257,7 +304,8 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.runs < 0 or args.seeds < 0:
         raise UsageError("--runs/--seeds: must be >= 0")
     path = Path(args.scenario)
-    scenario = Scenario.from_yaml(path).to_dict()
+    raw = _read_yaml(path)
+    scenario = Scenario.from_dict(raw).to_dict()
     if args.policy not in POLICIES:
         import difflib
 
@@ -281,48 +329,63 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise missing
     if not args.runs:
         kernel = None
+    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
+    # The model side's costs: a machine profile measured on boots like these (docs/calibration.md).
+    # Costs are not translated, so the plan above stands; only the model's scenario changes.
+    profile, why = model_profile(args.profile, accel, raw)
+    _say(why, err)
+    if profile is not None:
+        raw = json.loads(json.dumps(raw))
+        machine = raw.setdefault("machine", {})
+        machine["profile"] = profile
+        if args.match_kernel:
+            machine["hz"], machine["softirq"] = scenario["machine"]["hz"], scenario["machine"]["softirq"]
+        scenario = Scenario.from_dict(raw).to_dict()
 
     output = Path(args.output)
     sweep = args.sweep or _sweep_name(path)
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
-        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options)
+        return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, accel, plan, output, sweep, options), out, err)
 
 
-def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: Path, scenario: dict[str, Any],
-                      facts: KernelFacts, kernel: Path | None, plan: ReproPlan, output: Path, sweep: str,
-                      options: dict[str, Any]) -> int:
-    from oommodel import MODEL_VERSION, Scenario, simulate
+def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err: TextIO) -> int:
+    """Under the sweep lock: model rows, then kernel boots, then the table and MLflow."""
+    from oommodel import MODEL_VERSION
 
-    from sweeps.calibrate import qemu
+    from sweeps.spec.identity import canonical_json, cell_id
     from sweeps.storage import dataset
-    from sweeps.storage.lock import SweepLock
-    from sweeps.spec.identity import canonical_json, cell_id, replicate_seed
-    from sweeps.errors import KernelLogError
-    from sweeps.calibrate.kernel_log import parse_run
-    from sweeps.run.provenance import git_sha, package_versions
-    from sweeps.storage.schema import SCHEMA_VERSION
+    from sweeps.storage.provenance import provenance
 
-    dataset.check_sweep_seed(output, sweep, args.seed)
-    scenario_json = canonical_json(scenario)
-    cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
+    dataset.check_sweep_seed(prep.output, prep.sweep, args.seed)
+    dataset.check_sweep_schema(prep.output, prep.sweep)
+    cal = Calibration(prep.sweep, cell_id(prep.scenario, MODEL_VERSION), canonical_json(prep.scenario), MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
-    accel = qemu.choose_accelerator(kernel, args.accel) if kernel else ""
-    provenance = {
-        "sweep": sweep, "sweep_hash": cal.cell_id, "seed": args.seed, "model_version": MODEL_VERSION,
-        "schema_version": SCHEMA_VERSION, "git_sha": git_sha(), "packages": package_versions(),
-        "execution_id": cal.execution_id, "sweep_file": None, "scenario_file": str(path),
-        "kernel": facts.release, "accelerator": accel, "command": "calibrate",
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    writer = dataset.DatasetWriter(output, sweep, row_schema(scenario), provenance, flush_seconds=1e9)
-    _say(f"calibrate {path} -> {output}/sweep={sweep} (execution {cal.execution_id}); kernel {facts.release}, "
-         f"accelerator {accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) of {args.policy}", err)
+    prov = provenance(sweep=prep.sweep, sweep_hash=cal.cell_id, seed=args.seed, model_version=MODEL_VERSION,
+                      execution_id=cal.execution_id, sweep_file=None, scenario_file=str(prep.path),
+                      kernel=prep.facts.release, accelerator=prep.accel, command="calibrate")
+    writer = dataset.DatasetWriter(prep.output, prep.sweep, row_schema(prep.scenario), prov, flush_seconds=1e9)
+    _say(f"calibrate {prep.path} -> {prep.output}/sweep={prep.sweep} (execution {cal.execution_id}); kernel "
+         f"{prep.facts.release}, accelerator {prep.accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) "
+         f"of {args.policy}", err)
+    failures = _simulate_model(args, prep, cal, writer, err)
+    if args.runs:
+        failures += _boot_kernel(args, prep, cal, prep.accel, writer, err)
+    writer.close()
+    _summarise(args, prep, cal, out, err)
+    return 1 if failures else 0
 
-    # Model rows: replicates not stored yet (same seeds give the same rows).
-    done = {r for c, p, r in dataset.done_keys(output, sweep) if p == args.policy and c == cal.cell_id}
-    sc = Scenario.from_dict(scenario)
+
+def _simulate_model(args: CalibrateOptions, prep: _Prepared, cal: Calibration, writer: Any, err: TextIO) -> int:
+    """Model rows: the replicates not stored yet (same seeds give the same rows); returns the failures."""
+    from oommodel import Scenario, simulate
+
+    from sweeps.spec.identity import replicate_seed
+    from sweeps.storage import dataset
+
+    done = {r for c, p, r in dataset.done_keys(prep.output, prep.sweep) if p == args.policy and c == cal.cell_id}
+    sc = Scenario.from_dict(prep.scenario)
     model_rows = []
     failures = 0
     for rep in range(args.seeds):
@@ -335,69 +398,89 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
         except Exception as exc:  # a model bug is a row with its seed, not a lost calibration
             outcome, status, error = None, "error", f"{type(exc).__name__}: {exc}"
             failures += 1
-        model_rows.append(_row(cal, policy_name=args.policy, options=options, replicate=rep, seed=seed,
+        model_rows.append(_row(cal, policy_name=args.policy, options=prep.options, replicate=rep, seed=seed,
                                outcome=outcome, status=status, error=error, wall_s=time.perf_counter() - t,
                                source=SOURCE_MODEL, accelerator="", release=""))
     if model_rows:
         writer.add(args.policy, model_rows)
         writer.flush()
         _say(f"model: {len(model_rows)} replicate(s) simulated ({args.seeds - len(model_rows)} already stored)", err)
+    return failures
 
-    if args.runs:
-        base = qemu.base_initramfs()
-        logs = Path(args.logs) if args.logs else output / "calibrate-logs" / sweep
-        logs.mkdir(parents=True, exist_ok=True)
-        limit = args.boot_timeout or 60.0 + 2.0 * plan.horizon_s
-        first = _next_replicate(output, sweep, KERNEL_POLICY, cal.cell_id)
-        for i in range(args.runs):
-            rep = first + i
-            run_plan = translate(scenario, facts, args.seed + rep)  # run r draws its start offsets from seed + r
-            conf = run_plan.conf_text(rep)
-            b = qemu.boot(kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
-                          cmdline=run_plan.cmdline(), accelerator=accel, limit_s=limit)
-            log = logs / f"{cal.execution_id}-run{rep}.log"
-            log.write_text(b.console)
-            outcome, status, error = None, "ok", ""
-            note = ""
-            try:
-                run = parse_run(b.console, plan.groups)
-                outcome = run.outcome
-                if run.errors:
-                    status, error = "error", "; ".join(run.errors)
-                elif run.settings_failed:
-                    status, error = "error", "kernel settings failed: " + ", ".join(run.settings_failed)
-                elif b.timed_out and not run.end_reason:
-                    status, error = "timeout", f"boot exceeded {limit:.0f} s"
-                skip = ("" if outcome["first_skip_s"] is None
-                        else f" {outcome['first_skip_s'] - outcome['first_kill_s']:.3f} s after the kill")
-                note = (f"kills {outcome['kills']}, lockup {'YES' if outcome['lockup'] else 'no'}, "
-                        f"max stall {outcome['max_stall_s']:.2f} s, first victim's MMF_OOM_SKIP by "
-                        f"{outcome['oom_skip_by']}{skip}, reaps {len(run.kill_to_reap_s)}, "
-                        f"oom events {outcome['oom_calls']}, exits pending max {outcome['exits_pending_max']} "
-                        f"(wait max {outcome['exit_delay_max_s']:.2f} s, longest without an exit "
-                        f"{run.exit_gap_max_s:.2f} s, preempt={run.preempt or '?'})")
-            except KernelLogError as exc:
-                status = "timeout" if b.timed_out else "error"
-                error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")
-                note = error
-            failures += status != "ok"
-            writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
-                                            options={"release": facts.release, "accelerator": accel},
-                                            replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
-                                            error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
-                                            accelerator=accel, release=facts.release)])
-            writer.flush()
-            _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
-    writer.close()
 
-    df = dataset.read_sweep(output, sweep)
+def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, accel: str, writer: Any,
+                 err: TextIO) -> int:
+    """Kernel rows: --runs boots under QEMU, each a new replicate after the stored ones; returns the failures."""
+    from sweeps.calibrate import qemu
+
+    base = qemu.base_initramfs()
+    logs = Path(args.logs) if args.logs else prep.output / "calibrate-logs" / prep.sweep
+    logs.mkdir(parents=True, exist_ok=True)
+    limit = args.boot_timeout or 60.0 + 2.0 * prep.plan.horizon_s
+    first = _next_replicate(prep.output, prep.sweep, KERNEL_POLICY, cal.cell_id)
+    failures = 0
+    for i in range(args.runs):
+        rep = first + i
+        run_plan = translate(prep.scenario, prep.facts, args.seed + rep)  # run r draws its start offsets from seed + r
+        conf = run_plan.conf_text(rep)
+        b = qemu.boot(prep.kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
+                      cmdline=run_plan.cmdline(), accelerator=accel, limit_s=limit)
+        log = logs / f"{cal.execution_id}-run{rep}.log"
+        log.write_text(b.console)
+        outcome, status, error, note = _read_boot(b, prep.plan, limit)
+        failures += status != "ok"
+        writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
+                                        options={"release": prep.facts.release, "accelerator": accel},
+                                        replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
+                                        error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
+                                        accelerator=accel, release=prep.facts.release)])
+        writer.flush()
+        _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
+    return failures
+
+
+def _read_boot(b: Any, plan: ReproPlan, limit: float) -> tuple[dict[str, Any] | None, str, str, str]:
+    """(outcome, status, error, one-line note) of one boot's console log."""
+    from sweeps.calibrate.kernel_log import parse_run
+    from sweeps.errors import KernelLogError
+
+    outcome, status, error = None, "ok", ""
+    try:
+        run = parse_run(b.console, plan.groups)
+        outcome = run.outcome
+        if run.errors:
+            status, error = "error", "; ".join(run.errors)
+        elif run.settings_failed:
+            status, error = "error", "kernel settings failed: " + ", ".join(run.settings_failed)
+        elif b.timed_out and not run.end_reason:
+            status, error = "timeout", f"boot exceeded {limit:.0f} s"
+        skip = ("" if outcome["first_skip_s"] is None
+                else f" {outcome['first_skip_s'] - outcome['first_kill_s']:.3f} s after the kill")
+        note = (f"kills {outcome['kills']}, lockup {'YES' if outcome['lockup'] else 'no'}, "
+                f"max stall {outcome['max_stall_s']:.2f} s, first victim's MMF_OOM_SKIP by "
+                f"{outcome['oom_skip_by']}{skip}, reaps {len(run.kill_to_reap_s)}, "
+                f"oom events {outcome['oom_calls']}, exits pending max {outcome['exits_pending_max']} "
+                f"(wait max {outcome['exit_delay_max_s']:.2f} s, longest without an exit "
+                f"{run.exit_gap_max_s:.2f} s, preempt={run.preempt or '?'})")
+    except KernelLogError as exc:
+        status = "timeout" if b.timed_out else "error"
+        error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")
+        note = error
+    return outcome, status, error, note
+
+
+def _summarise(args: CalibrateOptions, prep: _Prepared, cal: Calibration, out: TextIO, err: TextIO) -> None:
+    """The table of this scenario's stored rows, and the MLflow runs (unless --no-mlflow)."""
+    from sweeps.storage import dataset
+
+    df = dataset.read_sweep(prep.output, prep.sweep)
     df = df[df["cell_id"] == cal.cell_id]
-    if not df.empty:
-        _say(f"sweep {sweep}, scenario {path.name} (cell {cal.cell_id}):", out)
-        _say(format_summary(summary_table(df)), out)
-    if not args.no_mlflow and not df.empty:
-        _log_mlflow(output, sweep, cal, args.mlflow_uri, err)
-    return 1 if failures else 0
+    if df.empty:
+        return
+    _say(f"sweep {prep.sweep}, scenario {prep.path.name} (cell {cal.cell_id}):", out)
+    _say(format_summary(summary_table(df)), out)
+    if not args.no_mlflow:
+        _log_mlflow(prep.output, prep.sweep, cal, args.mlflow_uri, err)
 
 
 def _outcome_dict(outcome: Any) -> dict[str, Any]:

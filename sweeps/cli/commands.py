@@ -32,16 +32,18 @@ ALL_EXECUTIONS_HELP = ("pool the rows of every configuration stored for the swee
 
 
 def _selected(output: str, name: str, all_executions: bool, **read: Any):
-    """The rows of the sweep that the table is about (sweeps.selection), with its header and notes."""
+    """The rows of the sweep that the table is about (sweeps.analysis.selection), the selection, and whether
+    stored rows of other configurations were left out (said on stderr, with the selection's notes)."""
     from sweeps.analysis.selection import left_out_note, select
     from sweeps.storage.dataset import read_sweep
 
     sel = select(output, name, all_executions=all_executions)
     df = read_sweep(output, name, filter=sel.filter, **read)
-    for note in (*sel.notes, left_out_note(output, name, sel, len(df))):
+    left_out = left_out_note(output, name, sel, len(df))
+    for note in (*sel.notes, left_out):
         if note:
             print(note, file=sys.stderr)
-    return df, sel
+    return df, sel, left_out is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--sweep", help="sweep name (needed when OUTPUT holds several)")
     rep.add_argument("--by", nargs="+", default=[], metavar="KEY", help="grid keys to break the table down by")
     rep.add_argument("--all-executions", action="store_true", help=ALL_EXECUTIONS_HELP)
+    rep.add_argument("--format", choices=("table", "text"), default="table",
+                     help="table: every column; text: 72 columns, one block per --by value, for a mail")
+    rep.add_argument("--plots", metavar="DIR", help="also write the sweep's plots (PNG) into DIR")
 
     c = sub.add_parser("compare", help="paired comparison of two policies (same cells and seeds)")
     c.add_argument("output", metavar="OUTPUT")
@@ -99,33 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps.analysis import history
-    from sweeps.calibrate import command as calibrate
-    from sweeps.storage import verify
+    from sweeps.cli import calibrate, history, verify
 
     history.register(sub)
     calibrate.register(sub)
     verify.register(sub)
     return p
-
-
-def _pick_sweep(output: str, sweep: str | None) -> str:
-    from sweeps.storage.dataset import list_sweeps
-
-    names = list_sweeps(output)
-    if sweep:
-        if sweep not in names:
-            import difflib
-
-            m = difflib.get_close_matches(sweep, names, n=1)
-            hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise UsageError(f"--sweep: no sweep {sweep!r} in {output}{hint}; stored: {', '.join(names) or 'none'}")
-        return sweep
-    if not names:
-        raise UsageError(f"{output}: no sweep results here")
-    if len(names) > 1:
-        raise UsageError(f"{output} holds several sweeps ({', '.join(names)}); choose one with --sweep")
-    return names[0]
 
 
 def _max_rows(value: int | None) -> int:
@@ -168,27 +152,94 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_sweep(args.sweep_file, opts).exit_code
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.analysis.report import format_table, policy_table
+def _declared_policies(output: str, sweep: str) -> list[str]:
+    """The sweep file's policy order, from the newest provenance that names a readable sweep file."""
+    from sweeps.spec.parse import load_sweep
+    from sweeps.storage.dataset import read_provenance, readable_files
 
-    name = _pick_sweep(args.output, args.sweep)
-    df, sel = _selected(args.output, name, args.all_executions, exclude=("scenario_json",))
-    table = policy_table(df, by=args.by)
+    files = sorted(readable_files(output, sweep, on_bad=None), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files[:20]:
+        try:
+            sweep_file = read_provenance(path).get("sweep_file")
+            if sweep_file and Path(sweep_file).is_file():
+                return [p.label for p in load_sweep(sweep_file).policies]
+        except (OSError, ValueError, OomsweepError):
+            continue
+    return []
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sweeps.analysis.report import format_table, format_text, policy_table, resolve_column
+    from sweeps.analysis.summary import INTERVAL_NOTE
+    from sweeps.storage.dataset import pick_sweep
+
+    name = pick_sweep(args.output, args.sweep)
+    df, sel, left_out = _selected(args.output, name, args.all_executions, exclude=("scenario_json",))
+    policies = _declared_policies(args.output, name)
+    table = policy_table(df, by=args.by, policies=policies)
+    by_cols = [resolve_column(df, k) for k in args.by]
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
         print(f"note: rows of several model versions ({', '.join(versions)}) are pooled; cells differ "
               f"between versions, so rerun the sweep into a new output to compare like with like", file=sys.stderr)
-    print(f"sweep {name}: {len(df)} rows, {int((df['status'] != 'ok').sum())} not ok; {sel.header}")
-    print(format_table(table))
+    executions = df["execution_id"].nunique() if "execution_id" in df else 0
+    reps = f"replicates {int(df['replicate'].min())}..{int(df['replicate'].max())}" if len(df) else "no replicates"
+    not_ok = int((df['status'] != 'ok').sum())
+    if sel.filter is not None and not left_out:  # the latest configuration is every stored row
+        covers = (f"sweep {name}: every stored row, all blocks pooled ({reps}, {executions} execution(s)): "
+                  f"{len(df)} rows, {not_ok} not ok")
+    else:  # rows of other configurations left out (named on stderr), or every configuration pooled
+        covers = f"sweep {name}: {len(df)} rows, {not_ok} not ok; {sel.header} ({reps}, {executions} execution(s))"
+    if args.format == "text":
+        print(format_text(table, covers, by_cols))
+    else:
+        print(covers)
+        print(format_table(table, by_cols))
+        print(f"({INTERVAL_NOTE})")
+    if args.plots:
+        df.attrs.update(output=args.output, sweep=name)
+        _report_plots(df, table if not by_cols else policy_table(df, policies=policies), policies, args.plots, covers)
     return EXIT_OK
+
+
+def _thresholds(df) -> tuple[float | None, float | None]:
+    """lockup_after_s and horizon_s of the sweep's scenario (its first stored row), if readable."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from sweeps.storage.dataset import readable_files
+
+    try:
+        first = readable_files(df.attrs["output"], df.attrs["sweep"], on_bad=None)[0]
+        scenario = json.loads(pq.read_table(first, columns=["scenario_json"]).column(0)[0].as_py())
+        return float(scenario["lockup_after_s"]), float(scenario["horizon_s"])
+    except (KeyError, IndexError, OSError, ValueError, TypeError):
+        return None, None
+
+
+def _report_plots(df, table, policies, directory: str, covers: str) -> None:
+    from sweeps.analysis.plots import write_plots
+    from sweeps.analysis.summary import Tally, policy_table as summary_table
+    from sweeps.tracking.mlflow_log import grid_columns
+
+    grid = grid_columns(df)
+    cells = summary_table(df, by=["cell_id", *grid], policies=policies) if grid else table
+    order = list(table["policy"])
+    curves = {p: Tally().add_rows(df[df["policy"] == p]).survival() for p in order}
+    lockup_after, horizon = _thresholds(df)
+    paths = write_plots(directory, table, cells, curves, grid, order, lockup_after, horizon, covers)
+    for path in paths:
+        print(f"plot: {path}", file=sys.stderr)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from sweeps.analysis.report import compare_policies
+    from sweeps.storage.dataset import pick_sweep
 
-    name = _pick_sweep(args.output, args.sweep)
-    df, sel = _selected(args.output, name, args.all_executions,
-                        columns=["policy", "cell_id", "replicate", "lockup", "status"])
+    name = pick_sweep(args.output, args.sweep)
+    df, sel, _ = _selected(args.output, name, args.all_executions,
+                           columns=["policy", "cell_id", "replicate", "lockup", "status"])
     d = compare_policies(df, args.a, args.b)  # an unknown policy: InputError, exit 2
     print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows; {sel.header}")
     print(f"  P(lockup | {args.a}) - P(lockup | {args.b}) = {d.diff:+.4f}  95% CI [{d.low:+.4f}, {d.high:+.4f}]")
@@ -200,12 +251,12 @@ def cmd_policies(args: argparse.Namespace) -> int:
     from sweeps.spec.oommodel_api import policy_registry
 
     for name, pol in policy_registry().items():
-        opts = ", ".join(f"{k}={v!r}" for k, v in dict(getattr(pol, "options", {}) or {}).items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in pol.options.items())
         print(f"{name}{f'  [{opts}]' if opts else ''}")
-        desc = str(getattr(pol, "description", "")).strip()
+        desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
-        for ref in getattr(pol, "references", ())[:3]:
+        for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
 
@@ -228,22 +279,24 @@ def cmd_log(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
 
     from sweeps.storage import executions
-    from sweeps.storage.dataset import list_sweeps, read_table
+    from sweeps.storage.dataset import list_sweeps, pick_sweep, read_table
     from sweeps.tracking.mlflow_log import log_sweep
 
-    names = [_pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
+    names = [pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
     if not names:
         raise UsageError(f"{args.output}: no sweep results here")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in names:
         ids = read_table(args.output, name, columns=["execution_id"]).column("execution_id")
         for eid in sorted(str(x) for x in pc.unique(ids).to_pylist() if x):
-            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid)
+            res = log_sweep(Path(args.output), name, tracking_uri=args.mlflow_uri, execution_id=eid,
+                            say=lambda msg: print(msg, file=sys.stderr))
             executions.mark_logged(args.output, name, eid, res)
-            state = ("already logged" if getattr(res, "already_logged", False) else
-                     "completed its unfinished parent run" if getattr(res, "resumed", False) else "logged")
-            print(f"{name} execution {eid}: {state} (experiment {getattr(res, 'experiment', name)!r}, "
-                  f"run {getattr(res, 'parent_run_id', '?')})")
+            state = ("already logged" if res.already_logged else
+                     f"completed its unfinished parent run in {res.seconds:.1f} s" if res.resumed else
+                     f"logged in {res.seconds:.1f} s")
+            print(f"{name} execution {eid}: {state} (experiment {res.experiment!r}, run {res.parent_run_id}; "
+                  f"open the UI at {res.ui_path})")
     return EXIT_OK
 
 
@@ -254,21 +307,32 @@ COMMANDS = {
     "policies": cmd_policies,
     "validate": cmd_validate,
     "log": cmd_log,
-    "history": lambda args: _lazy("sweeps.analysis.history", "run_history")(args),
-    "calibrate": lambda args: _lazy("sweeps.calibrate.command", "run_calibrate")(args),
-    "verify": lambda args: _lazy("sweeps.storage.verify", "run_verify")(args),
+    "history": lambda args: _lazy("history")(args),
+    "calibrate": lambda args: _lazy("calibrate")(args),
+    "verify": lambda args: _lazy("verify")(args),
 }
 
 
-def _lazy(module: str, name: str):
+def _lazy(command: str):
+    """The handler of a command whose module is imported only when it runs (sweeps/cli/<command>.py)."""
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    return importlib.import_module(f"sweeps.cli.{command}").run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["calibrate", "fit"]:  # a sub-command of calibrate, whose first argument is otherwise a file
+        from sweeps.calibrate import fit_command
+
+        try:
+            code = fit_command.main(argv[2:])
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            return _stdout_closed()
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args)

@@ -161,60 +161,83 @@ class RayExecutor:
         self.node_id = ""
 
     def start(self) -> "RayExecutor":
+        """Reuse an initialised Ray, join a cluster, or start a private local Ray; then size the window."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        import logging
-
         import ray
 
         if ray.is_initialized():
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            self.workers = min(self.requested_workers or cpus, cpus)
-            # Someone else's Ray (tests, notebooks): an explicit `workers` caps the batches in flight.
-            self._window = self._window or (self.workers if self.requested_workers else 2 * self.workers)
+            self._reuse_running_ray()
         else:
-            # Joining a cluster: its dashboard and temp dir are not ours to configure.
-            kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=False)
-            if self.address or os.environ.get("RAY_ADDRESS"):
-                where = self.address or os.environ["RAY_ADDRESS"]
-                try:
-                    # RAY_ADDRESS: launched as a Ray job, use the job's cluster.
-                    ray.init(address=self.address, **kwargs) if self.address else ray.init(**kwargs)
-                except Exception as exc:  # ConnectionError, RuntimeError, ValueError... one message
-                    raise RayAddressError(
-                        f"{'--address' if self.address else 'RAY_ADDRESS'} {where}: cannot join the Ray cluster: "
-                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-                    ) from None
+            joining = bool(self.address or os.environ.get("RAY_ADDRESS"))
+            if joining:
+                self._join_cluster()
             else:
-                # Ray 2.60 turns on token auth for new local clusters and writes
-                # ~/.ray/auth_token (ecosystem.md §0.7).  Keep token auth, but with a
-                # per-run token held in the environment of our own processes only,
-                # unless the user chose a mode.
-                _private_token_auth()
-                self._temp_dir = _short_temp_dir()
-                ray.init(
-                    address="local",
-                    num_cpus=self.workers,
-                    _temp_dir=self._temp_dir,
-                    include_dashboard=False,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                    # Ray renices workers to 15 so its daemons stay responsive; in a local
-                    # cluster that exists only for this sweep the workers are the job, and at
-                    # nice 15 any other load on the machine starves them.
-                    _system_config={"worker_niceness": 0},
-                )
+                self._start_local_ray()
             self._owns_ray = True
             cpus = int(ray.cluster_resources().get("CPU", 1))
-            if self.address or os.environ.get("RAY_ADDRESS"):
+            if joining:
                 self.workers = cpus
             self._window = self._window or max(2, 2 * self.workers)
         self.node_id = ray.get_runtime_context().get_node_id() or socket.gethostname()
         self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_remote_batch)
         return self
 
-    def stream(self, fn, take, *, should_stop=never, on_idle=nothing) -> Iterator[Batch]:
+    def _reuse_running_ray(self) -> None:
+        """Someone else's Ray (tests, notebooks): an explicit `workers` caps the batches in flight."""
         import ray
-        from ray.exceptions import RayTaskError
+
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = min(self.requested_workers or cpus, cpus)
+        self._window = self._window or (self.workers if self.requested_workers else 2 * self.workers)
+
+    def _join_cluster(self) -> None:
+        """--address, or RAY_ADDRESS when launched as a Ray job: its dashboard and temp dir are not ours."""
+        import logging
+
+        import ray
+
+        kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=False)
+        where = self.address or os.environ["RAY_ADDRESS"]
+        try:
+            ray.init(address=self.address, **kwargs) if self.address else ray.init(**kwargs)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError... one message
+            raise RayAddressError(
+                f"{'--address' if self.address else 'RAY_ADDRESS'} {where}: cannot join the Ray cluster: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            ) from None
+
+    def _start_local_ray(self) -> None:
+        """An embedded Ray for this sweep only: `workers` CPUs, a private temp dir, no dashboard."""
+        import logging
+
+        import ray
+
+        # Ray 2.60 turns on token auth for new local clusters and writes
+        # ~/.ray/auth_token (ecosystem.md §0.7).  Keep token auth, but with a
+        # per-run token held in the environment of our own processes only,
+        # unless the user chose a mode.
+        _private_token_auth()
+        self._temp_dir = _short_temp_dir()
+        ray.init(
+            address="local",
+            num_cpus=self.workers,
+            _temp_dir=self._temp_dir,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            # Ray renices workers to 15 so its daemons stay responsive; in a local
+            # cluster that exists only for this sweep the workers are the job, and at
+            # nice 15 any other load on the machine starves them.
+            _system_config={"worker_niceness": 0},
+        )
+
+    def stream(self, fn, take, *, should_stop=never, on_idle=nothing) -> Iterator[Batch]:
+        """Keep up to `window` batches of take()'s items in flight; yield each batch as it completes.
+
+        After should_stop() turns true, nothing more is submitted and the running batches are
+        drained for at most DRAIN_S (their rows are stored, not recomputed on resume).
+        """
+        import ray
 
         if self._remote is None:
             self.start()
@@ -223,45 +246,21 @@ class RayExecutor:
         drain_until = 0.0
         try:
             while True:
-                while not should_stop() and len(in_flight) < self._window:
-                    items = take(self.sizer.size)
-                    if not items:
-                        break
-                    ref = self._remote.remote(fn_ref, items, self.fail_fast, self.row_timeout)
-                    in_flight[ref] = items
+                self._fill_window(fn_ref, take, should_stop, in_flight)
                 if not in_flight:
                     # Nothing running: more work can only appear if take() gives some now.
-                    if should_stop():
+                    if should_stop() or not self._submit(fn_ref, take, in_flight):
                         return
-                    items = take(self.sizer.size)
-                    if not items:
-                        return
-                    ref = self._remote.remote(fn_ref, items, self.fail_fast, self.row_timeout)
-                    in_flight[ref] = items
                     continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
                 on_idle()
                 if should_stop():
-                    # Stop submitting, but keep the batches already running: their rows are
-                    # stored, not recomputed on resume. Past DRAIN_S they are abandoned.
                     drain_until = drain_until or time.monotonic() + DRAIN_S
                     if time.monotonic() > drain_until:
                         return
                 for ref in ready:
                     items = in_flight.pop(ref)
-                    try:
-                        results = ray.get(ref)
-                    except RayTaskError as exc:
-                        cause = exc.as_instanceof_cause()
-                        if isinstance(cause, RowFailed):
-                            raise RowFailed(str(cause).splitlines()[-1]) from None
-                        raise
-                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
-                        msg = f"{type(exc).__name__} after {self.max_retries} retries"
-                        results = [{"status": STATUS_LOST, "error": msg} for _ in items]
-                    else:
-                        self.sizer.observe(results)
-                    yield Batch(items, results)
+                    yield Batch(items, self._collect(ref, items))
         finally:
             # No ray.cancel() of what is left: with Ray 2.60 a reply that arrives for a task the
             # driver has just cancelled aborts the driver ("Tried to complete task that was not
@@ -269,6 +268,39 @@ class RayExecutor:
             # Ray's shutdown stops its workers; on a cluster the abandoned batches run to their
             # end (sized for ~0.5 s, at most row_timeout a row) and their results are dropped.
             in_flight.clear()
+
+    def _fill_window(self, fn_ref: Any, take, should_stop, in_flight: dict[Any, list[Any]]) -> None:
+        """Submit batches until the window is full, take() runs dry or a stop is asked for."""
+        while not should_stop() and len(in_flight) < self._window:
+            if not self._submit(fn_ref, take, in_flight):
+                return
+
+    def _submit(self, fn_ref: Any, take, in_flight: dict[Any, list[Any]]) -> bool:
+        """One batch of the sizer's size as a Ray task; False when take() has nothing."""
+        items = take(self.sizer.size)
+        if not items:
+            return False
+        in_flight[self._remote.remote(fn_ref, items, self.fail_fast, self.row_timeout)] = items
+        return True
+
+    def _collect(self, ref: Any, items: list[Any]) -> list[dict[str, Any]]:
+        """The results of a finished batch: a RowFailed (--fail-fast) is raised again, rows of a
+        worker or node that died after its retries are STATUS_LOST, other task errors propagate."""
+        import ray
+        from ray.exceptions import RayTaskError
+
+        try:
+            results = ray.get(ref)
+        except RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, RowFailed):
+                raise RowFailed(str(cause).splitlines()[-1]) from None
+            raise
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
+            msg = f"{type(exc).__name__} after {self.max_retries} retries"
+            return [{"status": STATUS_LOST, "error": msg} for _ in items]
+        self.sizer.observe(results)
+        return results
 
     def close(self) -> None:
         if self._owns_ray:

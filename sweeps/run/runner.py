@@ -29,11 +29,12 @@ from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNe
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
-from sweeps.run.provenance import provenance
 from sweeps.run.row_task import RowSimulator, RowTask
+from sweeps.run.rows import identity_columns
 from sweeps.storage import dataset, executions
 from sweeps.storage import schema as S
 from sweeps.storage.lock import SweepLock
+from sweeps.storage.provenance import provenance
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
@@ -120,7 +121,7 @@ def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
 def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str, str, int]]) -> Plan:
     from sweeps.spec.identity import param_column
 
-    keys = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    keys = list(spec.varied_keys)
     values: dict[str, set] = {k: set() for k in keys}
     kinds: dict[str, list] = {k: [] for k in keys}
     cpu_keys: list[str] = []
@@ -233,17 +234,17 @@ class AdaptiveFeeder:
     """Adaptive replication: per cell, batches of replicates for all policies together.
 
     A cell starts with `min` replicates; when all its outstanding rows are back,
-    each policy's Wilson half-width is checked (sweeps.analysis.stats.adaptive_needs_more)
-    and, if any is above the target and `max` is not reached, the next `batch`
-    replicates of every policy are queued.  Stored rows (resume) count.
+    sweeps.analysis.stats.adaptive_next_batch decides from each policy's (lockups, ok rows)
+    whether the next `batch` replicates of every policy are queued.  Stored rows (resume)
+    count; a cell with a lost row stops adapting (a rerun fills the gap).
     """
 
     def __init__(self, spec: Any, cells: Iterator[Any], stored: dict, register: Callable[[Any, int], None]) -> None:
         from sweeps.spec.identity import replicate_seed
-        from sweeps.analysis.stats import adaptive_needs_more
+        from sweeps.analysis.stats import adaptive_next_batch
 
         self._seed = replicate_seed
-        self._needs_more = adaptive_needs_more
+        self._next_batch = adaptive_next_batch
         self.spec = spec
         self.a = spec.replicates
         self.labels = [p.label for p in spec.policies]
@@ -284,11 +285,12 @@ class AdaptiveFeeder:
                 return
 
     def _advance(self, st: _AdaptiveCell) -> bool:
-        if st.broken or st.target >= self.a.max:
+        if st.broken:
             return False
-        if not any(self._needs_more(st.k[l], st.n[l], self.a.ci_half_width) for l in self.labels):
+        add = self._next_batch([(st.k[l], st.n[l]) for l in self.labels], st.target, self.a)
+        if not add:
             return False
-        new = min(st.target + self.a.batch, self.a.max)
+        new = st.target + add
         self.extra_rows += (new - max(st.target, self.a.min)) * len(self.labels)
         st.target = new
         return True
@@ -379,17 +381,11 @@ def _model_version() -> str:
 def _row_builder(execution_id: str, model_version: str, plan: Plan, infos: dict[str, _CellInfo]):
     def build(task: RowTask, result: dict[str, Any]) -> dict[str, Any]:
         info = infos[task.cell_id]
-        row = {
-            "policy_name": task.policy_name,
-            "policy_options": json.dumps(dict(task.policy_options), sort_keys=True, separators=(",", ":")),
-            "cell_id": task.cell_id,
-            "cell_index": task.cell_index,
-            "replicate": task.replicate,
-            "seed": task.seed,
-            "execution_id": execution_id,
-            "model_version": model_version,
-            "scenario_json": info.scenario_json,
-        }
+        row = identity_columns(
+            policy_name=task.policy_name, policy_options=dict(task.policy_options), cell_id=task.cell_id,
+            cell_index=task.cell_index, replicate=task.replicate, seed=task.seed, execution_id=execution_id,
+            model_version=model_version, scenario_json=info.scenario_json,
+        )
         row.update(info.params)
         row.update(result)
         return row
@@ -495,7 +491,60 @@ def _set_aside_reporter(err: TextIO) -> Callable[[Path, str], None]:
     return set_aside
 
 
+@dataclass
+class _Prepared:
+    """A sweep execution planned: its identity, what is stored, the cells and the plan."""
+
+    path: str | Path
+    spec: Any
+    output: Path
+    model_version: str
+    execution_id: str
+    adaptive: bool
+    stored: dict  # adaptive: (cell_id, policy) -> [(replicate, lockup | None)]
+    done: set[tuple[str, str, int]]
+    cells: Callable[[], Iterator[Any]]
+    plan: Plan
+    stored_here: int  # rows of this plan already stored
+    result: RunResult
+    started: float  # time.monotonic() at the start of the command
+    estimate: dict | None  # the dry run's estimate for exactly these rows, if one was made
+
+
+@dataclass
+class _Executed:
+    """How the execution ended (the row counts are on the RunResult)."""
+
+    rows_written: int
+    interrupted: bool = False
+    fail_message: str = ""
+
+
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
+    """prepare -> execute -> summarise (a dry run stops after preparing, with its estimate)."""
+    prep = _prepare(path, spec, output, opts, out, err, started)
+    if opts.dry_run:
+        _dry_run(spec, prep.cells, prep.done, prep.plan, opts, out, executor)
+        return prep.result
+    _write_record(prep, opts)
+    executed = _execute(prep, opts, err, executor)
+    prep.result.wall_s = time.monotonic() - started
+    _say_estimate_error(prep, executed, err)
+    return _summarise(prep, executed, opts, out, err)
+
+
+def _say_estimate_error(prep: _Prepared, executed: _Executed, err: TextIO) -> None:
+    """After a completed run, how far the dry run's estimate of these rows was off."""
+    est, result = prep.estimate, prep.result
+    if est is None or executed.interrupted or executed.fail_message or result.write_error:
+        return
+    off = 100 * (est["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
+    _print(f"the dry run estimated {est['seconds']:.0f} s ({est['low_s']:.0f}..{est['high_s']:.0f}) "
+           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
+
+
+def _prepare(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float) -> _Prepared:
+    """Read what is stored, plan the cells, refuse a grid over --max-rows, and say what will run."""
     model_version = _model_version()
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
@@ -504,6 +553,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     if not opts.dry_run:
         dataset.readable_files(output, spec.name, on_bad=on_bad)
     dataset.check_sweep_seed(output, spec.name, spec.seed)
+    dataset.check_sweep_schema(output, spec.name)
     adaptive = _adaptive(spec)
     if adaptive:
         stored = _stored_lockups(output, spec.name, on_bad)
@@ -524,48 +574,77 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
             f"{spec.max_replicates} replicates = {plan.rows_total} rows, above the limit of {opts.max_rows}; "
             f"pass --yes to run it"
         )
-    labels = [p.label for p in spec.policies]
-    reps_text = (
-        f"adaptive (min {spec.replicates.min}, max {spec.replicates.max}, batch {spec.replicates.batch}, "
-        f"half-width {spec.replicates.ci_half_width})"
-        if adaptive
-        else str(spec.replicates)
-        if not spec.replicate_start
-        else f"{spec.replicates} (block {spec.replicate_start // spec.replicates}: replicates "
-        f"{spec.replicate_start}..{spec.replicate_start + spec.replicates - 1})"
-    )
     _print(
-        f"sweep {spec.name}: {plan.cells} cells × {len(labels)} policies × {reps_text} replicates"
+        f"sweep {spec.name}: {plan.cells} cells × {len(spec.policies)} policies × {_replicates_text(spec)}"
         f" = {plan.rows_total} rows{' at most' if adaptive else ''}; "
         f"{stored_here} stored, {plan.pending}{'+' if adaptive else ''} to run; output {output}",
-        err,
+        out if opts.dry_run else err,
     )
+    estimate = None if opts.dry_run else _read_estimate(output, spec, plan.pending)
+    return _Prepared(path, spec, output, model_version, execution_id, adaptive, stored, done, cells, plan,
+                     stored_here, result, started, estimate)
 
-    if opts.dry_run:
-        _dry_run(spec, cells, done, plan, opts, err)
-        return result
 
-    try:  # what this execution is asked to do, before any row: `report` and MLflow resume read it
-        executions.write_record(output, spec.name, executions.new_record(
-            spec, execution_id, model_version, str(path), plan.cell_ids, not opts.no_mlflow))
+def _write_record(prep: _Prepared, opts: RunOptions) -> None:
+    """What this execution is asked to do, before any row: `report` and MLflow resume read it."""
+    spec = prep.spec
+    try:
+        executions.write_record(prep.output, spec.name, executions.new_record(
+            spec, prep.execution_id, prep.model_version, str(prep.path), prep.plan.cell_ids, not opts.no_mlflow))
     except OSError as exc:
-        raise StorageWriteError(exc.errno, f"cannot write the execution record in {output}: "
+        raise StorageWriteError(exc.errno, f"cannot write the execution record in {prep.output}: "
                                         f"{exc.strerror or exc}") from exc
 
+
+def _replicates_text(spec: Any) -> str:
+    """The replicates of the plan line: a number, a block of them, or the adaptive rule."""
+    if _adaptive(spec):
+        r = spec.replicates
+        return f"adaptive replicates (min {r.min}, max {r.max}, batch {r.batch}, half-width {r.ci_half_width})"
+    if not spec.replicate_start:
+        return f"{spec.replicates} replicates"
+    first = spec.replicate_start
+    return (f"{spec.replicates} replicates (block {first // spec.replicates}: replicates "
+            f"{first}..{first + spec.replicates - 1})")
+
+
+def _make_executor(opts: RunOptions) -> Any:
+    """The executor --serial or Ray asks for (Ray started here, after all validation)."""
+    if opts.executor == "serial":
+        return SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
+    return RayExecutor(
+        address=opts.address,
+        workers=opts.workers,
+        fail_fast=opts.fail_fast,
+        target_batch_s=opts.target_batch_s,
+        row_timeout=opts.row_timeout,
+    ).start()
+
+
+def _feeder(prep: _Prepared, register: Callable[[Any, int], None]) -> FixedFeeder | AdaptiveFeeder:
+    """The pending rows, cell by cell: fixed replicates, or adaptive batches decided as results return."""
+    if prep.adaptive:
+        return AdaptiveFeeder(prep.spec, prep.cells(), prep.stored, register)
+    return FixedFeeder(prep.spec, prep.cells(), prep.done, register)
+
+
+def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _Executed:
+    """Feed the pending rows to the executor and stream the results to Parquet, until done or stopped.
+
+    A --fail-fast stop, an interrupt and a write error end the stream; the files written so far are
+    complete either way (the writer is closed here), so a rerun resumes from them.
+    """
+    spec, plan, result = prep.spec, prep.plan, prep.result
     infos: dict[str, _CellInfo] = {}
-    register = _register(infos, plan)
-    feeder: FixedFeeder | AdaptiveFeeder
-    if adaptive:
-        feeder = AdaptiveFeeder(spec, cells(), stored, register)
-    else:
-        feeder = FixedFeeder(spec, cells(), done, register)
-    build = _row_builder(execution_id, model_version, plan, infos)
-    file_schema = S.file_schema(plan.param_types, plan.cpu_keys)
+    feeder = _feeder(prep, _register(infos, plan))
+    build = _row_builder(prep.execution_id, prep.model_version, plan, infos)
     writer = dataset.DatasetWriter(
-        output,
+        prep.output,
         spec.name,
-        file_schema,
-        provenance(spec, model_version, execution_id, str(path)),
+        S.file_schema(plan.param_types, plan.cpu_keys),
+        provenance(sweep=spec.name, sweep_hash=spec.sweep_hash, seed=spec.seed, model_version=prep.model_version,
+                   execution_id=prep.execution_id, sweep_file=str(prep.path), replicate_start=spec.replicate_start,
+                   dry_run_estimate=prep.estimate),
         flush_rows=opts.flush_rows,
         flush_seconds=opts.flush_seconds,
     )
@@ -573,34 +652,22 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     stop = _StopFlag()
     ex = executor
     own_executor = ex is None
-    interrupted = False
-    fail_message = ""
+    executed = _Executed(rows_written=0)
     try:
-        if plan.pending or adaptive:
+        if plan.pending or prep.adaptive:
             if own_executor:
-                if opts.executor == "serial":
-                    ex = SerialExecutor(
-                        fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout
-                    )
-                else:
-                    ex = RayExecutor(
-                        address=opts.address,
-                        workers=opts.workers,
-                        fail_fast=opts.fail_fast,
-                        target_batch_s=opts.target_batch_s,
-                        row_timeout=opts.row_timeout,
-                    ).start()
+                ex = _make_executor(opts)
             stop.install()
-            progress = Progress(plan.pending, labels, stream=err, skipped=stored_here)
+            progress = Progress(plan.pending, [p.label for p in spec.policies], stream=err, skipped=prep.stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
                 _consume(batch, feeder, build, writer, progress, infos, result)
-                if adaptive:
+                if prep.adaptive:
                     progress.set_total(plan.pending + feeder.extra_rows)
-            interrupted = stop()
+            executed.interrupted = stop()
     except RowFailed as exc:
-        fail_message = str(exc)
+        executed.fail_message = str(exc)
     except KeyboardInterrupt:
-        interrupted = True
+        executed.interrupted = True
     except StorageWriteError as exc:
         result.write_error = str(exc)
     finally:
@@ -611,47 +678,54 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
             except StorageWriteError as exc:
                 result.write_error = str(exc)
         result.write_s = writer.write_seconds
-        state = ("failed" if fail_message or result.write_error else
-                 "interrupted" if interrupted or stop() else "stored")
-        _update_record(output, spec.name, execution_id, err, state=state, rows_written=writer.rows_written,
-                       finished=executions.now())
+        state = ("failed" if executed.fail_message or result.write_error else
+                 "interrupted" if executed.interrupted or stop() else "stored")
+        _update_record(prep.output, spec.name, prep.execution_id, err, state=state,
+                       rows_written=writer.rows_written, finished=executions.now())
         if own_executor and ex is not None:
             ex.close()
         if progress is not None:
-            progress.close("interrupted" if interrupted else ("failed" if fail_message or result.write_error else "done"))
-    result.wall_s = time.monotonic() - started
-    hint = f"oomsweep run {path}" + (f" --output {opts.output}" if opts.output else "")
+            failed = executed.fail_message or result.write_error
+            progress.close("interrupted" if executed.interrupted else ("failed" if failed else "done"))
+    executed.rows_written = writer.rows_written
+    return executed
+
+
+def _summarise(prep: _Prepared, executed: _Executed, opts: RunOptions, out: TextIO, err: TextIO) -> RunResult:
+    """Say how the execution ended; when it completed, log to MLflow, print the table, count bad rows."""
+    spec, output, plan, result = prep.spec, prep.output, prep.plan, prep.result
+    hint = f"oomsweep run {prep.path}" + (f" --output {opts.output}" if opts.output else "")
     if result.write_error:
         _print(
             f"error: cannot store results: {result.write_error}\n"
-            f"  {writer.rows_written} rows of this run are stored in complete files, the rest were not written "
+            f"  {executed.rows_written} rows of this run are stored in complete files, the rest were not written "
             f"(no partial file is left); free space or fix the output, then resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_FAILED
         return result
-    if interrupted:
+    if executed.interrupted:
         _print(
-            f"interrupted: {writer.rows_written} rows of this run are stored in {output}; "
+            f"interrupted: {executed.rows_written} rows of this run are stored in {output}; "
             f"resume with: {hint}",
             err,
         )
         result.exit_code = EXIT_INTERRUPTED
         return result
-    if fail_message:
-        _print(f"stopped by --fail-fast: {fail_message}", err)
-        _print(f"{writer.rows_written} rows stored; after fixing, resume with: {hint}", err)
+    if executed.fail_message:
+        _print(f"stopped by --fail-fast: {executed.fail_message}", err)
+        _print(f"{executed.rows_written} rows stored; after fixing, resume with: {hint}", err)
         result.exit_code = EXIT_FAILED
         return result
 
-    if not writer.rows_written:
+    if not executed.rows_written:
         _print(f"nothing new to run: every row of this sweep is stored in {output}", err)
         if not opts.no_mlflow:
-            _update_record(output, spec.name, execution_id, err, mlflow={"state": "none"})
+            _update_record(output, spec.name, prep.execution_id, err, mlflow={"state": "none"})
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, execution_id, opts, err)
-    if opts.no_mlflow or not writer.rows_written or result.tracking is not None:  # the store is not known down
-        _finish_earlier_logging(output, spec, execution_id, opts, err)
+        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started)
+    if opts.no_mlflow or not executed.rows_written or result.tracking is not None:  # the store is not known down
+        _finish_earlier_logging(output, spec, prep.execution_id, opts, err, prep.started)
 
     result.table = _final_table(output, spec, plan, out)
     if result.rows_lost:
@@ -712,7 +786,8 @@ def _log_command(output: Path, spec: Any, opts: RunOptions) -> str:
     return f"oomsweep log {output} --sweep {spec.name}" + (f" --mlflow-uri {opts.mlflow_uri}" if opts.mlflow_uri else "")
 
 
-def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO) -> None:
+def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO,
+                            started: float) -> None:
     """Earlier executions of this sweep whose MLflow logging started but never finished (a driver
     killed while logging, a store that was down): log them now, after this execution's own logging
     succeeded (a store that just failed is not tried again), reusing their unfinished parent run;
@@ -730,11 +805,19 @@ def _finish_earlier_logging(output: Path, spec: Any, execution_id: str, opts: Ru
         _print(f"MLflow logging of execution {eid} {why}; completing it", err)
         reps = None if _adaptive(spec) else [spec.replicate_range.start, spec.replicate_range.stop]
         same = rec.get("sweep_hash") == spec.sweep_hash and rec.get("replicates") == reps
-        if _track(output, spec, eid, opts, err, same_spec=same) is None:
+        if _track(output, spec, eid, opts, err, started, same_spec=same) is None:
             return  # said once, with the `oomsweep log` command that logs every execution later
 
 
-def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, *, same_spec: bool = True) -> Any:
+def _ui_link(uri: str, ui_path: str) -> str:
+    """Where to look: the server itself for http(s) stores, else the `mlflow ui` the README starts."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + ui_path
+    return f"http://127.0.0.1:5000{ui_path}  (after: mlflow ui --backend-store-uri {uri} --port 5000)"
+
+
+def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, started: float, *,
+           same_spec: bool = True) -> Any:
     """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet).
 
     The execution record says "logging" while this runs, so that a driver killed now leaves a
@@ -754,6 +837,7 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             execution_id=execution_id,
             max_cell_runs=spec.mlflow.max_cell_runs if same_spec else None,
             experiment=spec.mlflow.experiment if same_spec else None,
+            say=lambda msg: _print(msg, err),
         )
     except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -766,11 +850,16 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
         _update_record(output, spec.name, execution_id, err, mlflow={"state": "failed", "error": first[:500]})
         return None
     executions.mark_logged(output, spec.name, execution_id, res)
-    uri = getattr(res, "tracking_uri", opts.mlflow_uri or "")
-    runs = getattr(res, "policy_runs", 0) + getattr(res, "cell_runs", 0)
-    done = f"; {res.notes[-1]}" if getattr(res, "resumed", False) and getattr(res, "notes", ()) else ""
-    _print(f"MLflow: experiment {getattr(res, 'experiment', spec.mlflow.experiment)!r} at {uri} ({runs} child runs"
-           f"{done})", err)
+    uri = res.tracking_uri
+    runs = res.policy_runs + res.cell_runs
+    total = time.monotonic() - started
+    done = f"; {res.notes[-1]}" if res.resumed and res.notes else ""
+    _print(
+        f"MLflow: experiment {res.experiment!r} at {uri}: {runs} child runs logged in {res.seconds:.1f} s "
+        f"({100 * res.seconds / max(total, 1e-9):.0f} % of this run's {total:.0f} s){done}\n"
+        f"  open: {_ui_link(uri, res.ui_path)}",
+        err,
+    )
     return res
 
 
@@ -802,15 +891,26 @@ def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
     return t.to_pandas()
 
 
+def covers_text(spec: Any, rows: int) -> str:
+    """Which rows a run's table covers: its sweep, replicate block and the grid it has now."""
+    if _adaptive(spec):
+        block = "adaptive replicates"
+    else:
+        r = spec.replicate_range
+        block = f"block {r.start // spec.replicates} (replicates {r.start}..{r.stop - 1})"
+    return f"sweep {spec.name}, {block}, every stored row of its grid: {rows} rows"
+
+
 def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
     from sweeps.analysis.report import format_table, policy_table
+    from sweeps.analysis.summary import INTERVAL_NOTE
 
     df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
     if df.empty:
         _print("no rows stored", out)
         return None
-    table = policy_table(df)
-    _print(format_table(table), out)
+    table = policy_table(df, policies=[p.label for p in spec.policies])
+    _print(f"{covers_text(spec, len(df))}\n{format_table(table)}\n({INTERVAL_NOTE})", out)
     return table
 
 
@@ -825,41 +925,143 @@ def _failed_rows(output: Path, spec: Any, plan: Plan) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in counts if c["values"] != S.STATUS_OK and c["counts"]}
 
 
-def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) -> None:
-    """Calibrate on a few pending rows in this process and estimate the wall time."""
-    rows: list[RowTask] = []
-    feeder = FixedFeeder(spec, cells(), done, lambda c, n: None) if not _adaptive(spec) else None
-    if feeder is not None:
-        rows = feeder.take(50)
-    else:
+DRY_RUN_SAMPLE = 240  # rows timed by --dry-run, drawn at random from the pending rows of every cell
+DRY_RUN_BUDGET_S = 20.0  # at most this long on the sample (after the executor started)
+
+
+def estimate_path(output: Path, sweep: str) -> Path:
+    """Where --dry-run leaves its estimate, for the real run to compare against (dot file: no reader sees it)."""
+    return Path(output) / f".oomsweep-estimate-{sweep}.json"
+
+
+def sample_pending_rows(spec: Any, k: int, done: set | frozenset = frozenset()) -> tuple[list[RowTask], int]:
+    """--dry-run's sample: k pending rows drawn at random (seeded) from the whole grid, and the count
+    of pending rows."""
+    return _sample_rows(spec, _cells_source(spec, _model_version()), done, k)
+
+
+def _sample_rows(spec: Any, cells, done, k: int) -> tuple[list[RowTask], int]:
+    """A seeded uniform sample (reservoir) of k pending rows over the whole grid, and the count of
+    pending rows seen. Adaptive sweeps: the first `min` replicates of every cell."""
+    import random
+
+    rng = random.Random(f"dry-run:{spec.seed}")
+    if _adaptive(spec):
         from sweeps.spec.identity import replicate_seed
 
-        for cell in cells():
-            for p in spec.policies:
-                rows.append(_task(cell, p, 0, replicate_seed(spec.seed, cell.cell_id, 0)))
-            if len(rows) >= 50:
-                break
-    if not rows:
-        _print("dry run: nothing to run", err)
-        return
-    sim = RowSimulator()
-    walls = []
-    deadline = time.monotonic() + 2.0
-    budget = min(opts.row_timeout or 10.0, 10.0)  # calibration must not hang on one endless row
-    for task in rows:
-        (res,) = execute_batch(sim, [task], False, "local", budget)
-        if res["status"] != S.STATUS_OK:
-            _print(f"dry run: row {res['status']}: {res['error']}", err)
-        walls.append(res["wall_s"])
+        def rows() -> Iterator[RowTask]:
+            for cell in cells():
+                for r in range(spec.replicates.min):
+                    seed = replicate_seed(spec.seed, cell.cell_id, r)
+                    for p in spec.policies:
+                        yield _task(cell, p, r, seed)
+        stream = rows()
+    else:
+        stream = FixedFeeder(spec, cells(), done, lambda c, n: None)._rows
+    sample: list[RowTask] = []
+    seen = 0
+    for task in stream:
+        seen += 1
+        if len(sample) < k:
+            sample.append(task)
+        else:
+            j = rng.randrange(seen)
+            if j < k:
+                sample[j] = task
+    rng.shuffle(sample)
+    return sample, seen
+
+
+def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, executor: Any = None) -> dict | None:
+    """Time a random sample of the sweep's own pending rows on the executor that will run them and
+    estimate the wall time of the rows (+ the executor's start-up), with a bootstrap 95 % interval.
+
+    Effective parallelism = Σ row wall times / elapsed wall time of the sample, measured on this
+    machine under its current load; the interval covers which rows were drawn, not later changes
+    of load. The estimate is printed (stdout) and left in estimate_path() for the real run.
+    """
+    import numpy as np
+
+    sample, pending = _sample_rows(spec, cells, done, DRY_RUN_SAMPLE)
+    if not sample:
+        _print("dry run: nothing to run", out)
+        return None
+    t0 = time.monotonic()
+    ex = executor
+    own = ex is None
+    if own:
+        if opts.executor == "serial":
+            ex = SerialExecutor(fail_fast=False, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
+        else:
+            ex = RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
+                             target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+    startup_s = time.monotonic() - t0
+    queue = list(sample)
+    walls: list[float] = []
+    failed = 0
+    deadline = time.monotonic() + DRY_RUN_BUDGET_S
+    t1 = time.monotonic()
+
+    def take(n: int) -> list[RowTask]:
         if time.monotonic() > deadline:
-            break
-    per_row = sorted(walls)[len(walls) // 2]
-    workers = opts.workers or os.cpu_count() or 1
-    todo = plan.pending if not _adaptive(spec) else plan.rows_min
-    est = todo * per_row / workers
+            return []
+        batch, queue[:] = queue[:n], queue[n:]
+        return batch
+
+    try:
+        for batch in ex.stream(RowSimulator(), take):
+            for res in batch.results:
+                if res.get("status") == S.STATUS_OK and res.get("wall_s") is not None:
+                    walls.append(float(res["wall_s"]))
+                else:
+                    failed += 1
+    finally:
+        elapsed = time.monotonic() - t1
+        if own:
+            ex.close()
+    if not walls:
+        _print(f"dry run: no row of the sample finished ({failed} failed)", out)
+        return None
+    w = np.asarray(walls)
+    parallel = max(float(w.sum()) / max(elapsed, 1e-9), 1e-9)  # rows running at once, as measured
+    todo = pending if not _adaptive(spec) else plan.rows_min
+    boot = np.random.default_rng(spec.seed).choice(w, size=(2000, len(w)), replace=True).mean(axis=1)
+    per_row = float(w.mean())
+    est = startup_s + todo * per_row / parallel
+    low = startup_s + todo * float(np.quantile(boot, 0.025)) / parallel
+    high = startup_s + todo * float(np.quantile(boot, 0.975)) / parallel
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _print(
-        f"dry run: calibrated on {len(walls)} rows, median {per_row * 1000:.1f} ms/row; "
-        f"{todo} rows on {workers} workers ≈ {est:.0f} s of simulation (+ Ray start-up)"
-        + (f"; at most {plan.rows_total * per_row / workers:.0f} s if every cell reaches max" if _adaptive(spec) else ""),
-        err,
+        f"dry run: timed {len(w)} of {todo} pending rows, drawn at random from every cell, on "
+        f"{'Ray' if opts.executor != 'serial' else 'the serial executor'} ({startup_s:.1f} s to start): "
+        f"{per_row * 1000:.1f} ms/row on average (median {float(np.median(w)) * 1000:.1f}, "
+        f"max {float(w.max()) * 1000:.0f}), {parallel:.2f} rows at once\n"
+        f"dry run: estimated wall time {est:.0f} s (95 % interval {low:.0f}..{high:.0f} s over the rows drawn; "
+        f"load average now {load:.1f}), plus MLflow logging"
+        + (f"; at most {startup_s + plan.rows_total * per_row / parallel:.0f} s if every cell reaches max"
+           if _adaptive(spec) else "")
+        + (f"\ndry run: {failed} sampled rows did not finish ok" if failed else ""),
+        out,
     )
+    estimate = {"rows": todo, "seconds": round(est, 1), "low_s": round(low, 1), "high_s": round(high, 1),
+                "sampled_rows": len(w), "parallel": round(parallel, 3), "startup_s": round(startup_s, 1),
+                "load_average": round(load, 2), "sweep_hash": spec.sweep_hash,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        path = estimate_path(Path(opts.output or spec.output), spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(estimate))
+    except OSError:
+        pass
+    return estimate
+
+
+def _read_estimate(output: Path, spec: Any, pending: int) -> dict | None:
+    """The dry run's estimate for exactly this run (same sweep file, same pending rows), if any."""
+    try:
+        est = json.loads(estimate_path(output, spec.name).read_text())
+    except (OSError, ValueError):
+        return None
+    if est.get("sweep_hash") != spec.sweep_hash or est.get("rows") != pending:
+        return None
+    return est

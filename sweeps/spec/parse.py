@@ -132,13 +132,9 @@ def _mapping(value: Any, path: str) -> Mapping:
     return value
 
 
-def _scenario_error_parts(e: Exception) -> tuple[str, str]:
-    path = getattr(e, "path", "") or ""
-    reason = getattr(e, "reason", None)
-    if reason is None:
-        text = str(e)
-        reason = text[len(path) + 2 :] if path and text.startswith(path + ": ") else text
-    return path, reason
+def _scenario_error_parts(e: Any) -> tuple[str, str]:
+    """(key path inside the scenario, reason) of an oommodel.ScenarioError."""
+    return e.path or "", e.reason
 
 
 # ------------------------------------------------------------------ the model side (lazy)
@@ -312,7 +308,7 @@ def _parse_policies(raw: Any, registry: Mapping[str, Any]) -> tuple[PolicyChoice
         if not isinstance(opts, Mapping):
             raise SweepError(f"{path}.{name}", f"options must be a mapping, got {type(opts).__name__}")
         policy = registry[name]
-        known = tuple(getattr(policy, "options", {}) or {})
+        known = tuple(policy.options)
         for k in opts:
             if k not in known:
                 hint = _closest(k, known)
@@ -441,16 +437,12 @@ def parse_sweep(
     base_dir: Path,
     source_text: str = "",
     *,
-    policies_registry: Mapping[str, Any] | None = None,
-    canonicalize: Callable[[dict], dict] | None = None,
-    load_scenario_file: Callable[[Path], dict] | None = None,
-    scenario_errors: tuple[type[Exception], ...] | None = None,
     check_cells: bool = True,
 ) -> SweepSpec:
     """Validate a sweep given as a plain dict (from YAML). Raises SweepError.
 
-    The keyword-only hooks replace the oommodel pieces (tests, tools); by default they are
-    oommodel.Scenario and oommodel.POLICIES, imported here, not at module import.
+    Scenarios and policy options are checked by oommodel itself (Scenario, POLICIES), imported
+    here, not at module import; `check_cells=False` skips validating every cell (a size check).
     """
     if not isinstance(data, Mapping):
         raise SweepError("", f"a sweep file must be a mapping of keys, got {type(data).__name__}")
@@ -464,12 +456,8 @@ def parse_sweep(
     top = _validate(_TopModel, dict(data), "")
     _check_name(top.name)
 
-    if canonicalize is None or load_scenario_file is None or scenario_errors is None:
-        canon0, file0, errs0 = _scenario_api()
-        canonicalize = canonicalize or canon0
-        load_scenario_file = load_scenario_file or file0
-        scenario_errors = scenario_errors or errs0
-    registry = policies_registry if policies_registry is not None else policy_registry()
+    canonicalize, load_scenario_file, scenario_errors = _scenario_api()
+    registry = policy_registry()
 
     base = _parse_base(top.base, Path(base_dir), canonicalize, load_scenario_file, scenario_errors)
     grid = _parse_grid(top.grid, base)

@@ -1,4 +1,4 @@
-"""`oomsweep verify OUTPUT`: check every stored file of a dataset and say what is wrong.
+"""What `oomsweep verify OUTPUT` checks (its command is sweeps/cli/verify.py): every stored file of a dataset and say what is wrong.
 
 Readers skip a file they cannot read (with a warning) and `run` sets it aside, so a damaged file
 never stops a sweep; `verify` is the explicit check. Per visible part file: the footer, the declared
@@ -10,16 +10,10 @@ unfinished `.tmp` files. Exit 0 when nothing is wrong, 1 when something is, 2 fo
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-EXIT_OK, EXIT_PROBLEMS = 0, 1
-
+from typing import Any
 
 @dataclass
 class SweepCheck:
@@ -114,35 +108,3 @@ def _provenance_problems(prov: dict[str, Any], sweep: str, table: Any) -> list[s
         if k not in prov:
             out.append(f"provenance has no {k!r}")
     return out
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    v = subparsers.add_parser("verify", help="check every stored file (footer, schema, pages, provenance, keys)")
-    v.add_argument("output", metavar="OUTPUT")
-    v.add_argument("--sweep", help="only this sweep (default: every sweep under OUTPUT)")
-    return v
-
-
-def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from sweeps.errors import UsageError
-    from sweeps.storage import dataset as storage
-
-    out = out or sys.stdout
-    if not Path(args.output).is_dir():
-        raise UsageError(f"{args.output}: not a directory")
-    names = [urllib.parse.unquote(d.name[len("sweep="):]) for d in storage.list_sweep_dirs(args.output)]
-    if args.sweep:
-        if args.sweep not in names:
-            raise UsageError(f"--sweep: no sweep {args.sweep!r} in {args.output}; stored: {', '.join(names) or 'none'}")
-        names = [args.sweep]
-    if not names:
-        raise UsageError(f"{args.output}: no sweep results here")
-    bad = 0
-    for name in names:
-        c = verify_sweep(args.output, name)
-        for line in c.problems + c.notes:
-            print(line, file=out)
-        state = "ok" if not c.problems else f"{len(c.problems)} problem(s)"
-        print(f"sweep {name}: {c.files} files, {c.rows} rows: {state}", file=out)
-        bad += len(c.problems)
-    return EXIT_PROBLEMS if bad else EXIT_OK

@@ -39,24 +39,27 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
-from sweeps.analysis import plots
-from sweeps.analysis.stats import survival, wilson
+from sweeps.analysis.plots import write_plots
+from sweeps.analysis.report import format_text
+from sweeps.analysis.stats import KaplanMeier
+from sweeps.analysis.summary import SUMMARY_COLUMNS, Tally, order_policies
 from sweeps.errors import TrackingError
 from sweeps.storage import schema
 from sweeps.storage.dataset import error_text, list_files, open_dataset, read_provenance, readable_files, sweep_dir, warn_skipped
+from sweeps.storage.provenance import git_sha
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
     from sweeps.spec.model import SweepSpec
@@ -69,6 +72,9 @@ __all__ = [
     "grid_columns",
     "mlflow_key",
     "METRICS",
+    "LogPlan",
+    "plan_log",
+    "runs_view_path",
     "TAG_EXECUTION",
     "TAG_SWEEP",
     "TAG_ROLE",
@@ -82,18 +88,9 @@ TAG_CHILD = "oomsweep.child"  # "policy:<label>" | "cell:<cell_id>:<label>": wha
 PARENT_TAG = "mlflow.parentRunId"
 DATASET_CONTEXT = "oomsweep.cells"
 
-# Same names in every run (parent table, policy children, cell children) so the compare view lines up.
-METRICS = (
-    "lockup_probability",
-    "ci_low",
-    "ci_high",
-    "n",
-    "lockups",
-    "median_stall_s",
-    "p99_stall_s",
-    "mean_kills",
-    "handed_over_rate",
-)
+# Same names in every run (policy children, cell children) and in every table (report, calibrate):
+# sweeps.analysis.summary.SUMMARY_COLUMNS, so the compare view lines up with the printed tables.
+METRICS = tuple(c for c in SUMMARY_COLUMNS if c != "failed_rows")
 FAILED_METRIC = "failed_rows"  # rows with status != "ok": not in n, but worth seeing next to it
 
 # Columns of a sweep row that are not grid/sample parameters: everything the schema declares.
@@ -126,6 +123,7 @@ class TrackingResult:
     seconds: float = 0.0
     resumed: bool = False  # an unfinished parent of this execution was completed in place
     notes: tuple[str, ...] = field(default_factory=tuple)
+    ui_path: str = ""  # runs_view_path(experiment_id): append to the MLflow UI's http://host:port
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,7 +249,7 @@ def _grid_of(names: Sequence[str], spec: SweepSpec | None) -> list[str]:
     from sweeps.spec.identity import param_column
 
     keys = list(spec.grid)
-    if getattr(spec, "sample", None) is not None:
+    if spec.sample is not None:
         keys += [k for k in spec.sample.params if k not in keys]
     ordered = [param_column(k) for k in keys]
     return [c for c in ordered if c in names] + [c for c in present if c not in ordered]
@@ -266,63 +264,6 @@ _SCAN_BATCH_ROWS = 65_536
 
 
 @dataclass
-class _Group:
-    """Running totals of one (cell, policy): counts, sums and the ok rows' max_stall_s."""
-
-    rows: int = 0
-    ok: int = 0
-    lockups: int = 0
-    handed_over: int = 0
-    kills_sum: float = 0.0
-    kills_n: int = 0
-    stalls: list = field(default_factory=list)  # float64 arrays, one per batch that had ok rows
-
-    def add(self, other: "_Group") -> None:
-        self.rows += other.rows
-        self.ok += other.ok
-        self.lockups += other.lockups
-        self.handed_over += other.handed_over
-        self.kills_sum += other.kills_sum
-        self.kills_n += other.kills_n
-        self.stalls += other.stalls
-
-    def stall_values(self) -> np.ndarray:
-        return np.concatenate(self.stalls) if self.stalls else np.empty(0)
-
-    def metrics(self) -> dict[str, float]:
-        """The METRICS of this group's rows; only status == "ok" rows count (exact: counts and integer kills)."""
-        n, k = self.ok, self.lockups
-        prop = wilson(k, n)
-        stalls = self.stall_values()
-        stalls = np.sort(stalls[~np.isnan(stalls)])  # as stats.quantile: NaN ignored, then sorted
-        return {
-            "lockup_probability": prop.p,
-            "ci_low": prop.low,
-            "ci_high": prop.high,
-            "n": float(n),
-            "lockups": float(k),
-            "median_stall_s": _sorted_quantile(stalls, 0.5),
-            "p99_stall_s": _sorted_quantile(stalls, 0.99),
-            "mean_kills": (self.kills_sum / self.kills_n if self.kills_n else math.nan) if n else math.nan,
-            "handed_over_rate": self.handed_over / n if n else math.nan,
-            FAILED_METRIC: float(self.rows - n),
-        }
-
-
-def _sorted_quantile(xs: np.ndarray, q: float) -> float:
-    """stats.quantile over an already sorted, NaN-free float array, with the same float arithmetic
-    (no Python list of every value)."""
-    if not len(xs):
-        return math.nan
-    pos = q * (len(xs) - 1)
-    i = math.floor(pos)
-    j = min(i + 1, len(xs) - 1)
-    frac = pos - i
-    lo, hi = float(xs[i]), float(xs[j])
-    return lo + (hi - lo) * frac if frac else lo
-
-
-@dataclass
 class _Summary:
     """Everything log_sweep needs from the stored rows, computed in one columnar scan."""
 
@@ -334,7 +275,7 @@ class _Summary:
     wall_s: list = field(default_factory=list)  # float64 arrays: summed once, in row order, at the end
     model_versions: set = field(default_factory=set)
     policy_first: dict = field(default_factory=dict)  # policy -> (policy_name of its first row, options)
-    groups: dict = field(default_factory=dict)  # (cell_id, policy) -> _Group
+    groups: dict = field(default_factory=dict)  # (cell_id, policy) -> Tally
     cell_first: pd.DataFrame | None = None  # per cell_id: first non-null cell_index and grid values
     distinct: dict = field(default_factory=dict)  # grid column -> set of values (for _grid_text)
 
@@ -351,22 +292,23 @@ class _Summary:
             return 0.0
         return float(pd.Series(np.concatenate(self.wall_s) if self.wall_s else np.empty(0)).sum())
 
-    def policy_group(self, policy: str) -> _Group:
-        total = _Group()
+    def policy_group(self, policy: str) -> Tally:
+        total = Tally()
         for (_, p), g in sorted(self.groups.items()):
             if p == policy:
-                total.add(g)
+                total.merge(g)
         return total
 
-    def policy_table(self) -> pd.DataFrame:
-        """One row per policy, sorted by policy: the policy columns, METRICS and failed_rows."""
-        records = [{"policy": p, **self.policy_group(p).metrics()} for p in self.policies_found]
-        return pd.DataFrame.from_records(records, columns=["policy", *METRICS, FAILED_METRIC])
+    def policy_table(self, policies: Sequence[str] = ()) -> pd.DataFrame:
+        """One row per policy, in the order of `policies` (then the others found): policy, SUMMARY_COLUMNS."""
+        order = order_policies(self.policies_found, policies)
+        records = [{"policy": p, **self.policy_group(p).summary()} for p in order]
+        return pd.DataFrame.from_records(records, columns=["policy", *SUMMARY_COLUMNS])
 
     def cell_table(self) -> pd.DataFrame:
-        """Per (cell, policy): cell_index, grid values and METRICS; the dataset recorded with log_input."""
-        records = [{"cell_id": c, "policy": p, **g.metrics()} for (c, p), g in sorted(self.groups.items())]
-        table = pd.DataFrame.from_records(records, columns=["cell_id", "policy", *METRICS, FAILED_METRIC])
+        """Per (cell, policy): cell_index, grid values and SUMMARY_COLUMNS; the dataset recorded with log_input."""
+        records = [{"cell_id": c, "policy": p, **g.summary()} for (c, p), g in sorted(self.groups.items())]
+        table = pd.DataFrame.from_records(records, columns=["cell_id", "policy", *SUMMARY_COLUMNS])
         cells = self.cell_first.reset_index()
         table = cells.merge(table, on="cell_id", how="right")
         return table.sort_values(["cell_index", "policy"], kind="stable").reset_index(drop=True)
@@ -413,7 +355,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     if spec is not None:
         expr = pc.field("policy").isin([p.label for p in spec.policies])
         if isinstance(spec.replicates, int) and "replicate" in names:
-            start = getattr(spec, "replicate_start", 0)  # this run's block (--replicate-block), else 0
+            start = spec.replicate_start  # this run's block (--replicate-block), else 0
             expr &= (pc.field("replicate") >= start) & (pc.field("replicate") < start + spec.replicates)
     dataset = open_dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
@@ -463,26 +405,8 @@ def _scan_batch(summary: _Summary, frame: pd.DataFrame, first_cols: list[str], e
             values = part["policy_options"].dropna()
             if not values.empty:
                 entry[1] = values.iloc[0]
-    ok = frame[ok_mask]
-    by_group = frame.groupby(["cell_id", "policy"], sort=False, observed=True).size()
-    for key, size in by_group.items():
-        summary.groups.setdefault(key, _Group()).rows += int(size)
-    if len(ok):
-        lockup = ok["lockup"].astype(bool)
-        handed = ok["handed_over"].astype(bool)
-        kills = ok["kills"].astype(float)
-        stall = ok["max_stall_s"].astype(float)
-        parts = pd.DataFrame({"cell_id": ok["cell_id"], "policy": ok["policy"], "lockup": lockup,
-                              "handed": handed, "kills": kills.fillna(0.0), "kills_n": kills.notna(),
-                              "stall": stall})
-        for key, g in parts.groupby(["cell_id", "policy"], sort=False, observed=True):
-            group = summary.groups[key]
-            group.ok += len(g)
-            group.lockups += int(g["lockup"].sum())
-            group.handed_over += int(g["handed"].sum())
-            group.kills_sum += float(g["kills"].sum())
-            group.kills_n += int(g["kills_n"].sum())
-            group.stalls.append(g["stall"].to_numpy(dtype=float, copy=True))
+    for key, g in frame.groupby(["cell_id", "policy"], sort=False, observed=True):
+        summary.groups.setdefault(key, Tally()).add_rows(g)
     firsts = frame.groupby("cell_id", sort=False)[first_cols].first()
     if summary.cell_first is None:
         summary.cell_first = firsts
@@ -533,22 +457,156 @@ class _RunPlan:
     metrics: Mapping[str, float]
 
 
-def _order_policies(found: Sequence[str], spec: SweepSpec | None) -> list[str]:
+@dataclass(frozen=True)
+class LogPlan:
+    """Everything one execution's logging writes, decided before any store call (plan_log)."""
+
+    experiment: str
+    experiment_tags: Mapping[str, str]  # set on the experiment: its kind and the runs-table view
+    parent: _RunPlan
+    children: tuple[_RunPlan, ...]  # tags without the parent's id (known only once it exists)
+    table: pd.DataFrame  # per policy, the sweep's order
+    cells: pd.DataFrame  # per (cell, policy)
+    policies: tuple[str, ...]
+    grid: tuple[str, ...]
+    cell_note: str
+    lockup_after_s: float | None = None
+    horizon_s: float | None = None
+
+
+VIEW_KEY = "oomsweep"  # mlflow.sharedViewState.<VIEW_KEY>: the runs-table view oomsweep sets up
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's "model training" experiment kind
+_HEADLINE_POLICIES = 8  # parent headline metrics shown as table columns for at most this many policies
+
+
+def runs_view_path(experiment_id: str) -> str:
+    """The UI path (after http://host:port) that opens an experiment on oomsweep's runs table.
+
+    MLflow 3.17's UI picks GenAI or model training per browser (the `workflowType` URL parameter,
+    else localStorage, default GenAI), not per experiment, and shows no metric column by default;
+    this link asks for model training and for the column set stored in the experiment tag
+    mlflow.sharedViewState.oomsweep (see _view_state).
+    """
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the UI's column id: metrics.`lockup_probability`
+
+
+def _view_state(policies: Sequence[str], grid: Sequence[str]) -> str:
+    """The runs table oomsweep wants first: the parent's headline lockup_p/<policy>, each child's
+    probability, interval and counts, its policy and grid keys; newest runs first."""
+    headline = [_column("metrics", mlflow_key(f"lockup_p/{p}")) for p in policies[:_HEADLINE_POLICIES]]
+    metrics = [_column("metrics", m) for m in ("lockup_probability", "ci_low", "ci_high", "lockups", "n",
+                                                "median_stall_s")]
+    params = [_column("params", "policy"), *(_column("params", mlflow_key(c)) for c in grid)]
+    state = {"selectedColumns": [*headline, *metrics, *params], "orderByKey": "attributes.start_time",
+             "orderByAsc": False}
+    return json.dumps(state)
+
+
+def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
+    """'block K' of a fixed-replicate run (--replicate-block K), 'adaptive' otherwise."""
+    if spec is not None and not isinstance(spec.replicates, int):
+        return "adaptive"
+    reps = spec.replicates if spec is not None else 0
+    start = int(provenance.get("replicate_start") or getattr(spec, "replicate_start", 0) or 0)
+    return f"block {start // reps}" if reps else "block ?"
+
+
+def _when(provenance: Mapping[str, Any]) -> str:
+    stamp = str(provenance.get("written_at") or "")
+    return stamp[:16].replace("T", " ") if stamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+
+
+def _fmt_key_value(column: str, value: Any) -> str:
+    return f"{column}={_value(value)}"
+
+
+def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str, Any], *, sweep: str,
+             execution_id: str, experiment: str, max_cell_runs: int) -> LogPlan:
+    """What to log for one execution: pure over the scanned summary, the spec and the provenance."""
+    grid = summary.grid
     declared = [p.label for p in spec.policies] if spec is not None else []
-    return [p for p in declared if p in found] + sorted(p for p in found if p not in declared)
+    table = summary.policy_table(declared)
+    policies = list(table["policy"])
+    cells = summary.cell_table()
+    n_cells = summary.n_cells
+    with_cells = n_cells * len(policies) <= max_cell_runs
+    cell_note = (
+        f"Per-cell runs: {n_cells * len(policies)}."
+        if with_cells
+        else f"Per-cell runs skipped: {n_cells} cells × {len(policies)} policies > max_cell_runs {max_cell_runs}."
+    )
+    model_versions = sorted(summary.model_versions)
+    model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
+    sweep_hash = (spec.sweep_hash if spec is not None else "") or provenance.get("sweep_hash", "")
+    seed = spec.seed if spec is not None else provenance.get("seed", "")
+    commit = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or git_sha()
+    params = {
+        "sweep": sweep,
+        "execution_id": execution_id,
+        "sweep_hash": str(sweep_hash),
+        "grid": _grid_text(summary, spec),
+        "grid_keys": ", ".join(grid) or "(none)",
+        "cells": str(n_cells),
+        "policies": ", ".join(policies),
+        "replicates": _replicates_text(summary, spec),
+        "model_version": model_version,
+        "seed": str(seed),
+        "max_cell_runs": str(max_cell_runs),
+    }
+    params = {k: _value(v) for k, v in params.items()}
+    metrics: dict[str, float] = {
+        "rows": summary.rows,
+        "rows_ok": summary.rows_ok,
+        FAILED_METRIC: summary.rows - summary.rows_ok,
+        "cells": n_cells,
+        "policies": len(policies),
+        "rows_in_execution": summary.rows_in_execution,
+        "sim_cpu_s": summary.sim_cpu_s(),
+    }
+    for r in table.to_dict("records"):  # headline: one number per policy, its interval beside it
+        key = mlflow_key(f"lockup_p/{r['policy']}")
+        metrics[key] = r["lockup_probability"]
+        metrics[f"{key}.ci_low"] = r["ci_low"]
+        metrics[f"{key}.ci_high"] = r["ci_high"]
+        metrics[f"{key}.n"] = r["n"]
+    block = _block_text(provenance, spec)
+    covers = _covers(sweep, block, spec, provenance, summary)
+    common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
+    parent_tags = {
+        **common,
+        TAG_ROLE: "parent",
+        "mlflow.note.content": _note(sweep, execution_id, table, covers, model_version, cell_note),
+        "oomsweep.cell_runs": cell_note,
+        "oomsweep.covers": covers,
+    }
+    if commit:
+        parent_tags["mlflow.source.git.commit"] = str(commit)
+    parent = _RunPlan(f"{sweep} {block} · {_when(provenance)}", parent_tags, params, metrics)
+    lockup_after = horizon = None
+    if spec is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            lockup_after = float(spec.base["lockup_after_s"])
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            horizon = float(spec.base["horizon_s"])
+    return LogPlan(
+        experiment=experiment,
+        experiment_tags={"mlflow.experimentKind": EXPERIMENT_KIND,
+                         f"mlflow.sharedViewState.{VIEW_KEY}": _view_state(policies, grid)},
+        parent=parent,
+        children=tuple(_child_plans(summary, table, cells, grid, common, with_cells)),
+        table=table, cells=cells, policies=tuple(policies), grid=tuple(grid), cell_note=cell_note,
+        lockup_after_s=lockup_after, horizon_s=horizon,
+    )
 
 
-def _git_sha() -> str | None:
-    """HEAD of the checkout this package runs from, if it is one (and has a commit)."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = proc.stdout.strip()
-    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+def _covers(sweep: str, block: str, spec: SweepSpec | None, provenance: Mapping[str, Any], summary: _Summary) -> str:
+    """Which rows the numbers cover, said the same way in the description, the plots and the CLI."""
+    reps = _replicates_text(summary, spec)
+    return f"sweep {sweep}, {block} (replicates {reps}), all stored rows of it: {summary.rows} rows"
 
 
 def _source_tags(sweep_file: str | None = None) -> dict[str, str]:
@@ -574,7 +632,7 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         r = spec.replicates
         if isinstance(r, int):
-            start = getattr(spec, "replicate_start", 0)
+            start = spec.replicate_start
             return str(r) if not start else f"{r} (block {start // r}: replicates {start}..{start + r - 1})"
         return f"adaptive(ci_half_width={r.ci_half_width}, min={r.min}, max={r.max}, batch={r.batch})"
     return summary.replicates_text()
@@ -583,69 +641,48 @@ def _replicates_text(summary: _Summary, spec: SweepSpec | None) -> str:
 def _grid_text(summary: _Summary, spec: SweepSpec | None) -> str:
     if spec is not None:
         parts = [f"{k}={len(v)}" for k, v in spec.grid.items()]
-        if getattr(spec, "sample", None) is not None and spec.sample.n:
+        if spec.sample is not None and spec.sample.n:
             parts.append(f"sample={spec.sample.method}:{spec.sample.n}({','.join(spec.sample.params)})")
         return ", ".join(parts) or "(single cell)"
     return summary.grid_text()
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _note(sweep: str, execution_id: str, table: pd.DataFrame, counts: Mapping[str, int],
-          model_version: str, cell_note: str) -> str:
-    """Run description (mlflow.note.content): one line of context and the per-policy table."""
-    lines = [
-        f"**oomsweep `{sweep}`**, execution `{execution_id}`, model {model_version}: "
-        f"{counts['cells']} cells × {counts['policies']} policies, {counts['rows']} rows "
-        f"({counts['failed']} failed). {cell_note}",
-        "",
-        "| policy | n | lockups | P(lockup) | 95 % CI | median stall s | p99 stall s | mean kills | handed over |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for r in table.itertuples(index=False):
-        lines.append(
-            f"| {r.policy} | {int(r.n)} | {int(r.lockups)} | {_fmt(r.lockup_probability)} | "
-            f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {_fmt(r.median_stall_s)} | {_fmt(r.p99_stall_s)} | "
-            f"{_fmt(r.mean_kills)} | {_fmt(r.handed_over_rate)} |"
-        )
-    text = "\n".join(lines)
+def _note(sweep: str, execution_id: str, table: pd.DataFrame, covers: str, model_version: str,
+          cell_note: str) -> str:
+    """Run description (mlflow.note.content): one line of context and the per-policy table exactly as
+    `oomsweep report --format text` prints it (a fixed-width block: columns stay apart in the UI)."""
+    text = (f"**{covers}**; execution `{execution_id}`, model {model_version}. {cell_note}\n\n"
+            f"```\n{format_text(table)}\n```\n")
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 1] + "…"
 
 
-def _write_artifacts(directory: Path, table: pd.DataFrame, cells: pd.DataFrame,
-                     stalls_by_policy: Mapping[str, np.ndarray], grid: Sequence[str],
-                     policies: Sequence[str], spec: SweepSpec | None, provenance: Mapping[str, Any]) -> None:
+def _write_artifacts(directory: Path, plan: LogPlan, curves: Mapping[str, KaplanMeier], spec: SweepSpec | None,
+                     provenance: Mapping[str, Any]) -> None:
     """Everything the parent run carries as files, written locally then uploaded in one call."""
-    if spec is not None and getattr(spec, "source_text", ""):
+    if spec is not None and spec.source_text:
         (directory / "sweep.yaml").write_text(spec.source_text, encoding="utf-8")
     if provenance:
         (directory / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    table, cells = plan.table, plan.cells
     table.to_csv(directory / "policy_table.csv", index=False)
+    (directory / "policy_table.txt").write_text(format_text(table) + "\n", encoding="utf-8")
     (directory / "policy_table.html").write_text(
         table.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–"), encoding="utf-8")
+    covers = plan.parent.tags.get("oomsweep.covers", "")
+    write_plots(directory / "plots", table, cells, curves, plan.grid, plan.policies, plan.lockup_after_s,
+                plan.horizon_s, covers)
 
-    plot_dir = directory / "plots"
-    plots.save_png(plots.lockup_probability_figure(table), plot_dir / "lockup_probability.png")
-    varying = [c for c in grid if cells[c].nunique(dropna=True) > 1]
-    if len(varying) >= 2:
-        x, y = varying[0], varying[1]
-        plots.save_png(plots.heatmap_figure(cells, x, y, policies), plot_dir / "lockup_heatmap.png")
-    stalls = pd.Series(np.concatenate([stalls_by_policy[p] for p in policies]) if policies else [], dtype=float)
-    top = float(stalls.max()) if len(stalls) and not math.isnan(stalls.max()) else 0.0
-    thresholds = np.linspace(0.0, top * 1.02 if top > 0 else 1.0, 241)
-    curves = {p: survival(stalls_by_policy[p].tolist(), thresholds) for p in policies}
-    lockup_after = None
-    if spec is not None:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            lockup_after = float(spec.base["lockup_after_s"])
-    plots.save_png(plots.survival_figure(curves, lockup_after), plot_dir / "stall_survival.png")
+
+def _short_keys(grid: Sequence[str]) -> dict[str, str]:
+    """Grid columns by their last key-path segment where that is unambiguous (for run names)."""
+    last = [c.rsplit(".", 1)[-1] for c in grid]
+    return {c: (s if last.count(s) == 1 else c) for c, s in zip(grid, last)}
 
 
 def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
-                 policies: Sequence[str], common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
+                 common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
     plans = []
+    short = _short_keys(grid)
     for r in table.to_dict("records"):
         policy = r["policy"]
         name, options = _policy_info(summary, policy)
@@ -663,8 +700,9 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
             params["policy"] = r["policy"]
             tags = {**common, TAG_ROLE: "cell", TAG_CELL: str(r["cell_id"]), TAG_CHILD: f"cell:{r['cell_id']}:{r['policy']}",
                     "oomsweep.cell_index": str(int(r["cell_index"]))}
-            plans.append(_RunPlan(f"{r['policy']} · cell {int(r['cell_index'])}", tags, params,
-                                  {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+            keys = " ".join(_fmt_key_value(short[c], r[c]) for c in grid)
+            name = f"{r['policy']} · cell {int(r['cell_index'])}" + (f": {keys}" if keys else "")
+            plans.append(_RunPlan(name[:250], tags, params, {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
     return plans
 
 
@@ -712,13 +750,22 @@ def _child_threads(uri: str, requested: int | None) -> int:
     return max(1, min(requested or _SERVER_THREADS, pool))
 
 
-def _log_children(client: Any, experiment_id: str, plans: Sequence[_RunPlan], threads: int) -> int:
-    """Log child runs concurrently; the first failure cancels the rest and is re-raised."""
+def _log_children(client: Any, experiment_id: str, plans: Sequence[_RunPlan], threads: int,
+                  done: Callable[[], None] | None = None) -> int:
+    """Log child runs concurrently; the first failure cancels the rest and is re-raised. `done` is
+    called after each run (from the logging threads)."""
     if not plans:
         return 0
+
+    def one(plan: _RunPlan) -> str:
+        run_id = _create_run_logged(client, experiment_id, plan)
+        if done is not None:
+            done()
+        return run_id
+
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(plans))),
                             thread_name_prefix="oomsweep-mlflow") as pool:
-        futures = [pool.submit(_create_run_logged, client, experiment_id, p) for p in plans]
+        futures = [pool.submit(one, p) for p in plans]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in pending:
             f.cancel()
@@ -803,14 +850,15 @@ def _delete_attempt(client: Any, experiment_id: str, run_id: str) -> None:
     client.delete_run(run_id)
 
 
-def _resumable(client: Any, earlier: Sequence[Any], summary: "_Summary") -> tuple[Any, set[str]]:
+def _resumable(client: Any, earlier: Sequence[Any], plan: LogPlan) -> tuple[Any, set[str]]:
     """An unfinished parent of this execution whose logging can be completed in place: it recorded
-    the same row counts as the summary now computed, so its finished child runs hold the numbers
+    the same row counts as the plan now made, so its finished child runs hold the numbers
     that would be logged again. Its unfinished children are deleted (they are redone); returns the
     parent (or None) and the TAG_CHILD keys of its finished children."""
     for run in earlier:
         m = run.data.metrics
-        if m.get("rows") != float(summary.rows) or m.get("rows_in_execution") != float(summary.rows_in_execution):
+        if (m.get("rows") != float(plan.parent.metrics["rows"])
+                or m.get("rows_in_execution") != float(plan.parent.metrics["rows_in_execution"])):
             continue
         done: set[str] = set()
         for child in _search_all(client, run.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run.info.run_id}'"):
@@ -850,8 +898,12 @@ def log_sweep(
     max_cell_runs: int | None = None,
     experiment: str | None = None,
     threads: int | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrackingResult:
     """Log one execution of a sweep from its Parquet rows; a no-op if that execution is logged.
+
+    plan_log() decides what to write (pure), _write() writes it. `say`, when given, receives a few
+    plain progress lines (first use of a sqlite store, child runs done every 5 s).
 
     The summaries cover the sweep's stored rows at logging time (all executions: a resumed sweep's
     result is their union), restricted to the spec's policies and replicate numbers when a spec is
@@ -876,19 +928,81 @@ def log_sweep(
     provenance = _provenance(output, sweep, execution_id)
     if spec is None:
         spec = _spec_from_provenance(provenance)
-    spec_mlflow = getattr(spec, "mlflow", None)
-    experiment = experiment or getattr(spec_mlflow, "experiment", None) or sweep
+    experiment = experiment or (spec.mlflow.experiment if spec is not None else "") or sweep
     if max_cell_runs is None:
-        max_cell_runs = int(getattr(spec_mlflow, "max_cell_runs", 2000))
+        max_cell_runs = spec.mlflow.max_cell_runs if spec is not None else 2000
     threads = _child_threads(uri, threads)
     summary = _scan(output, sweep, spec, execution_id)
     if summary.rows == 0:
         raise TrackingError(f"nothing to log: no rows of sweep {sweep!r} under {output}")
+    # What to log first: nothing is written to the store until it is known to compute.
+    plan = plan_log(summary, spec, provenance, sweep=sweep, execution_id=execution_id, experiment=experiment,
+                    max_cell_runs=max_cell_runs)
+    curves = {p: summary.policy_group(p).survival() for p in plan.policies}
+    del summary
+    return _write(plan, curves, uri=uri, output=output, sweep=sweep, execution_id=execution_id, spec=spec,
+                  provenance=provenance, threads=threads, started=started, say=say)
 
+
+def _new_sqlite_store(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI that does not exist yet (MLflow will create its tables)."""
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith("sqlite") or parts.path in ("", "/", "/:memory:"):
+        return None
+    db = Path(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    db = db if db.is_absolute() else Path.cwd() / db
+    return None if db.exists() and db.stat().st_size else db
+
+
+@contextlib.contextmanager
+def _quiet_mlflow_setup() -> Iterator[None]:
+    """MLflow's INFO lines about creating and migrating its tables, and alembic's, silenced: the
+    caller says it once in plain words."""
+    import logging
+
+    names = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store", "alembic", "alembic.runtime.migration")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+class _ChildProgress:
+    """'MLflow: 120/340 child runs' at most every `every_s` seconds."""
+
+    def __init__(self, total: int, say: Callable[[str], None] | None, every_s: float = 5.0) -> None:
+        self.total, self.say, self.every_s = total, say, every_s
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self.lock:
+            self.done += 1
+            now = time.monotonic()
+            if self.say is not None and self.done < self.total and now - self.last >= self.every_s:
+                self.last = now
+                rate = self.done / max(now - self.started, 1e-9)
+                self.say(f"MLflow: {self.done}/{self.total} child runs ({rate:.0f}/s, "
+                         f"~{(self.total - self.done) / rate:.0f} s left)")
+
+
+def _write(plan: LogPlan, curves: Mapping[str, KaplanMeier], *, uri: str, output: Path, sweep: str,
+           execution_id: str, spec: SweepSpec | None, provenance: Mapping[str, Any], threads: int,
+           started: float, say: Callable[[str], None] | None) -> TrackingResult:
+    """The store calls of a LogPlan: experiment, parent, artifacts, dataset, children, parent FINISHED."""
     _check_reachable(uri)
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
-    with _talking_to(uri, "opening the store"):
+    new_db = _new_sqlite_store(uri)
+    if new_db is not None and say is not None:
+        say(f"MLflow: creating the tracking database {new_db} (first use; takes a few seconds)")
+    with _talking_to(uri, "opening the store"), _quiet_mlflow_setup():
         client = MlflowClient(tracking_uri=uri)
         experiment_ids = _active_experiment_ids(client)
     with _talking_to(uri, "looking up earlier logging of this execution"):
@@ -897,111 +1011,56 @@ def log_sweep(
             if run.info.status == "FINISHED":
                 exp = client.get_experiment(run.info.experiment_id)
                 return TrackingResult(uri, exp.name, exp.experiment_id, run.info.run_id,
-                                      already_logged=True, seconds=time.monotonic() - started)
-        # A driver killed while logging left a parent RUNNING: complete that one (never a second
-        # parent for one execution); any other unfinished attempt is deleted.
-        resumed, children_done = _resumable(client, earlier, summary)
+                                      already_logged=True, seconds=time.monotonic() - started,
+                                      ui_path=runs_view_path(exp.experiment_id))
+        # A driver killed while logging left a parent RUNNING (or FAILED): complete that one (never a
+        # second parent for one execution); any other unfinished attempt is deleted.
+        resumed, children_done = _resumable(client, earlier, plan)
         for run in earlier:
             if resumed is None or run.info.run_id != resumed.info.run_id:
                 _delete_attempt(client, run.info.experiment_id, run.info.run_id)
-    if resumed is not None:
-        experiment_id = resumed.info.experiment_id
-        experiment = client.get_experiment(experiment_id).name
-    else:
-        with _talking_to(uri, f"creating experiment {experiment!r}"):
+    with _talking_to(uri, f"creating experiment {plan.experiment!r}"):
+        if resumed is not None:  # the experiment the unfinished parent is in
+            experiment_id = resumed.info.experiment_id
+            experiment = client.get_experiment(experiment_id).name
+        else:
+            experiment = plan.experiment
             experiment_id = _experiment_id(client, experiment, _artifact_location(uri, experiment))
-
-    # Summaries first: nothing is written to the store until they are known to compute.
-    grid = summary.grid
-    policies = _order_policies(summary.policies_found, spec)
-    table = summary.policy_table().set_index("policy").loc[policies].reset_index()
-    cells = summary.cell_table()
-    n_cells = summary.n_cells
-    with_cells = n_cells * len(policies) <= max_cell_runs
-    cell_note = (
-        f"Per-cell runs: {n_cells * len(policies)}."
-        if with_cells
-        else f"Per-cell runs skipped: {n_cells} cells × {len(policies)} policies > max_cell_runs {max_cell_runs}."
-    )
-    model_versions = sorted(summary.model_versions)
-    model_version = ",".join(model_versions) or str(provenance.get("model_version", ""))
-    counts = {"cells": n_cells, "policies": len(policies), "rows": summary.rows,
-              "failed": summary.rows - summary.rows_ok}
-    sweep_hash = getattr(spec, "sweep_hash", None) or provenance.get("sweep_hash", "")
-    seed = getattr(spec, "seed", None)
-    if seed is None:
-        seed = provenance.get("seed", "")
-    git_sha = next((provenance[k] for k in ("git_sha", "git_commit", "git") if provenance.get(k)), None) or _git_sha()
-
-    params = {
-        "sweep": sweep,
-        "execution_id": execution_id,
-        "sweep_hash": str(sweep_hash),
-        "grid": _grid_text(summary, spec),
-        "grid_keys": ", ".join(grid) or "(none)",
-        "cells": str(n_cells),
-        "policies": ", ".join(policies),
-        "replicates": _replicates_text(summary, spec),
-        "model_version": model_version,
-        "seed": str(seed),
-        "max_cell_runs": str(max_cell_runs),
-    }
-    params = {k: _value(v) for k, v in params.items()}
-    metrics = {
-        "rows": float(summary.rows),
-        "rows_ok": float(summary.rows_ok),
-        FAILED_METRIC: float(counts["failed"]),
-        "cells": float(n_cells),
-        "policies": float(len(policies)),
-        "rows_in_execution": float(summary.rows_in_execution),
-        "sim_cpu_s": summary.sim_cpu_s(),
-    }
-    common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
-    parent_tags = {
-        **common,
-        TAG_ROLE: "parent",
-        "mlflow.note.content": _note(sweep, execution_id, table, counts, model_version, cell_note),
-        "oomsweep.cell_runs": cell_note,
-    }
-    if git_sha:
-        parent_tags["mlflow.source.git.commit"] = str(git_sha)
+        for key, value in plan.experiment_tags.items():
+            client.set_experiment_tag(experiment_id, key, value)
 
     with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
-        stalls = {p: summary.policy_group(p).stall_values() for p in policies}
-        _write_artifacts(Path(tmp), table, cells, stalls, grid, policies, spec, provenance)
-        del stalls
-
+        _write_artifacts(Path(tmp), plan, curves, spec, provenance)
         parent_id = None
         try:
             with _talking_to(uri, "creating the parent run"):
-                from mlflow.entities import Metric, Param
-
                 now = int(time.time() * 1000)
                 if resumed is None:
-                    parent = client.create_run(experiment_id, start_time=now, tags=parent_tags,
-                                               run_name=f"{sweep} {execution_id}")
+                    parent = client.create_run(experiment_id, start_time=now, tags=dict(plan.parent.tags),
+                                               run_name=plan.parent.name)
                     parent_id = parent.info.run_id
                     have_params: Mapping[str, str] = {}
                 else:
                     parent_id = resumed.info.run_id
                     have_params = resumed.data.params  # params are immutable: only the missing ones
-                    for k, v in parent_tags.items():
+                    for k, v in plan.parent.tags.items():
                         if resumed.data.tags.get(k) != v:
                             client.set_tag(parent_id, k, v)
-                client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                                 params=[Param(k, v) for k, v in params.items() if k not in have_params],
+                client.log_batch(parent_id,
+                                 metrics=[Metric(k, float(v), now, 0) for k, v in plan.parent.metrics.items()],
+                                 params=[Param(k, v) for k, v in plan.parent.params.items() if k not in have_params],
                                  synchronous=True)
             with _talking_to(uri, "uploading artifacts"):
                 client.log_artifacts(parent_id, tmp)
             if resumed is None or not resumed.inputs.dataset_inputs:
                 with _talking_to(uri, "recording the dataset"):
                     source = sweep_dir(output, sweep).resolve()
-                    _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
-            plans = _child_plans(summary, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
-                                 with_cells)
-            plans = [p for p in plans if p.tags[TAG_CHILD] not in children_done]
+                    _log_dataset(client, parent_id, plan.cells, str(source), f"{sweep}.cells")
+            children = [dataclasses.replace(c, tags={**c.tags, PARENT_TAG: parent_id}) for c in plan.children
+                        if c.tags[TAG_CHILD] not in children_done]
+            progress = _ChildProgress(len(children), say)
             with _talking_to(uri, "logging child runs"):
-                _log_children(client, experiment_id, plans, threads)
+                _log_children(client, experiment_id, children, threads, progress)
             with _talking_to(uri, "finishing the parent run"):
                 client.set_terminated(parent_id, "FINISHED")
         except BaseException:
@@ -1010,14 +1069,16 @@ def log_sweep(
                     client.set_terminated(parent_id, "FAILED")
             raise
 
-    notes = (cell_note,) if resumed is None else (
-        cell_note, f"completed the unfinished parent run {parent_id}: {len(children_done)} child runs were "
-                   f"already logged, {len(plans)} added")
+    cell_runs = sum(1 for c in plan.children if c.tags.get(TAG_ROLE) == "cell")
+    notes = (plan.cell_note,) if resumed is None else (
+        plan.cell_note, f"completed the unfinished parent run {parent_id}: {len(children_done)} child runs were "
+                        f"already logged, {len(children)} added")
     return TrackingResult(
         uri, experiment, experiment_id, parent_id,
-        policy_runs=len(policies),
-        cell_runs=len(cells) if with_cells else 0,
+        policy_runs=len(plan.policies),
+        cell_runs=cell_runs,
         seconds=time.monotonic() - started,
         notes=notes,
         resumed=resumed is not None,
+        ui_path=runs_view_path(experiment_id),
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from sweeps.storage import dataset as storage
-from sweeps.calibrate.command import format_summary, register, row_schema, run_calibrate, summary_table
+from sweeps.calibrate.command import format_summary, row_schema, summary_table
+from sweeps.cli.calibrate import register, run
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
@@ -19,9 +20,8 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
     p = argparse.ArgumentParser(prog="oomsweep")
     register(p.add_subparsers(dest="command"))
     args = p.parse_args(argv)
-    assert args.func is run_calibrate
     out, err = io.StringIO(), io.StringIO()
-    return run_calibrate(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+    return run(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
 
 def test_handa_hack_refused_before_anything_runs(tmp_path):
@@ -80,7 +80,7 @@ def test_summary_table_wilson_and_stalls():
     lines = {ln["source"]: ln for ln in summary_table(df)}
     k = lines["kernel"]
     assert (k["n"], k["lockups"], k["not_ok"]) == (2, 1, 1)
-    assert k["p"] == 0.5 and 0.09 < k["ci_low"] < 0.1 and 0.9 < k["ci_high"] < 0.91  # Wilson 1/2
+    assert k["lockup_probability"] == 0.5 and 0.09 < k["ci_low"] < 0.1 and 0.9 < k["ci_high"] < 0.91  # Wilson 1/2
     assert k["max_stall_s"] == 20.0 and k["oom_skip_by"] == "none:1,reaper:1"
     assert lines["model"]["lockups"] == 0 and lines["model"]["ci_high"] < 0.85
     text = format_summary(summary_table(df))

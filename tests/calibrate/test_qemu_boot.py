@@ -17,7 +17,7 @@ import pytest
 from sweeps.calibrate import qemu
 from sweeps.errors import QemuError
 from sweeps.storage import dataset as storage
-from sweeps.calibrate.command import register, run_calibrate
+from sweeps.cli.calibrate import register, run
 
 SCENARIO = Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "calibrate-normal-children.yaml"
 
@@ -49,7 +49,7 @@ def test_normal_children_boot(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     args = _parse(["calibrate", str(SCENARIO), "--runs", "1", "--seeds", "3", "--output", str(tmp_path / "ds"),
                    "--no-mlflow", "--boot-timeout", "150"])
-    code = run_calibrate(args, stdout=out, stderr=err)
+    code = run(args, stdout=out, stderr=err)
     assert code == 0, err.getvalue()
     assert "boot 1/1 [" in err.getvalue()
 

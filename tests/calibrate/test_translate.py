@@ -122,6 +122,7 @@ def test_reaper_attributes_are_passed_on():
     assert translate(_load("calibrate-normal-children"), FACTS).reaper == ""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed")
 def test_newc_archive_unpacks_with_cpio(tmp_path):
     data = newc_archive({"oomrepro.conf": b"run 1\n", "b.txt": b"xyz"})

@@ -50,6 +50,7 @@ def nightly(tmp_path):
     return call
 
 
+@pytest.mark.slow
 def test_first_run_of_the_day_submits_under_name_and_date(nightly):
     p, submits = nightly({})
     assert p.returncode == 0, p.stderr
@@ -62,6 +63,7 @@ def test_first_run_of_the_day_submits_under_name_and_date(nightly):
                                            "--output", "/srv/results"]
 
 
+@pytest.mark.slow
 def test_fresh_seeds_run_the_block_of_the_day(nightly):
     p, submits = nightly({}, OOMSWEEP_FRESH_SEEDS="1")
     assert p.returncode == 0, p.stderr
@@ -72,6 +74,7 @@ def test_fresh_seeds_run_the_block_of_the_day(nightly):
     assert submits[0][-2:] == ["--replicate-block", "20784"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["PENDING", "RUNNING", "SUCCEEDED"])
 def test_todays_job_exists_nothing_is_submitted(nightly, status):
     p, submits = nightly({"oomsweep-infra-tiny-2026-11-26": status})
@@ -79,6 +82,7 @@ def test_todays_job_exists_nothing_is_submitted(nightly, status):
     assert status in p.stderr
 
 
+@pytest.mark.slow
 def test_failed_day_is_retried_under_a_new_id_until_the_limit(nightly):
     base = "oomsweep-infra-tiny-2026-11-26"
     p, submits = nightly({base: "FAILED"})
@@ -89,6 +93,7 @@ def test_failed_day_is_retried_under_a_new_id_until_the_limit(nightly):
     assert p.returncode == 1 and submits == [] and "not retrying" in p.stderr
 
 
+@pytest.mark.slow
 def test_failed_job_fails_the_script_and_bad_setup_exits_2(nightly):
     p, submits = nightly({}, submit_rc=1)
     assert p.returncode == 1 and len(submits) == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps.analysis.history import build_history, format_history, register, run_history, two_proportion
+from sweeps.analysis.history import build_history, format_history, two_proportion
+from sweeps.cli.history import register, run as run_history
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +88,7 @@ def _sweep_file(directory: Path, replicates: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_history_of_real_executions(tmp_path, capsys):
     """Two real runs of one sweep into one dataset (the second adds replicates): two executions."""
     out = tmp_path / "results"

@@ -156,6 +156,7 @@ def _run_cronjob_script(tmp_path, **env_overrides: str) -> list[subprocess.Compl
 NEEDS_SH = pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
 
 
+@pytest.mark.slow
 @NEEDS_SH
 def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     runs = _run_cronjob_script(tmp_path)
@@ -173,6 +174,7 @@ def test_cronjob_script_creates_one_rayjob_per_day(tmp_path):
     assert "already exists" in runs[1].stdout
 
 
+@pytest.mark.slow
 @NEEDS_SH
 def test_cronjob_fresh_seeds_appends_the_block_of_the_day(tmp_path):
     runs = _run_cronjob_script(tmp_path, OOMSWEEP_FRESH_SEEDS="1")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,7 @@ def _as_ray_submit_runs_it(home: Path, args: list[str], project: Path | None = N
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_finds_the_sweep_under_the_project_copy_and_adds_address_auto(tmp_path):
     p = _as_ray_submit_runs_it(tmp_path, ["--print-command", "tests/infra/data/tiny.yaml"], project=ROOT)
     assert p.returncode == 0, p.stderr
@@ -43,11 +46,13 @@ def test_finds_the_sweep_under_the_project_copy_and_adds_address_auto(tmp_path):
     assert p.stdout.split()[5:] == ["--address", "ray://h:10001", "--no-mlflow"]
 
 
+@pytest.mark.slow
 def test_missing_sweep_file_is_one_line_and_exit_2(tmp_path):
     p = _as_ray_submit_runs_it(tmp_path, ["configs/nope.yaml"], project=tmp_path / "nowhere")
     assert p.returncode == 2 and p.stderr.strip().startswith("submit.py: error: configs/nope.yaml")
 
 
+@pytest.mark.slow
 def test_runs_the_installed_package_and_passes_its_exit_code(tmp_path):
     # --serial: no Ray here (the cluster path is tests/infra/test_ray_submit.py); output relative to cwd = HOME.
     p = _as_ray_submit_runs_it(tmp_path, ["tests/infra/data/tiny.yaml", "--serial", "--no-mlflow"], project=ROOT)

@@ -58,6 +58,7 @@ def test_streams_are_statistically_uncorrelated() -> None:
     assert 0.4 < xs.mean() < 0.6
 
 
+@pytest.mark.slow
 def test_cross_process_determinism() -> None:
     """A fresh interpreter with a different hash seed draws the same numbers."""
     code = (

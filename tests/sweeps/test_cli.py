@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -57,6 +59,7 @@ def test_bad_sweep_files_exit_2_with_the_key_path(data, pattern, tmp_path, capsy
     assert not (tmp_path / "results").exists()  # failed before any work
 
 
+@pytest.mark.slow
 def test_bad_sweep_in_a_subprocess_has_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(f"name: bad\nbase: {HANDA}\npolicies: [nope]\nreplicates: 2\n")
@@ -111,7 +114,7 @@ def test_run_prints_the_policy_table_and_report_agrees(stored, tmp_path, capsys)
     assert "policy" in out and "upstream_4_19" in out and "timeout_backoff" in out
     assert main(["report", "results"]) == 0
     rep = capsys.readouterr().out
-    assert "sweep tiny: 12 rows, 0 not ok" in rep
+    assert "sweep tiny: every stored row, all blocks pooled (replicates 0..2, 1 execution(s)): 12 rows, 0 not ok" in rep
     assert out.strip().splitlines()[-2:] == rep.strip().splitlines()[-2:]  # same table rows
     assert main(["report", "results", "--by", "victim.sched_at_handover"]) == 0
     by = capsys.readouterr().out
@@ -139,14 +142,22 @@ def test_rerun_with_another_seed_is_refused(stored, write_sweep, tmp_path, capsy
     assert len(storage.read_sweep(tmp_path / "results", "tiny")) == 12
 
 
-def test_dry_run_estimates_and_writes_nothing(write_sweep, tmp_path, capsys, monkeypatch):
+def test_dry_run_estimates_on_stdout_and_writes_no_rows(write_sweep, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_sweep(tmp_path, replicates=50)
-    assert main(["run", str(path), "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert "2 cells × 2 policies × 50 replicates = 200 rows" in err
-    assert "dry run: calibrated on" in err and "ms/row" in err
-    assert not (tmp_path / "results").exists()
+    assert main(["run", str(path), "--dry-run", "--serial"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells × 2 policies × 50 replicates = 200 rows" in out
+    assert "dry run: timed " in out and "of 200 pending rows, drawn at random from every cell" in out
+    assert "estimated wall time" in out and "95 % interval" in out
+    assert not list((tmp_path / "results").rglob("*.parquet"))
+    estimate = json.loads((tmp_path / "results" / ".oomsweep-estimate-tiny.json").read_text())
+    assert estimate["rows"] == 200 and estimate["low_s"] <= estimate["seconds"] <= estimate["high_s"]
+    # The real run compares itself with it and keeps it in its provenance.
+    assert main(["run", str(path), "--serial", "--no-mlflow"]) == 0
+    assert "the dry run estimated" in capsys.readouterr().err
+    prov = storage.read_provenance(storage.list_files(tmp_path / "results", "tiny")[0])
+    assert prov["dry_run_estimate"]["rows"] == 200
 
 
 def test_large_grid_needs_yes(write_sweep, tmp_path, capsys, monkeypatch):
@@ -213,7 +224,7 @@ def test_a_row_that_raises_is_recorded_and_the_sweep_goes_on(write_sweep, tmp_pa
         assert pd.isna(row["lockup"])
     # The table counts ok rows only.
     assert main(["report", "results"]) == 0
-    assert "sweep tiny: 12 rows, 2 not ok" in capsys.readouterr().out
+    assert "12 rows, 2 not ok" in capsys.readouterr().out
 
 
 def test_fail_fast_stops_at_the_first_failing_row(write_sweep, tmp_path, capsys, monkeypatch):

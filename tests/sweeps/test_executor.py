@@ -90,6 +90,7 @@ def test_serial_executor_same_results_as_a_loop():
     assert all(got[x]["y"] == x * x for x in got if x != 13)
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_every_item_exactly_once_in_batches(ray_session):
     take = taker(range(3000))
     got = {}
@@ -107,6 +108,7 @@ def test_ray_executor_runs_every_item_exactly_once_in_batches(ray_session):
     assert sizes[0] <= 4 and max(sizes) >= 50  # slow start, then batches of ~0.5 s
 
 
+@pytest.mark.slow
 def test_ray_executor_stops_submitting_when_asked(ray_session):
     take = taker(range(100_000))
     seen = 0
@@ -120,6 +122,7 @@ def test_ray_executor_stops_submitting_when_asked(ray_session):
     assert 0 < seen == taken < 5_000
 
 
+@pytest.mark.slow
 def test_fail_fast_raises_in_the_driver(ray_session):
     ex = RayExecutor(workers=2, fail_fast=True).start()
     with pytest.raises(RowFailed, match="unlucky"):
@@ -131,6 +134,7 @@ def test_fail_fast_raises_in_the_driver(ray_session):
     assert ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_retried_by_ray(ray_session, tmp_path):
     fn = DieOnce(str(tmp_path / "died"))
     got = {}

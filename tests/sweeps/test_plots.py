@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from sweeps.analysis import plots
-from sweeps.analysis.stats import survival, wilson
+from sweeps.analysis.stats import kaplan_meier, wilson
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +43,9 @@ def test_lockup_probability_png_with_edges_and_an_empty_policy(tmp_path):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(table["policy"])
     assert any(t.get_text() == "no data" for t in ax.texts)
-    assert any(t.get_text() == "13/40" for t in ax.texts)
+    assert any(t.get_text().startswith("13/40\n[0.20, 0.48]") for t in ax.texts)  # k/n and the interval
+    assert ax.get_xlabel() == "policy" and "Wilson 95 %" in ax.get_ylabel()
+    assert ax.get_ylim()[0] < 0  # a point at 0 is drawn whole, not cut by the axis
     path = plots.save_png(fig, tmp_path / "sub" / "lockup.png")
     assert_png(path)
 
@@ -51,8 +53,8 @@ def test_lockup_probability_png_with_edges_and_an_empty_policy(tmp_path):
 def test_error_bars_span_the_wilson_interval():
     table = policy_table({"a": (3, 10), "b": (7, 10)})
     fig = plots.lockup_probability_figure(table)
-    container = fig.axes[0].containers[0]  # ErrorbarContainer: (line, caps, bar collections)
-    segments = container.lines[2][0].get_segments()
+    # one ErrorbarContainer (line, caps, bar collections) per policy, in order
+    segments = [c.lines[2][0].get_segments()[0] for c in fig.axes[0].containers]
     spans = [float(y) for s in segments for y in (s[0][1], s[1][1])]
     want = [wilson(3, 10).low, wilson(3, 10).high, wilson(7, 10).low, wilson(7, 10).high]
     assert spans == pytest.approx(want)
@@ -97,26 +99,65 @@ def test_heatmap_bins_a_sampled_continuous_key(tmp_path):
     assert_png(plots.save_png(fig, tmp_path / "heat.png"))
 
 
-def test_survival_curves_png_and_steps(tmp_path):
-    stalls = {"upstream_4_19": [0.5, 2.0, 30.0, 45.0], "timeout_backoff": [0.1, 0.2, 0.3, 5.0],
-              "all_failed": []}
-    thresholds = np.linspace(0, 50, 101)
-    curves = {p: survival(v, thresholds) for p, v in stalls.items()}
-    assert all(math.isnan(s) for _, s in curves["all_failed"])
-    fig = plots.survival_figure(curves, lockup_after_s=20.0)
+def test_heatmap_squares_say_p_interval_and_n():
+    cells = cells_frame(np.random.default_rng(1))
+    fig = plots.heatmap_figure(cells, "victim.sched_at_handover", "groups.0.sched.rt_priority")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert len(texts) == 2 * 9
+    sel = cells[(cells["policy"] == "upstream_4_19") & (cells["victim.sched_at_handover"] == "idle")
+                & (cells["groups.0.sched.rt_priority"] == 50)]
+    est = wilson(int(sel["lockups"].sum()), int(sel["n"].sum()))
+    assert f"{est.p:.2f}\n[{est.low:.2f}, {est.high:.2f}]\nn=40" in texts
+    assert all(t.get_fontsize() >= 8 for ax in fig.axes for t in ax.texts)
+
+
+def test_cell_probability_one_point_per_cell_with_its_interval(tmp_path):
+    cells = cells_frame(np.random.default_rng(3))
+    cells = cells[cells["machine.rt_runtime_share"]]  # one cell per (handover, prio, policy)
+    fig = plots.cell_probability_figure(cells, "victim.sched_at_handover", ["groups.0.sched.rt_priority"],
+                                        ["upstream_4_19", "timeout_backoff"])
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [f"groups.0.sched.rt_priority = {p}" for p in (1, 50, 99)]
+    ax = panels[1]
+    assert ax.get_xlabel() == "victim.sched_at_handover" and "Wilson 95 %" in panels[0].get_ylabel()
+    first = ax.containers[0]  # upstream_4_19's error bars in the prio = 50 panel
+    xlabels = [t.get_text() for t in ax.get_xticklabels()]
+    row = cells[(cells["policy"] == "upstream_4_19") & (cells["groups.0.sched.rt_priority"] == 50)
+                & (cells["victim.sched_at_handover"] == xlabels[0])].iloc[0]
+    est = wilson(int(row["lockups"]), int(row["n"]))
+    seg = first.lines[2][0].get_segments()[0]
+    assert (seg[0][1], seg[1][1]) == pytest.approx((est.low, est.high))
+    assert_png(plots.save_png(fig, tmp_path / "cells.png"))
+
+
+def test_cell_probability_pools_when_there_are_too_many_panels():
+    cells = cells_frame(np.random.default_rng(4), continuous=True)  # 36 x values, 3 × 2 other combinations
+    fig = plots.cell_probability_figure(cells, "groups.0.sched.rt_priority",
+                                        ["victim.sched_at_handover", "machine.rt_runtime_share"])
+    assert "pooled over" in fig.get_suptitle()
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 1
+
+
+def test_survival_is_kaplan_meier_on_a_log_axis_with_every_policy_visible(tmp_path):
+    # Two policies with identical stalls must both stay visible (different line style, marker, width).
+    same = [0.025, 0.026, 0.03, 0.04, 0.09]
+    curves = {"upstream_4_19": kaplan_meier(same, [False] * 5), "upstream_6_1": kaplan_meier(same, [False] * 5),
+              "handoff_rfc_v2": kaplan_meier([0.02, 0.03, 119.0, 119.5], [False, False, True, True]),
+              "all_failed": kaplan_meier([], [])}
+    fig = plots.survival_figure(curves, lockup_after_s=20.0, horizon_s=120.0)
     ax = fig.axes[0]
-    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
-    assert labels == ["upstream_4_19", "timeout_backoff"]  # an all-nan curve is not drawn
-    ys = ax.get_lines()[0].get_ydata()
-    assert ys[0] == 1.0 and ys[-1] == 0.0 and all(np.diff(ys) <= 0)
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] < 0.02 and ax.get_xlim()[1] > 120.0
+    lines = {ln.get_label().split(" ")[0]: ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert list(lines) == ["upstream_4_19", "upstream_6_1", "handoff_rfc_v2", "all_failed"]
+    a, b = lines["upstream_4_19"], lines["upstream_6_1"]
+    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
+    assert a.get_linewidth() > b.get_linewidth()  # the one drawn first is wider: the later one shows on it
+    assert "2 censored" in lines["handoff_rfc_v2"].get_label()
+    # Censored stalls do not end: the curve stays at 1/2 past both of them, up to the horizon.
+    assert lines["handoff_rfc_v2"].get_ydata()[-1] == pytest.approx(0.5)
+    assert any("lockup" in t.get_text() for t in ax.texts) and any("horizon" in t.get_text() for t in ax.texts)
+    assert ax.get_xlabel().startswith("stall length") and ax.get_ylabel()
     assert_png(plots.save_png(fig, tmp_path / "survival.png"))
-
-
-def test_lockup_after_beyond_the_data_does_not_stretch_the_axis():
-    curves = {"a": survival([0.01, 0.2, 0.9], np.linspace(0, 1, 51))}
-    ax = plots.survival_figure(curves, lockup_after_s=20.0).axes[0]
-    assert ax.get_xlim()[1] < 2.0
-    assert any("beyond every stall" in t.get_text() for t in ax.texts)
 
 
 def test_figures_are_not_blank():

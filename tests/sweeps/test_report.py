@@ -61,7 +61,8 @@ def test_policy_table_matches_a_recomputation() -> None:
         k = int(rows["lockup"].sum())
         assert row["n"] == 100 and row["lockups"] == k
         est = wilson(k, 100)
-        assert (row["p"], row["ci_low"], row["ci_high"]) == pytest.approx((est.p, est.low, est.high))
+        assert (row["lockup_probability"], row["ci_low"], row["ci_high"]) == pytest.approx((est.p, est.low, est.high))
+        assert row["failed_rows"] == (2 if row["policy"] == "a" else 0)  # error rows: counted apart, not in n
         assert row["median_stall_s"] == pytest.approx(float(rows["max_stall_s"].median()))
         assert row["p99_stall_s"] == pytest.approx(float(np.quantile(rows["max_stall_s"], 0.99)))
         assert row["mean_kills"] == pytest.approx(float(rows["kills"].mean()))
@@ -81,10 +82,38 @@ def test_policy_table_by_grid_key_accepts_key_path_or_column() -> None:
         policy_table(df, by=["groups[0].sched.rt_prio"])
 
 
-def test_policy_table_of_no_ok_rows_is_empty_with_columns() -> None:
+def test_policy_table_of_no_ok_rows_says_n_0_and_the_failed_rows() -> None:
     df = make_rows()
     table = policy_table(df[df["status"] == "error"])
-    assert table.empty and list(table.columns) == list(TABLE_COLUMNS)
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert table[["policy", "n", "lockups", "failed_rows"]].values.tolist() == [["a", 0, 0, 2]]
+    assert table["n"].dtype.kind == "i" and math.isnan(table.loc[0, "lockup_probability"])
+    assert policy_table(df.iloc[:0]).empty
+
+
+def test_policy_table_follows_the_sweeps_policy_order() -> None:
+    df = make_rows()
+    assert policy_table(df, policies=["b", "a"])["policy"].tolist() == ["b", "a"]
+    assert policy_table(df, policies=["b"])["policy"].tolist() == ["b", "a"]  # others after, as found
+
+
+def test_format_text_fits_a_mail_and_folds_by_keys() -> None:
+    from sweeps.analysis.report import format_text
+
+    df = make_rows()
+    table = policy_table(df, by=["groups.0.sched.rt_priority"])
+    text = format_text(table, "sweep s, block 0", ["groups.0.sched.rt_priority"])
+    assert all(len(line) <= 72 for line in text.splitlines())
+    assert "groups.0.sched.rt_priority = 1" in text and "groups.0.sched.rt_priority = 99" in text
+    assert "Wilson 95 %" in text and text.splitlines()[0] == "sweep s, block 0"
+
+
+def test_format_table_folds_by_keys_and_prints_values_as_written() -> None:
+    df = make_rows().assign(**{"reaper.busy_elsewhere_p": lambda x: np.where(x["cell_id"] == "c0", 0.0, 0.02)})
+    table = policy_table(df, by=["reaper.busy_elsewhere_p"])
+    text = format_table(table, ["reaper.busy_elsewhere_p"])
+    assert "reaper.busy_elsewhere_p = 0.0\n" in text and "reaper.busy_elsewhere_p = 0.02\n" in text
+    assert text.splitlines()[1].split() == list(TABLE_COLUMNS)
 
 
 def test_compare_policies_pairs_on_cell_and_replicate() -> None:
@@ -123,7 +152,7 @@ def test_format_table_aligns_columns() -> None:
     # Right-aligned numbers: every row ends at the same column as the header.
     assert len({len(line) for line in lines}) == 1
     a_row = table.iloc[0]
-    assert f"{a_row['p']:.4f}" in lines[2] and f"{a_row['ci_high']:.4f}" in lines[2]
+    assert f"{a_row['lockup_probability']:.4f}" in lines[2] and f"{a_row['ci_high']:.4f}" in lines[2]
     empty = format_table(policy_table(make_rows().iloc[:0]))
     assert "(no rows)" in empty
 
@@ -139,3 +168,4 @@ def test_categorical_policy_column_as_read_from_hive_partitions() -> None:
     cat = df.assign(policy=pd.Categorical(df["policy"], categories=["b", "a", "unused"]))
     pd.testing.assert_frame_equal(policy_table(cat), policy_table(df))
     assert compare_policies(cat, "a", "b") == compare_policies(df, "a", "b")
+

@@ -16,33 +16,6 @@ from sweeps.errors import SweepError
 from sweeps.spec.parse import load_sweep, parse_sweep
 
 
-class FakePolicy:
-    """Stand-in for an oommodel policy entry (.options, .check_options) for tests of the sweep side."""
-
-    def __init__(self, **options: float) -> None:
-        self.options = options
-        self.description = "fake"
-        self.references: tuple[str, ...] = ()
-
-    def check_options(self, opts: dict) -> dict:
-        out = dict(self.options)
-        for k, v in opts.items():
-            if k not in self.options:
-                raise ValueError(f"{k}: unknown option")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ValueError(f"{k}: must be a number > 0, got {v!r}")
-            out[k] = float(v)
-        return out
-
-
-REGISTRY = {
-    "upstream_4_19": FakePolicy(),
-    "handoff_rfc_v2": FakePolicy(),
-    "handoff_oom_lock": FakePolicy(),
-    "timeout_backoff": FakePolicy(timeout_s=2.0, backoff=2.0),
-    "upstream_6_1": FakePolicy(),
-}
-
 SCENARIO = {
     "machine": {"cpus": 4},
     "oom": {"domain": "memcg", "limit_mb": 100},
@@ -68,7 +41,8 @@ SWEEP = {
 
 
 def parse(data: dict, base_dir: Path = Path("."), **kw: Any) -> SweepSpec:
-    return parse_sweep(data, base_dir, policies_registry=REGISTRY, **kw)
+    """The real parser with the real policy registry (oommodel.POLICIES)."""
+    return parse_sweep(data, base_dir, **kw)
 
 
 def with_(**changes: Any) -> dict:
@@ -112,14 +86,15 @@ def test_cells_of_a_real_scenario_are_canonical() -> None:
 
 
 def test_policy_label_sorts_options() -> None:
+    # no policy of the model has two options yet: the label's order is the PolicyChoice's own
     choice = PolicyChoice("timeout_backoff", (("timeout_s", 2.0), ("backoff", 3.0)))
     assert choice.label == "timeout_backoff[backoff=3.0,timeout_s=2.0]"
-    spec = parse(with_(policies=[{"timeout_backoff": {"timeout_s": 2, "backoff": 3}}]))
-    assert spec.policies[0].label == "timeout_backoff[backoff=3.0,timeout_s=2.0]"
+    spec = parse(with_(policies=[{"timeout_backoff": {"timeout_s": 2}}, {"handoff_rfc_v2": {"skip_after": "close"}}]))
+    assert [p.label for p in spec.policies] == ["timeout_backoff[timeout_s=2.0]", "handoff_rfc_v2[skip_after=close]"]
 
 
 def test_policies_all_and_bare_names() -> None:
-    assert [p.name for p in parse(with_(policies="all")).policies] == list(REGISTRY)
+    assert [p.name for p in parse(with_(policies="all")).policies] == list(POLICIES)
     assert parse(with_(policies=[{"upstream_6_1": None}])).policies == (PolicyChoice("upstream_6_1"),)
 
 
@@ -146,7 +121,7 @@ def test_load_sweep_resolves_base_against_the_sweep_file(tmp_path: Path, monkeyp
     sweep_file = tmp_path / "sweeps" / "sw.yaml"
     sweep_file.write_text(text)
     monkeypatch.chdir("/")
-    spec = load_sweep(sweep_file, policies_registry=REGISTRY)
+    spec = load_sweep(sweep_file)
     assert spec.source_text == text
     assert spec.base == parse(SWEEP).base
     # Same content inline or from a file: same sweep identity.
@@ -191,8 +166,8 @@ BAD: list[tuple[str, dict, str, str]] = [
     ("unknown policy", with_(policies=["upstrem_4_19"]), "policies[0]", "did you mean 'upstream_4_19'"),
     ("unknown option", with_(policies=[{"timeout_backoff": {"timeout": 3}}]), "policies[0].timeout_backoff.timeout",
      "did you mean 'timeout_s'"),
-    ("bad option value", with_(policies=[{"timeout_backoff": {"timeout_s": -1}}]), "policies[0].timeout_backoff",
-     "timeout_s"),
+    ("bad option value", with_(policies=[{"timeout_backoff": {"timeout_s": -1}}]),
+     "policies[0].timeout_backoff.timeout_s", "> 0"),
     ("duplicate policy", with_(policies=["upstream_4_19", {"upstream_4_19": {}}]), "policies[1]", "duplicate"),
     ("empty policies", with_(policies=[]), "policies", "non-empty"),
     ("replicates zero", with_(replicates=0), "replicates", ">= 1"),
@@ -253,15 +228,15 @@ def test_good_sweep_names(name: str) -> None:
 
 def test_load_sweep_reports_yaml_and_file_problems(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="cannot read sweep file"):
-        load_sweep(tmp_path / "missing.yaml", policies_registry=REGISTRY)
+        load_sweep(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(SweepError, match="invalid YAML"):
-        load_sweep(bad, policies_registry=REGISTRY)
+        load_sweep(bad)
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(SweepError, match="must be a mapping"):
-        load_sweep(listy, policies_registry=REGISTRY)
+        load_sweep(listy)
 
 
 def test_base_file_error_names_the_path_inside_the_scenario(tmp_path: Path) -> None:
@@ -296,7 +271,7 @@ def test_yaml_example_from_the_issue(tmp_path: Path) -> None:
             """
         )
     )
-    spec = load_sweep(f, policies_registry=REGISTRY)
+    spec = load_sweep(f)
     assert count_cells(spec) == 12 and len(spec.policies) == 5 and spec.replicates == 200
     assert spec.to_dict()["output"] == "results/" and "output" not in spec.to_dict(include_output=False)
 

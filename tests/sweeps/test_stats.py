@@ -20,6 +20,7 @@ from sweeps.analysis.stats import (
     paired_difference_counts,
     quantile,
     survival,
+    kaplan_meier,
     wilson,
 )
 
@@ -257,25 +258,53 @@ def test_adaptive_next_batch_rules() -> None:
     from sweeps.analysis.stats import adaptive_next_batch
 
     ad = Adaptive(ci_half_width=0.05, min=30, max=200, batch=40)
-    assert adaptive_next_batch([0, 0], 0, ad) == 30  # reach min first
-    assert adaptive_next_batch([0, 0], 10, ad) == 20
+
+    def both(k1: int, k2: int, n: int) -> list[tuple[int, int]]:
+        return [(k1, n), (k2, n)]
+
+    assert adaptive_next_batch(both(0, 0, 0), 0, ad) == 30  # reach min first
+    assert adaptive_next_batch(both(0, 0, 10), 10, ad) == 20
     # p = 0 at n = 30: half-width z^2/(30+z^2)/2 = 0.057 > 0.05 -> another batch
-    assert adaptive_next_batch([0, 0], 30, ad) == 40
-    assert adaptive_next_batch([0, 0], 70, ad) == 0  # 0.026 <= 0.05 for both
+    assert adaptive_next_batch(both(0, 0, 30), 30, ad) == 40
+    assert adaptive_next_batch(both(0, 0, 70), 70, ad) == 0  # 0.026 <= 0.05 for both
+    # failed rows have no outcome: a policy with 30 ok rows of 70 is still too wide
+    assert adaptive_next_batch([(0, 70), (0, 30)], 70, ad) == 40
     # one policy near 1/2 keeps the whole cell going, in batches, capped at max
-    assert adaptive_next_batch([0, 35], 70, ad) == 40
-    assert adaptive_next_batch([0, 90], 190, ad) == 10
-    assert adaptive_next_batch([0, 100], 200, ad) == 0
+    assert adaptive_next_batch(both(0, 35, 70), 70, ad) == 40
+    assert adaptive_next_batch(both(0, 90, 190), 190, ad) == 10
+    assert adaptive_next_batch(both(0, 100, 200), 200, ad) == 0
     assert adaptive_next_batch([], 30, ad) == 40  # no policy counts yet: keep going
     with pytest.raises(ValueError):
-        adaptive_next_batch([71], 70, ad)
+        adaptive_next_batch([(71, 70)], 70, ad)
     # Simulated use: the loop ends, and every policy meets the target or max was reached.
     rng = np.random.default_rng(2)
     for p in (0.0, 0.02, 0.3, 0.5):
         n, ks = 0, [0, 0]
-        while (add := adaptive_next_batch(ks, n, ad)) > 0:
+        while (add := adaptive_next_batch([(k, n) for k in ks], n, ad)) > 0:
             draws = rng.random((add, 2)) < [p, p / 2]
             ks = [k + int(x) for k, x in zip(ks, draws.sum(axis=0))]
             n += add
         assert n <= ad.max
         assert n == ad.max or all(wilson(k, n).half_width <= ad.ci_half_width for k in ks)
+
+
+def test_kaplan_meier_by_hand_with_censoring() -> None:
+    # Events at 1, 2, 3, 8; censored at 2 and 5. At risk 6, 5, 3, 1:
+    # S(1) = 5/6, S(2) = 5/6·4/5, S(3) = ·2/3, flat through the censored 5, S(8) = 0.
+    km = kaplan_meier([1, 2, 2, 3, 5, 8], [False, False, True, False, True, False])
+    assert km.n == 6 and km.censored == 2
+    s = dict(zip(km.t, km.s))
+    assert s[1.0] == pytest.approx(5 / 6) and s[2.0] == pytest.approx(2 / 3)
+    assert s[3.0] == pytest.approx(4 / 9) and s[5.0] == pytest.approx(4 / 9) and s[8.0] == 0.0
+    assert all(lo <= v <= hi for v, lo, hi in zip(km.s, km.low, km.high))
+
+
+def test_kaplan_meier_without_censoring_is_the_empirical_survival() -> None:
+    xs = [0.1, 0.4, 0.4, 2.0, 7.5]
+    km = kaplan_meier(xs, [False] * len(xs))
+    assert list(km.s) == pytest.approx([s for _, s in survival(xs, km.t)])
+
+
+def test_kaplan_meier_all_censored_or_empty_has_no_step() -> None:
+    assert kaplan_meier([119.0, 119.5], [True, True]).t == ()
+    assert kaplan_meier([math.nan], [False]).n == 0

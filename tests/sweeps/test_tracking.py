@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -23,13 +22,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from sweeps.storage import dataset as storage
 from sweeps.tracking import mlflow_log as tracking
 from sweeps.analysis.stats import wilson
 from sweeps.errors import TrackingError
-from sweeps.tracking.mlflow_log import log_sweep
+from sweeps.tracking.mlflow_log import log_sweep, mlflow_key
+from sweeps.spec.model import SweepSpec
+from sweeps.spec.parse import parse_sweep
 
 import tracking_oracle  # noqa: E402  (tests/sweeps/tracking_oracle.py: the all-rows pandas summary)
 
@@ -44,39 +46,25 @@ LOCKUP_P = {"upstream_4_19": 0.7, "timeout_backoff[timeout_s=2.0]": 0.2}
 # ---------------------------------------------------------------------------------------- fixtures
 
 
-@dataclass(frozen=True)
-class FakePolicy:
-    name: str
-    options: tuple = ()
-
-    @property
-    def label(self) -> str:
-        if not self.options:
-            return self.name
-        return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(self.options))}]"
-
-
-@dataclass(frozen=True)
-class FakeMlflow:
-    experiment: str
-    max_cell_runs: int = 2000
+SCENARIO = Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "handa-2018-11-14.yaml"
+SPEC_YAML = """\
+name: handoff-mini
+base: {base}
+grid:
+  victim.sched_at_handover: [unchanged, idle]
+  groups[0].sched.rt_priority: [1, 50, 99]
+policies: {policies}
+replicates: {replicates}
+seed: 20181116
+mlflow: {{experiment: handoff-exp, max_cell_runs: {max_cell_runs}}}
+"""
 
 
-@dataclass(frozen=True)
-class FakeSpec:
-    """Only the SweepSpec attributes tracking reads (sweeps.spec.model is written in parallel)."""
-
-    name: str = SWEEP
-    grid: dict = field(default_factory=lambda: {"victim.sched_at_handover": HANDOVER,
-                                                "groups[0].sched.rt_priority": PRIORITY})
-    sample: None = None
-    policies: tuple = (FakePolicy("upstream_4_19"), FakePolicy("timeout_backoff", (("timeout_s", 2.0),)))
-    replicates: int = REPLICATES
-    seed: int = 20181116
-    mlflow: FakeMlflow = FakeMlflow("handoff-exp", 2000)
-    source_text: str = "name: handoff-mini\nreplicates: 12\n"
-    sweep_hash: str = "ab" * 32
-    base: dict = field(default_factory=lambda: {"lockup_after_s": 20.0})
+def real_spec(replicates: int = REPLICATES, policies: str = "[upstream_4_19, {timeout_backoff: {timeout_s: 2.0}}]",
+              max_cell_runs: int = 2000) -> SweepSpec:
+    """The sweep these rows belong to, through the real parser and the real policy registry."""
+    text = SPEC_YAML.format(base=SCENARIO, policies=policies, replicates=replicates, max_cell_runs=max_cell_runs)
+    return parse_sweep(yaml.safe_load(text), SCENARIO.parent, text)
 
 
 def synthetic_rows(execution_id: str = "exec-1", failed: int = 0, seed: int = 3) -> pd.DataFrame:
@@ -183,7 +171,8 @@ def expected_metrics(group: pd.DataFrame) -> dict:
 
 def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     output, rows, uri = env
-    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1",
+    spec = real_spec()
+    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=spec, execution_id="exec-1",
                        max_cell_runs=0)
     assert result.experiment == "handoff-exp" and not result.already_logged
     assert (result.policy_runs, result.cell_runs) == (2, 0)
@@ -196,8 +185,17 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     tags, params = parent.data.tags, parent.data.params
     assert tags["oomsweep.execution_id"] == "exec-1" and tags["oomsweep.sweep"] == SWEEP
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
-    assert "| upstream_4_19 |" in tags["mlflow.note.content"]
-    assert params["sweep_hash"] == "ab" * 32
+    note = tags["mlflow.note.content"]  # the report's text table in a fixed-width block
+    assert "```\npolicy " in note and "\nupstream_4_19 " in note and "Wilson 95 %" in note
+    assert "block 0 (replicates 12)" in note
+    assert parent.info.run_name.startswith(f"{SWEEP} block 0 · ")
+    exp_tags = MlflowClient(uri).get_experiment(result.experiment_id).tags
+    assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])
+    assert "metrics.`lockup_p/upstream_4_19`" in view["selectedColumns"]
+    assert "params.`victim.sched_at_handover`" in view["selectedColumns"]
+    assert result.ui_path.endswith("workflowType=machine_learning&viewStateShareKey=oomsweep")
+    assert params["sweep_hash"] == spec.sweep_hash
     assert params["grid"] == "victim.sched_at_handover=2, groups[0].sched.rt_priority=3"
     assert params["policies"] == "upstream_4_19, timeout_backoff[timeout_s=2.0]"
     assert params["replicates"] == "12" and params["model_version"] == "0.1.0"
@@ -217,17 +215,22 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     # The two synthetic policies differ a lot; the metrics must show it.
     by_policy = {c.data.params["policy"]: c.data.metrics["lockup_probability"] for c in children}
     assert by_policy["upstream_4_19"] > by_policy["timeout_backoff[timeout_s=2.0]"]
+    # The parent carries the headline: each policy's probability and interval, names sorting together.
+    for policy, p in by_policy.items():
+        key = mlflow_key(f"lockup_p/{policy}")
+        assert parent.data.metrics[key] == p
+        assert parent.data.metrics[f"{key}.ci_low"] <= p <= parent.data.metrics[f"{key}.ci_high"]
 
 
 def test_second_call_for_a_logged_execution_is_a_no_op(env):
     output, _, uri = env
-    first = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1")
+    first = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="exec-1")
     count = len(runs_of(uri))
     assert count == 1 + 2 + 12
-    second = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1")
+    second = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="exec-1")
     assert second.already_logged and second.parent_run_id == first.parent_run_id
     assert len(runs_of(uri)) == count
-    third = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-2")
+    third = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="exec-2")
     assert not third.already_logged and third.parent_run_id != first.parent_run_id
     assert len(runs_of(uri)) == 2 * count
 
@@ -239,7 +242,7 @@ def test_unfinished_parent_of_an_interrupted_attempt_is_replaced(env):
     stale = client.create_run(exp_id, tags={"oomsweep.execution_id": "exec-1", "oomsweep.role": "parent",
                                             "oomsweep.sweep": SWEEP})
     orphan = client.create_run(exp_id, tags={"mlflow.parentRunId": stale.info.run_id})
-    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1",
+    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="exec-1",
                        max_cell_runs=0)
     assert result.parent_run_id != stale.info.run_id
     assert client.get_run(stale.info.run_id).info.lifecycle_stage == "deleted"
@@ -249,13 +252,13 @@ def test_unfinished_parent_of_an_interrupted_attempt_is_replaced(env):
 
 def test_cell_children_only_while_cells_times_policies_fit(env):
     output, rows, uri = env
-    capped = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="capped",
+    capped = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="capped",
                        max_cell_runs=11)  # 6 cells × 2 policies = 12 > 11
     assert capped.cell_runs == 0
     client = MlflowClient(uri)
     assert "skipped" in client.get_run(capped.parent_run_id).data.tags["oomsweep.cell_runs"]
 
-    full = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="full",
+    full = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="full",
                      max_cell_runs=12)
     assert full.cell_runs == 12
     cells = [r for r in runs_of(uri) if r.data.tags.get("mlflow.parentRunId") == full.parent_run_id
@@ -272,7 +275,7 @@ def test_cell_children_only_while_cells_times_policies_fit(env):
 
 def test_execution_logged_under_the_spec_experiment_is_found_without_the_spec(env):
     output, _, uri = env
-    first = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1")
+    first = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="exec-1")
     again = log_sweep(output, SWEEP, tracking_uri=uri, execution_id="exec-1")  # as `oomsweep log` does
     assert again.already_logged and again.parent_run_id == first.parent_run_id
     assert again.experiment == "handoff-exp"
@@ -281,7 +284,7 @@ def test_execution_logged_under_the_spec_experiment_is_found_without_the_spec(en
 
 def test_spec_selects_its_policies_and_replicates(env):
     output, rows, uri = env
-    spec = FakeSpec(replicates=10, policies=(FakePolicy("upstream_4_19"),))
+    spec = real_spec(replicates=10, policies="[upstream_4_19]")
     result = log_sweep(output, SWEEP, tracking_uri=uri, spec=spec, execution_id="e", max_cell_runs=0)
     assert result.policy_runs == 1
     [child] = [r for r in runs_of(uri) if r.data.tags.get("oomsweep.role") == "policy"]
@@ -292,21 +295,23 @@ def test_spec_selects_its_policies_and_replicates(env):
 
 def test_spec_max_cell_runs_is_the_default(env):
     output, _, uri = env
-    spec = FakeSpec(mlflow=FakeMlflow("handoff-exp", 5))
+    spec = real_spec(max_cell_runs=5)
     assert log_sweep(output, SWEEP, tracking_uri=uri, spec=spec, execution_id="e").cell_runs == 0
 
 
 def test_artifacts_and_dataset_input(env):
     output, _, uri = env
-    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="exec-1")
+    spec = real_spec()
+    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=spec, execution_id="exec-1")
     client = MlflowClient(uri)
     top = {a.path: a for a in client.list_artifacts(result.parent_run_id)}
     assert {"sweep.yaml", "policy_table.csv", "policy_table.html", "provenance.json", "plots"} <= set(top)
     pngs = {a.path: a.file_size for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/stall_survival.png"}
+    assert set(pngs) == {"plots/lockup_probability.png", "plots/lockup_heatmap.png", "plots/lockup_per_cell.png",
+                         "plots/stall_survival.png"}
     assert all(size > 5000 for size in pngs.values())
     local = Path(client.download_artifacts(result.parent_run_id, "sweep.yaml"))
-    assert local.read_text() == FakeSpec().source_text
+    assert local.read_text() == spec.source_text
     table = pd.read_csv(client.download_artifacts(result.parent_run_id, "policy_table.csv"))
     assert list(table["policy"]) == list(POLICIES)  # spec order, not alphabetical
     assert table["n"].tolist() == [72, 72]
@@ -326,7 +331,7 @@ def test_artifacts_go_next_to_the_sqlite_file_not_into_cwd(env, tmp_path, monkey
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=FakeSpec(), execution_id="e", max_cell_runs=0)
+    result = log_sweep(output, SWEEP, tracking_uri=uri, spec=real_spec(), execution_id="e", max_cell_runs=0)
     artifact_uri = MlflowClient(uri).get_run(result.parent_run_id).info.artifact_uri
     assert artifact_uri.startswith(str(tmp_path / "mlruns" / "handoff-exp"))
     assert (Path(artifact_uri) / "policy_table.csv").is_file()
@@ -456,7 +461,7 @@ def mlflow_server(tmp_path, empty_store):
 @pytest.mark.slow
 def test_against_a_real_mlflow_server(env, mlflow_server, capfd):
     output, rows, _ = env
-    result = log_sweep(output, SWEEP, tracking_uri=mlflow_server, spec=FakeSpec(), execution_id="exec-1")
+    result = log_sweep(output, SWEEP, tracking_uri=mlflow_server, spec=real_spec(), execution_id="exec-1")
     assert (result.policy_runs, result.cell_runs) == (2, 12)
     runs = runs_of(mlflow_server)
     assert len(runs) == 1 + 2 + 12
@@ -474,7 +479,7 @@ def test_against_a_real_mlflow_server(env, mlflow_server, capfd):
     client = MlflowClient(mlflow_server)
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "plots")} >= {
         "plots/lockup_probability.png", "plots/stall_survival.png"}
-    again = log_sweep(output, SWEEP, tracking_uri=mlflow_server, spec=FakeSpec(), execution_id="exec-1")
+    again = log_sweep(output, SWEEP, tracking_uri=mlflow_server, spec=real_spec(), execution_id="exec-1")
     assert again.already_logged and len(runs_of(mlflow_server)) == len(runs)
     assert "View run" not in capfd.readouterr().out  # per-run URL prints suppressed
 
@@ -510,9 +515,10 @@ def reference_summary(output: Path, spec) -> dict:
     }
 
 
-@pytest.mark.parametrize("spec", [None, FakeSpec(replicates=9)], ids=["no-spec", "spec-replicates-9"])
-def test_streaming_summary_equals_the_in_memory_one(tmp_path, monkeypatch, spec):
+@pytest.mark.parametrize("replicates", [None, 9], ids=["no-spec", "spec-replicates-9"])
+def test_streaming_summary_equals_the_in_memory_one(tmp_path, monkeypatch, replicates):
     """Many small files and tiny scan batches, failed rows, missing kills/stalls, odd float sums."""
+    spec = None if replicates is None else real_spec(replicates=replicates)
     rows = synthetic_rows(failed=7, seed=11)
     rng = np.random.default_rng(5)
     rows["wall_s"] = 10 ** rng.uniform(-8, 2, len(rows))  # a float sum whose rounding depends on order

@@ -42,16 +42,16 @@ def metrics_of(group: pd.DataFrame) -> dict[str, float]:
     prop = wilson(k, n)
     stalls = _stall_values(ok)
     return {
+        "n": n,
+        "lockups": k,
         "lockup_probability": prop.p,
         "ci_low": prop.low,
         "ci_high": prop.high,
-        "n": float(n),
-        "lockups": float(k),
         "median_stall_s": quantile(stalls, 0.5),
         "p99_stall_s": quantile(stalls, 0.99),
         "mean_kills": float(ok["kills"].astype(float).mean()) if n else math.nan,
         "handed_over_rate": float(ok["handed_over"].astype(bool).mean()) if n else math.nan,
-        FAILED_METRIC: float(len(group) - n),
+        FAILED_METRIC: len(group) - n,
     }
 
 

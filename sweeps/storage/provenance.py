@@ -1,7 +1,8 @@
 """Provenance of a sweep execution: what ran it (git commit, package versions) and with what.
 
 Written into every Parquet file's metadata by the runner and by calibration, so that any row can be
-traced to the code and the sweep file that produced it.
+traced to the code and the sweep file that produced it; read back by tracking and history. One
+builder and one `git_sha` here, so the keys the readers look for are written in one place.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 from sweeps.storage.schema import SCHEMA_VERSION
 
 __all__ = ["git_sha", "package_versions", "provenance"]
-
 
 
 def git_sha(start: Path | None = None) -> str | None:
@@ -32,6 +32,7 @@ def git_sha(start: Path | None = None) -> str | None:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of the packages a row's numbers depend on (those installed), and Python's."""
     from importlib import metadata
 
     out = {}
@@ -44,17 +45,25 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(spec: Any, model_version: str, execution_id: str, sweep_file: str) -> dict[str, Any]:
+def provenance(*, sweep: str, sweep_hash: str, seed: int, model_version: str, execution_id: str,
+               sweep_file: str | None, replicate_start: int = 0, **extra: Any) -> dict[str, Any]:
+    """The provenance JSON of one execution's files.
+
+    `replicate_start` is the first replicate of a `--replicate-block` run (K * replicates), so
+    tracking summarises that block; `extra` carries what one writer adds (calibration: the
+    scenario file, kernel and accelerator).
+    """
     return {
-        "sweep": spec.name,
-        "sweep_hash": spec.sweep_hash,
-        "seed": spec.seed,
+        "sweep": sweep,
+        "sweep_hash": sweep_hash,
+        "seed": seed,
         "model_version": model_version,
         "schema_version": SCHEMA_VERSION,
         "git_sha": git_sha(),
         "packages": package_versions(),
         "execution_id": execution_id,
-        "replicate_start": getattr(spec, "replicate_start", 0),  # --replicate-block K: K * replicates
+        "replicate_start": replicate_start,
         "sweep_file": sweep_file,
+        **extra,
         "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

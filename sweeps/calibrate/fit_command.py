@@ -1,0 +1,180 @@
+"""`oomsweep calibrate fit`: fit a machine profile to the reference kernel runs, then check it.
+
+    oomsweep calibrate fit [REFERENCE] [--profile qemu_tcg] [--no-write | --out FILE] [--check-only]
+
+Reads the reference dataset (default calibration/reference; sweeps/calibrate/reference.py), fits
+the plan of its manifest (sweeps/calibrate/fit.py: method and agreement rule), prints the fitted
+values and the agreement table (every scenario, kernel vs model at the fitted values, "fit" rows
+for the statistics a value was fitted on, "check" rows for the others) on stdout as plain text, and
+writes the profile (values, where each came from, the table, provenance) to
+oommodel/profiles/<profile>.yaml unless --no-write. Progress goes to stderr. Exit 0 done, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
+from sweeps.spec.oommodel_api import model_input_errors
+
+DEFAULT_PROFILE = "qemu_tcg"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="oomsweep calibrate fit",
+        description="Fit the model's measurable costs to the kernel runs of a reference dataset, write them as a "
+                    "machine profile, and print model vs kernel per scenario (fit set and check set).")
+    p.add_argument("reference", nargs="?", default=None, metavar="REFERENCE",
+                   help="reference dataset directory (default calibration/reference)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"profile name to write (default {DEFAULT_PROFILE})")
+    p.add_argument("--out", help="profile file to write (default oommodel/profiles/<profile>.yaml of this checkout)")
+    p.add_argument("--no-write", action="store_true", help="fit and check only; write nothing")
+    p.add_argument("--check-only", action="store_true",
+                   help="no fit: check the values of the existing profile --profile against the reference")
+    p.add_argument("--seeds", type=int, default=50, help="model replicates per scenario in the check (default 50)")
+    p.add_argument("--passes", type=int, default=2, help="passes over the fit plan (default 2)")
+    p.add_argument("--policy", help="model policy (default: the manifest's)")
+    return p
+
+
+def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(list(argv))
+    try:
+        return _run(args, out, err)
+    except InputError as exc:
+        print(f"oomsweep calibrate fit: {exc.label}: {one_line(exc)}", file=err)
+        return EXIT_BAD_INPUT
+    except model_input_errors() as exc:  # a reference scenario the model rejects
+        print(f"oomsweep calibrate fit: error: {one_line(exc)}", file=err)
+        return EXIT_BAD_INPUT
+
+
+def _say(msg: str, stream: TextIO) -> None:
+    print(msg, file=stream, flush=True)
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from oommodel import MODEL_VERSION, POLICIES
+    from oommodel.profiles import profile_names, profile_values
+
+    from sweeps.calibrate import fit as F
+    from sweeps.calibrate.reference import DEFAULT_REFERENCE, load_reference
+
+    if args.seeds < 1 or args.passes < 1:
+        raise UsageError("--seeds/--passes: must be >= 1")
+    root = Path(args.reference or DEFAULT_REFERENCE)
+    ref = load_reference(root)
+    policy = args.policy or ref.policy
+    if policy not in POLICIES:
+        raise UsageError(f"--policy: unknown policy {policy!r}")
+    nruns = sum(len(s.runs) for s in ref.scenarios.values())
+    nlogs = sum(r.kind == "log" for s in ref.scenarios.values() for r in s.runs)
+    _say(f"reference {root} (digest {ref.digest}): {len(ref.scenarios)} scenarios, {nruns} kernel runs "
+         f"({nlogs} console logs, {nruns - nlogs} summaries); model policy {policy}", err)
+    t0 = time.monotonic()
+    if args.check_only:
+        if args.profile not in profile_names():
+            raise UsageError(f"--profile: no profile {args.profile!r} to check (known: {', '.join(profile_names())})")
+        values = profile_values(args.profile)
+        results: list[F.FitResult] = []
+        _say(f"--check-only: the values of profile {args.profile}: {values}", err)
+    else:
+        values, results = F.fit_plan(ref.plan, ref.kernel(), ref.raw_scenarios(), policy,
+                                     progress=lambda m: _say(m, err), passes=args.passes)
+    checks = [F.CheckScenario(n, s.raw, [r.outcome for r in s.runs], s.compare) for n, s in ref.scenarios.items()]
+    _say(f"checking {len(checks)} scenarios, {args.seeds} model replicates each", err)
+    table = F.check(checks, ref.plan, values, args.seeds, policy)
+    elapsed = time.monotonic() - t0
+
+    if results:
+        _say(f"Fitted values ({args.profile}; reference {root}, digest {ref.digest}):", out)
+        _say(F.format_fits(results), out)
+        _say("", out)
+    fit_set = sorted({n for t in ref.plan for n in t.scenarios})
+    check_set = sorted(set(ref.scenarios) - set(fit_set))
+    _say(f"Model ({policy}, {args.seeds} seeds, profile values above) vs kernel, per scenario. "
+         f"Fit scenarios: {', '.join(fit_set)}; check scenarios: {', '.join(check_set)}.", out)
+    _say("Rules: lockup - Fisher exact test at 5 % (Wilson 95 % intervals shown); times/counts - model median "
+         "inside the kernel range widened by max(5 ms, 10 %) / max(1, 10 %); structural - same most frequent value.",
+         out)
+    _say(F.format_comparisons(table), out)
+    judged = [c for c in table if c.agree is not None]
+    for role in ("fit", "check"):
+        rows = [c for c in judged if c.role == role]
+        _say(f"{role}: {sum(c.agree for c in rows)}/{len(rows)} agree", out)
+
+    if not args.no_write and not args.check_only:
+        path = Path(args.out) if args.out else _profile_path(args.profile)
+        doc = profile_document(args.profile, values, results, table, ref, policy, args, elapsed, MODEL_VERSION)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(_HEADER + yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True),
+                       encoding="utf-8")
+        tmp.replace(path)
+        _say(f"wrote profile {args.profile} to {path}", err)
+    return 0
+
+
+_HEADER = ("# Written by `oomsweep calibrate fit` (sweeps/calibrate/fit_command.py): refit rather than edit.\n"
+           "# `values` are what `machine.profile` fills in; `sources` say which kernel runs each came from;\n"
+           "# `check` is the agreement table at these values. docs/calibration.md explains the method.\n")
+
+
+def _profile_path(name: str) -> Path:
+    import oommodel.profiles
+
+    return Path(oommodel.profiles.__file__).parent / f"{name}.yaml"
+
+
+def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], table: Sequence[Any], ref: Any,
+                     policy: str, args: argparse.Namespace, elapsed: float, model_version: str) -> dict[str, Any]:
+    from sweeps.calibrate.fit import round_sig
+
+    from sweeps.storage.provenance import git_sha
+    accels = sorted({str(r.provenance.get("accelerator", "")) for s in ref.scenarios.values() for r in s.runs})
+    kernels = sorted({str(r.provenance.get("kernel", "")) for s in ref.scenarios.values() for r in s.runs})
+    sources = {}
+    for r in results:
+        sources[r.key] = {
+            "statistic": r.statistic,
+            "scenarios": list(r.scenarios),
+            "kernel": r.kernel,
+            "model_at_value": r.model_at_fit,
+            "interval": [round_sig(r.interval[0]), round_sig(r.interval[1])],
+            "interval_text": r.interval_text(),
+            "at_bound": r.at_bound,
+            "runs": list(r.runs),
+            "method": r.method,
+        }
+    return {
+        "name": name,
+        "description": f"costs measured on QEMU {'/'.join(a.upper() for a in accels if a)} boots of "
+                       f"{', '.join(k for k in kernels if k)} (calibration/reference)",
+        "values": {k: values[k] for k in values},
+        "sources": sources,
+        "check": [{"set": c.role, "scenario": c.scenario, "statistic": c.statistic, "kernel": c.kernel,
+                   "model": c.model, "rule": c.rule, "agree": c.agree} for c in table],
+        "provenance": {
+            "command": "oomsweep calibrate fit " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["calibrate", "fit"]
+                                                          else []),
+            "reference": str(ref.root),
+            "reference_digest": ref.digest,
+            "reference_files": len(ref.files),
+            "policy": policy,
+            "passes": args.passes,
+            "check_seeds": args.seeds,
+            "model_version": model_version,
+            "git_sha": git_sha(),
+            "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_s": round(elapsed, 1),
+        },
+    }

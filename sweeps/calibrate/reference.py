@@ -1,0 +1,146 @@
+"""The calibration reference dataset: real kernel runs with provenance, and the fit plan over them.
+
+Layout (calibration/reference/, see its README.md):
+
+    manifest.yaml            scenarios, runs, the fit plan and the statistics of the check table
+    scenarios/<name>.yaml    each scenario exactly as it was booted (after --match-kernel, if used)
+    logs/<name>/<run>.log    console excerpts (infra/qemu/excerpt_log.py) of the boots
+
+A run is either a console log, parsed here with sweeps' kernel log parser into the model's outcome
+fields, or a `summary`: the outcome fields a document recorded for a boot whose console was not
+kept (oommodel/MODEL.md section 6), with its `source`. Only what the summary states is known; every
+other field is missing and no statistic is taken from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps.calibrate.fit import STATISTICS, Target
+from sweeps.errors import InputError
+
+DEFAULT_REFERENCE = "calibration/reference"
+
+
+class ReferenceError(InputError):
+    """A malformed reference dataset; the message starts with the file and key."""
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    outcome: dict[str, Any]
+    kind: str                     # "log" | "summary"
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RefScenario:
+    name: str
+    raw: dict[str, Any]           # the scenario as booted (raw YAML: a profile can still fill its costs)
+    role: str                     # "fit" | "check"
+    runs: tuple[Run, ...]
+    compare: tuple[Any, ...]      # statistics of the agreement table: names or {statistic, where}
+    path: str
+
+
+@dataclass(frozen=True)
+class Reference:
+    root: Path
+    policy: str
+    plan: tuple[Target, ...]
+    scenarios: dict[str, RefScenario]
+    digest: str                   # sha256 over the manifest, scenario files and logs
+    files: tuple[str, ...] = field(default=())
+
+    def kernel(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        return {n: [(r.id, r.outcome) for r in s.runs] for n, s in self.scenarios.items()}
+
+    def raw_scenarios(self) -> dict[str, dict[str, Any]]:
+        return {n: s.raw for n, s in self.scenarios.items()}
+
+
+def _need(d: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ReferenceError(f"{where}: {key}: required key is missing")
+    return d[key]
+
+
+def load_reference(root: str | Path) -> Reference:
+    """Read and parse a reference dataset; ReferenceError names the bad file or key."""
+    from oommodel import Scenario, ScenarioError
+
+    from sweeps.calibrate.kernel_log import KernelLogError, parse_run
+
+    root = Path(root)
+    mpath = root / "manifest.yaml"
+    if not mpath.is_file():
+        raise ReferenceError(f"{mpath}: no manifest (is {root} a reference dataset?)")
+    try:
+        man = yaml.safe_load(mpath.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ReferenceError(f"{mpath}: invalid YAML: {exc}") from None
+    digest = hashlib.sha256()
+    files = ["manifest.yaml"]
+    digest.update(mpath.read_bytes())
+    plan = []
+    fit_names: set[str] = set()
+    for i, t in enumerate(man.get("fit") or []):
+        where = f"{mpath}: fit[{i}]"
+        stat = _need(t, "statistic", where)
+        if stat not in STATISTICS:
+            raise ReferenceError(f"{where}.statistic: unknown {stat!r} (known: {', '.join(STATISTICS)})")
+        scen = tuple(_need(t, "scenarios", where))
+        fit_names |= set(scen)
+        lo, hi = _need(t, "bounds", where)
+        plan.append(Target(key=_need(t, "key", where), statistic=stat, scenarios=scen, bounds=(float(lo), float(hi)),
+                           where=dict(t.get("where") or {}), seeds=int(t.get("seeds", 0)), note=str(t.get("note", ""))))
+    default_compare = tuple(man.get("compare") or ("lockup",))
+    scenarios: dict[str, RefScenario] = {}
+    for name, s in (_need(man, "scenarios", str(mpath)) or {}).items():
+        where = f"{mpath}: scenarios.{name}"
+        spath = root / _need(s, "scenario", where)
+        try:
+            raw = yaml.safe_load(spath.read_text(encoding="utf-8"))
+            Scenario.from_dict(raw)
+        except (OSError, yaml.YAMLError, ScenarioError) as exc:
+            raise ReferenceError(f"{where}.scenario: {exc}") from None
+        digest.update(spath.read_bytes())
+        files.append(str(spath.relative_to(root)))
+        groups = tuple(g["name"] for g in raw["groups"])
+        runs = []
+        for j, r in enumerate(_need(s, "runs", where)):
+            rwhere = f"{where}.runs[{j}]"
+            rid = str(_need(r, "id", rwhere))
+            prov = {k: v for k, v in r.items() if k not in ("summary",)}
+            if "log" in r:
+                lpath = root / r["log"]
+                try:
+                    text = lpath.read_text(encoding="utf-8", errors="replace")
+                    kr = parse_run(text, groups)
+                except (OSError, KernelLogError) as exc:
+                    raise ReferenceError(f"{rwhere}.log: {exc}") from None
+                digest.update(lpath.read_bytes())
+                files.append(str(lpath.relative_to(root)))
+                runs.append(Run(rid, dict(kr.outcome), "log", prov))
+            elif "summary" in r:
+                if not r.get("source"):
+                    raise ReferenceError(f"{rwhere}: a summary run needs a source")
+                runs.append(Run(rid, dict(r["summary"]), "summary", prov))
+            else:
+                raise ReferenceError(f"{rwhere}: needs a log or a summary")
+        role = "fit" if name in fit_names else "check"
+        scenarios[name] = RefScenario(name, raw, role, tuple(runs), tuple(s.get("compare") or default_compare),
+                                      str(spath.relative_to(root)))
+    for t in plan:
+        for n in t.scenarios:
+            if n not in scenarios:
+                raise ReferenceError(f"{mpath}: fit: {t.key}: unknown scenario {n!r}")
+    return Reference(root, str(man.get("policy", "upstream_6_1")), tuple(plan), scenarios, digest.hexdigest()[:16],
+                     tuple(files))
