@@ -194,6 +194,9 @@ class Box:
 def _column_of(x: pd.DataFrame, key: str) -> str:
     if key in x.columns:
         return key
+    flat = re.sub(r"\[(\d+)\]", r".\1", key)
+    if flat in x.columns:
+        return flat
     for c in x.columns:
         if column_key(str(c)) == key:
             return str(c)
@@ -425,12 +428,16 @@ def explain(
     sweep: str = "",
     keys: Sequence[str] | None = None,
     select: int | None = None,
-    sobol_problem: dict | None = None,
-    sobol_y: np.ndarray | None = None,
+    saltelli_design: Sequence[dict] | None = None,
 ) -> Explanation:
+    """The whole explanation. ``saltelli_design``: every point of the sweep's Saltelli sample design
+    (grid.sample_design), to add Sobol indices of the lockup rate over the sample keys."""
     x, y, ids = discovery_frame(df, policy, against, keys)
     box, traj, pbox = prim_box(x, y, select=select)
-    sob = sobol_indices(sobol_problem, sobol_y) if sobol_problem is not None and sobol_y is not None else None
+    sob = None
+    if saltelli_design:
+        problem, y_design = saltelli_outputs(df, ids, y, saltelli_design, list(saltelli_design[0]))
+        sob = sobol_indices(problem, y_design)
     return Explanation(
         sweep=sweep, policy=policy, against=against, rows=len(y), cells=int(ids["cell_id"].nunique()),
         cases=int(y.sum()), box=box, trajectory=traj, tree=tree_text(x, y), ranking=rank_keys(x, y),
@@ -442,50 +449,153 @@ def _pct(p: Proportion) -> str:
     return f"{p.p:.0%} [{p.low:.0%}, {p.high:.0%}]"
 
 
+def _wrap(text: str, indent: str = "") -> list[str]:
+    import textwrap
+
+    # An interval "[0.80, 0.86]" stays on one line: its space is held by a placeholder while wrapping.
+    held = re.sub(r"\[([^\]\s]*), ([^\]\s]*)\]", "[\\1\x00\\2]", text)
+    lines = textwrap.wrap(held, width=72, initial_indent=indent, subsequent_indent=indent + "  ",
+                          break_long_words=False, break_on_hyphens=False)
+    return [line.replace("\x00", " ") for line in lines]
+
+
 def format_explanation(e: Explanation, *, trajectory_rows: int = 12) -> str:
-    """Plain text for a mail: prose at most 72 columns, tables as they are."""
+    """Plain text for a mail: prose wrapped at 72 columns, tables as they are."""
     b = e.box
     base = wilson(e.cases, e.rows)
     d = b.density
-    what = "lockups" if e.against is None else "such pairs"
-    out = [
-        f"oomsweep explain: sweep {e.sweep}, {e.target}",
-        "",
-        f"{e.rows} rows ({e.cells} cells x replicates), {e.cases} {what}:",
-        f"  P = {base.p:.3f} [{base.low:.3f}, {base.high:.3f}] over the whole sweep.",
-        "",
-        f"PRIM box {b.index} of {len(e.trajectory) - 1} on the peeling trajectory:",
-    ]
+    what = "lockups" if e.against is None else f"rows where {e.policy} alone locks up"
+    out = [*_wrap(f"oomsweep explain: sweep {e.sweep}: where {e.target}"), ""]
+    out += _wrap(f"{e.rows} rows ({e.cells} cells x replicates), {e.cases} {what}: "
+                 f"P = {base.p:.3f} [{base.low:.3f}, {base.high:.3f}] over the whole sweep "
+                 "(95 % Wilson intervals throughout).")
+    out += [""]
     if b.restrictions:
-        head = f"{e.target} with P = {d.p:.2f} [{d.low:.2f}, {d.high:.2f}] when"
-        out.append(head)
+        out += _wrap(f"PRIM (box {b.index} of {len(e.trajectory) - 1} on the peeling trajectory): "
+                     f"{e.target} with P = {d.p:.2f} [{d.low:.2f}, {d.high:.2f}] when")
         for j, r in enumerate(b.restrictions):
-            out.append(f"  {'AND ' if j else ''}{r.text()}")
+            out.append(f"    {'AND ' if j else ''}{r.text()}")
+        out += _wrap(f"This box holds {_pct(b.coverage)} of the {what} (coverage) in "
+                     f"{b.support:.1%} of the rows (support: {b.n} rows).")
+        out += ["", f"  {'restriction':<48} {'quasi-p':>8}"]
+        for r in b.restrictions:
+            sig = "" if r.qp <= 0.05 else "  not significant"
+            out.append(f"  {r.text():<48} {r.qp:8.1e}{sig}")
+        out += _wrap("(quasi-p: one-sided binomial test of the box against the box without that "
+                     "restriction, Bryant and Lempert 2010)", "  ")
     else:
-        out.append("  (no restriction: PRIM found no box better than the whole sweep)")
-    out += [
-        f"This box holds {_pct(b.coverage)} of the {what} (coverage),",
-        f"{b.support:.1%} of the rows (support, {b.n} rows); density {d.p:.3f}.",
-        "",
-        "restriction                                        quasi-p",
-    ]
-    for r in b.restrictions:
-        sig = "" if r.qp <= 0.05 else "   not significant (> 0.05)"
-        out.append(f"  {r.text():<48} {r.qp:8.1e}{sig}")
-    out += ["", "peeling trajectory (box: coverage density support restricted keys):"]
+        out += _wrap(f"PRIM found no box better than the whole sweep for {e.target}.")
+    out += ["", "peeling trajectory:", "  box  coverage  density  support  keys"]
     traj = e.trajectory
     step = max(1, math.ceil(len(traj) / trajectory_rows))
     shown = sorted(set(range(0, len(traj), step)) | {len(traj) - 1, b.index})
     for i in shown:
         r = traj.iloc[i]
-        mark = "  <- chosen" if i == b.index else ""
-        out.append(f"  {i:3d}  {r['coverage']:6.3f} {r['density']:6.3f} {r['mass']:6.3f}  {int(r['res_dim'])}{mark}")
-    out += ["", "classification tree (scikit-learn, depth 3):", e.tree, "",
-            "keys ranked by how much they explain:", f"  ({e.ranking.method})"]
+        mark = "  <- chosen (best F1 of coverage, density)" if i == b.index else ""
+        out.append(f"  {i:3d}  {r['coverage']:8.3f} {r['density']:8.3f} {r['mass']:8.3f}  {int(r['res_dim']):4d}{mark}")
+    out += ["", "classification tree (scikit-learn CART, depth 3), P per leaf:", e.tree, ""]
+    out += _wrap(f"keys ranked by how much they explain: {e.ranking.method}:")
     for r in e.ranking.table.itertuples(index=False):
-        out.append(f"  {r.key:<44} {r.score:7.3f} +- {r.sd:.3f}")
+        out.append(f"  {r.key:<40} {r.score:7.3f} +- {r.sd:.3f}")
     if e.sobol is not None:
-        out += ["", "Sobol indices of the cell lockup rate (SALib, Saltelli design; +- 95 % conf):"]
+        out += [""]
+        out += _wrap("Sobol indices of the per-point rate over the sample keys (SALib, Saltelli "
+                     "design; first-order S1 and total ST, +- 95 % bootstrap):")
         for r in e.sobol.itertuples(index=False):
-            out.append(f"  {r.key:<36} S1 {r.S1:6.3f} +- {r.S1_conf:.3f}  ST {r.ST:6.3f} +- {r.ST_conf:.3f}")
+            out.append(f"  {r.key:<32} S1 {r.S1:6.3f} +- {r.S1_conf:.3f}  ST {r.ST:6.3f} +- {r.ST_conf:.3f}")
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ plots
+
+
+def explanation_figures(e: Explanation, directory) -> list:
+    """The PRIM trade-off curve (chosen box circled) and the chosen box (ema_workbench's box plot,
+    restrictions against each key's full range, quasi-p values in the labels) as PNGs."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = e.policy if e.against is None else f"{e.policy}_not_{e.against}"
+    stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", stem)
+    paths = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig = e.prim_box.show_tradeoff(annotated=False)
+        ax = fig.axes[0]
+        b = e.trajectory.iloc[e.box.index]
+        ax.scatter([b["coverage"]], [b["density"]], s=160, facecolors="none", edgecolors="red", linewidths=1.5,
+                   label=f"chosen: box {e.box.index}")
+        ax.legend(loc="lower left", fontsize=8)
+        ax.set_title(f"PRIM peeling trajectory: {e.target}", fontsize=9)
+        p = out / f"prim_tradeoff_{stem}.png"
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(p)
+        if e.box.restrictions:
+            figs = e.prim_box.inspect(e.box.index, style="graph")
+            fig = figs[0] if not isinstance(figs[0], tuple) else figs[0][0]
+            fig.suptitle(f"PRIM box {e.box.index}: {e.target}", fontsize=9)
+            fig.set_size_inches(8, 1.2 + 0.5 * len(e.box.restrictions))
+            p = out / f"prim_box_{stem}.png"
+            fig.savefig(p, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            paths.append(p)
+    return paths
+
+
+def explanation_metrics(e: Explanation) -> dict[str, float]:
+    """Numbers for MLflow, keyed by the target: explain.<policy>[_not_<q>].<name>."""
+    stem = e.policy if e.against is None else f"{e.policy}_not_{e.against}"
+    stem = re.sub(r"[^A-Za-z0-9_.=/-]+", "_", stem)
+    d, c = e.box.density, e.box.coverage
+    out = {
+        "box_density": d.p, "box_density_low": d.low, "box_density_high": d.high,
+        "box_coverage": c.p, "box_support": e.box.support, "box_restricted_keys": float(len(e.box.restrictions)),
+        "rows": float(e.rows), "cases": float(e.cases),
+    }
+    return {f"explain.{stem}.{k}": float(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ Saltelli designs
+
+
+def _stored_text(v: Any) -> str:
+    """A parameter value as its column stores it (schema.param_value), as text: the join key."""
+    import json
+
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def saltelli_outputs(df: pd.DataFrame, ids: pd.DataFrame, y: np.ndarray, design: Sequence[dict],
+                     keys: Sequence[str]) -> tuple[dict, np.ndarray]:
+    """SALib's problem and the output in design order for a Saltelli sample design.
+
+    ``design``: every point of the design, repeats included (grid.sample_design); each point's
+    output is the rate of y over the rows at that point (pooled over grid cells and replicates).
+    Bounds are the unit cube the design was drawn in: the indices need only the design's structure.
+    ``df``: the stored rows (key columns as stored); ``ids``: cell_id of each entry of y.
+    """
+    cols = [_column_of(df, k) for k in keys]
+    per_cell = df.drop_duplicates("cell_id").set_index("cell_id")[cols]
+    text = per_cell.apply(lambda r: "\x1f".join(_stored_text(v) for v in r), axis=1)
+    row_key = ids["cell_id"].map(text)
+    rate = pd.Series(y.astype(float)).groupby(row_key.to_numpy()).mean()
+    out = np.empty(len(design))
+    for i, point in enumerate(design):
+        k = "\x1f".join(_stored_text(point[key]) for key in keys)
+        if k not in rate.index:
+            raise ValueError(f"sample point {i} of the design ({', '.join(f'{a}={point[a]!r}' for a in keys)}) "
+                             "has no stored rows: run the sweep to the end first")
+        out[i] = rate[k]
+    problem = {"num_vars": len(keys), "names": list(keys), "bounds": [[0.0, 1.0]] * len(keys)}
+    return problem, out
