@@ -453,7 +453,7 @@ def _wrap(text: str, indent: str = "") -> list[str]:
     import textwrap
 
     # An interval "[0.80, 0.86]" stays on one line: its space is held by a placeholder while wrapping.
-    held = re.sub(r"\[([^\]\s]*), ([^\]\s]*)\]", "[\\1\x00\\2]", text)
+    held = re.sub(r"\[([^\]\s]*), ([^\]\s]*)\]", "[\\1,\x00\\2]", text)
     lines = textwrap.wrap(held, width=72, initial_indent=indent, subsequent_indent=indent + "  ",
                           break_long_words=False, break_on_hyphens=False)
     return [line.replace("\x00", " ") for line in lines]
@@ -477,21 +477,22 @@ def format_explanation(e: Explanation, *, trajectory_rows: int = 12) -> str:
             out.append(f"    {'AND ' if j else ''}{r.text()}")
         out += _wrap(f"This box holds {_pct(b.coverage)} of the {what} (coverage) in "
                      f"{b.support:.1%} of the rows (support: {b.n} rows).")
-        out += ["", f"  {'restriction':<48} {'quasi-p':>8}"]
+        out += ["", f"  {'restriction':<46} {'quasi-p':>8}"]
         for r in b.restrictions:
-            sig = "" if r.qp <= 0.05 else "  not significant"
-            out.append(f"  {r.text():<48} {r.qp:8.1e}{sig}")
+            sig = "" if r.qp <= 0.05 else "  (n.s.)"
+            out.append(f"  {r.text():<46} {r.qp:8.1e}{sig}")
         out += _wrap("(quasi-p: one-sided binomial test of the box against the box without that "
                      "restriction, Bryant and Lempert 2010)", "  ")
     else:
         out += _wrap(f"PRIM found no box better than the whole sweep for {e.target}.")
-    out += ["", "peeling trajectory:", "  box  coverage  density  support  keys"]
+    out += ["", "peeling trajectory (chosen: the best F1 of coverage and density):",
+            "  box  coverage  density  support  keys"]
     traj = e.trajectory
     step = max(1, math.ceil(len(traj) / trajectory_rows))
     shown = sorted(set(range(0, len(traj), step)) | {len(traj) - 1, b.index})
     for i in shown:
         r = traj.iloc[i]
-        mark = "  <- chosen (best F1 of coverage, density)" if i == b.index else ""
+        mark = "  <- chosen" if i == b.index else ""
         out.append(f"  {i:3d}  {r['coverage']:8.3f} {r['density']:8.3f} {r['mass']:8.3f}  {int(r['res_dim']):4d}{mark}")
     out += ["", "classification tree (scikit-learn CART, depth 3), P per leaf:", e.tree, ""]
     out += _wrap(f"keys ranked by how much they explain: {e.ranking.method}:")
@@ -502,7 +503,7 @@ def format_explanation(e: Explanation, *, trajectory_rows: int = 12) -> str:
         out += _wrap("Sobol indices of the per-point rate over the sample keys (SALib, Saltelli "
                      "design; first-order S1 and total ST, +- 95 % bootstrap):")
         for r in e.sobol.itertuples(index=False):
-            out.append(f"  {r.key:<32} S1 {r.S1:6.3f} +- {r.S1_conf:.3f}  ST {r.ST:6.3f} +- {r.ST_conf:.3f}")
+            out.append(f"  {r.key:<30} S1 {r.S1:6.3f} +- {r.S1_conf:.3f}  ST {r.ST:6.3f} +- {r.ST_conf:.3f}")
     return "\n".join(out)
 
 

@@ -182,12 +182,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.report import format_table, policy_table
+    from sweeps.report import format_table, policy_table, stored_horizon
     from sweeps.storage import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, exclude=("scenario_json",))
-    table = policy_table(df, by=args.by)
+    table = policy_table(df, by=args.by, horizon_s=stored_horizon(args.output, name))
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
         print(f"note: rows of several model versions ({', '.join(versions)}) are pooled; cells differ "

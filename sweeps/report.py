@@ -33,6 +33,7 @@ __all__ = [
     "compare_by",
     "compare_pairing_gain",
     "stall_censored",
+    "stored_horizon",
     "horizons_from_scenarios",
     "format_table",
     "resolve_column",
@@ -88,6 +89,25 @@ def horizons_from_scenarios(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def stored_horizon(output, sweep: str) -> float | None:
+    """horizon_s of a stored sweep, read from the first row's scenario_json (one row of one file):
+    the horizon is the same in every cell unless the sweep varies it, and then it is a key column."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from sweeps.storage import list_files
+
+    for f in list_files(output, sweep):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1, columns=["scenario_json"]):
+            if batch.num_rows:
+                try:
+                    return float(json.loads(batch.column(0)[0].as_py())["horizon_s"])
+                except (TypeError, ValueError, KeyError):
+                    return None
+    return None
+
+
 def stall_censored(df: pd.DataFrame, horizon_s: float | dict[str, float] | None = None) -> pd.Series | None:
     """Which rows' max_stall_s was cut off by the horizon (right-censored): the run reached its
     horizon (sim_time_s >= horizon_s) while the OOM was unresolved (a lockup, or a victim still
@@ -98,17 +118,17 @@ def stall_censored(df: pd.DataFrame, horizon_s: float | dict[str, float] | None 
     """
     if "sim_time_s" not in df.columns:
         return None
-    if horizon_s is None:
-        if "horizon_s" in df.columns:
-            h = df["horizon_s"].astype(float)
-        else:
+    if "horizon_s" in df.columns:  # a sweep that varies the horizon: each row says its own
+        h = df["horizon_s"].astype(float)
+    else:
+        if horizon_s is None:
             horizon_s = horizons_from_scenarios(df)
             if not horizon_s:
                 return None
-    if isinstance(horizon_s, dict):
-        h = df["cell_id"].astype(str).map(horizon_s).astype(float)
-    elif horizon_s is not None:
-        h = pd.Series(float(horizon_s), index=df.index)
+        if isinstance(horizon_s, dict):
+            h = df["cell_id"].astype(str).map(horizon_s).astype(float)
+        else:
+            h = pd.Series(float(horizon_s), index=df.index)
     unresolved = df["lockup"].astype(bool)
     if "victims_pending_at_end" in df.columns:
         unresolved = unresolved | (df["victims_pending_at_end"].fillna(0) > 0)

@@ -44,7 +44,8 @@ from sweeps.progress import Progress
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
-SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over")
+SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over", "sim_time_s",
+                   "victims_pending_at_end")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -793,11 +794,13 @@ def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
 def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
     from sweeps.report import format_table, policy_table
 
-    df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
+    varied = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    columns = SUMMARY_COLUMNS + (("horizon_s",) if "horizon_s" in varied else ())
+    df = _current_rows(output, spec, plan, columns=columns)
     if df.empty:
         _print("no rows stored", out)
         return None
-    table = policy_table(df)
+    table = policy_table(df, horizon_s=spec.base.get("horizon_s"))
     _print(format_table(table), out)
     return table
 
