@@ -42,10 +42,7 @@ from scipy.stats import binom
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-try:  # the layout after the sweeps/ split (issue 9)
-    from sweeps.analysis.stats import adaptive_next_batch, paired_difference_counts, wilson  # noqa: E402
-except ImportError:  # pragma: no cover - before it
-    from sweeps.stats import adaptive_next_batch, paired_difference_counts, wilson  # noqa: E402
+from sweeps.analysis.stats import adaptive_next_batch, paired_difference_counts, wilson  # noqa: E402
 
 SWEEP_N = (20, 30, 50, 100, 200, 400)
 SWEEP_P = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -196,10 +193,7 @@ def adaptive_table(results: str, sweep: str, target: float, reps: int, seed: int
                    rule_max: int, batch: int) -> None:
     import pandas as pd
 
-    try:
-        from sweeps.storage import read_sweep
-    except ImportError:  # pragma: no cover
-        from sweeps.storage.dataset import read_sweep  # type: ignore[no-redef]
+    from sweeps.storage.dataset import read_sweep
     df = read_sweep(results, sweep, columns=["cell_id", "policy", "lockup", "status"])
     df = df[df["status"] == "ok"]
     p_cell = df.groupby(["cell_id", "policy"], observed=True)["lockup"].mean().unstack("policy")

@@ -11,7 +11,7 @@ import pytest
 
 from explain_synthetic import IN_BOX_P, in_true_box, synthetic_rows
 
-X = pytest.importorskip("sweeps._wip_explain")
+from sweeps.analysis import explain as X
 
 TRUE_KEYS = {"victim.sched_at_handover", "reaper.busy_elsewhere_p", "groups[0].sched.rt_priority"}
 NOISE_KEYS = {"machine.rt_runtime_share", "machine.ksoftirqd_awake_p"}
@@ -86,8 +86,8 @@ def test_no_lockup_is_bad_input_not_a_crash(rows):
 
 
 def test_sobol_indices_on_a_saltelli_design():
-    from sweeps.grid import sample_design, sample_points
-    from sweeps.spec import SampleSpec
+    from sweeps.spec.grid import sample_design, sample_points
+    from sweeps.spec.model import SampleSpec
 
     sample = SampleSpec("saltelli", 256, 3, {
         "reaper.busy_elsewhere_p": {"uniform": [0.0, 0.1]},

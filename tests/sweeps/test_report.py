@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps.report import TABLE_COLUMNS, compare_policies, format_table, policy_table
-from sweeps.stats import paired_difference, wilson
+from sweeps.analysis.report import TABLE_COLUMNS, compare_policies, format_table, policy_table
+from sweeps.analysis.stats import paired_difference, wilson
+from sweeps.errors import UnknownColumn
 
 
 def make_rows() -> pd.DataFrame:
@@ -76,7 +77,7 @@ def test_policy_table_by_grid_key_accepts_key_path_or_column() -> None:
     assert list(t1.columns[:2]) == ["groups.0.sched.rt_priority", "policy"]
     assert list(zip(t1.iloc[:, 0], t1["policy"])) == [(1, "a"), (1, "b"), (99, "a"), (99, "b")]
     assert t1["n"].tolist() == [50, 50, 50, 50]
-    with pytest.raises(KeyError, match="did you mean 'groups.0.sched.rt_priority'"):
+    with pytest.raises(UnknownColumn, match="did you mean 'groups.0.sched.rt_priority'"):
         policy_table(df, by=["groups[0].sched.rt_prio"])
 
 
@@ -149,8 +150,8 @@ def test_compare_by_adjusts_over_the_values() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     from explain_synthetic import synthetic_rows
-    from sweeps.report import compare_by
-    from sweeps.stats import adjust_p_values
+    from sweeps.analysis.report import compare_by
+    from sweeps.analysis.stats import adjust_p_values
 
     rows = synthetic_rows(cells=300, replicates=4, seed=2)
     for method in ("holm", "fdr_bh"):
@@ -167,7 +168,7 @@ def test_compare_by_adjusts_over_the_values() -> None:
 
 
 def test_pairing_gain_on_common_random_numbers() -> None:
-    from sweeps.report import compare_pairing_gain
+    from sweeps.analysis.report import compare_pairing_gain
 
     g = compare_pairing_gain(make_rows(), "a", "b")
     # b locks up whenever a does: the paired variance is the discordant share only, far below
@@ -176,7 +177,7 @@ def test_pairing_gain_on_common_random_numbers() -> None:
 
 
 def test_censored_stalls_and_km_median_in_the_table() -> None:
-    from sweeps.report import stall_censored
+    from sweeps.analysis.report import stall_censored
 
     df = pd.DataFrame({
         "policy": ["p"] * 4, "status": "ok", "cell_id": "c",

@@ -1,4 +1,4 @@
-"""sweeps.stats pinned against published values and cross-checked with scipy."""
+"""sweeps.analysis.stats pinned against published values and cross-checked with scipy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from sweeps.stats import (
+from sweeps.analysis.stats import (
     PairedDiff,
     Proportion,
     adaptive_needs_more,
@@ -253,8 +253,8 @@ def test_proportion_is_frozen() -> None:
 
 
 def test_adaptive_next_batch_rules() -> None:
-    from sweeps.spec import Adaptive
-    from sweeps.stats import adaptive_next_batch
+    from sweeps.spec.model import Adaptive
+    from sweeps.analysis.stats import adaptive_next_batch
 
     ad = Adaptive(ci_half_width=0.05, min=30, max=200, batch=40)
     assert adaptive_next_batch([0, 0], 0, ad) == 30  # reach min first
@@ -285,7 +285,7 @@ def test_adaptive_next_batch_rules() -> None:
 
 
 def test_censored_quantile_is_kaplan_meier() -> None:
-    from sweeps.stats import censored_quantile
+    from sweeps.analysis.stats import censored_quantile
 
     # no censoring: the KM median is the smallest t with S(t) <= 1/2, an order statistic
     assert censored_quantile([3.0, 1.0, 2.0, 4.0], [False] * 4, 0.5) == 2.0
@@ -304,7 +304,7 @@ def test_censored_quantile_is_kaplan_meier() -> None:
 def test_pairing_gain_measures_what_shared_seeds_save() -> None:
     import numpy as np
 
-    from sweeps.stats import pairing_gain
+    from sweeps.analysis.stats import pairing_gain
 
     same = pairing_gain(30, 0, 0, 70)
     assert same.ratio == 0.0 and same.var_independent == pytest.approx(2 * 0.3 * 0.7)
@@ -319,7 +319,7 @@ def test_pairing_gain_measures_what_shared_seeds_save() -> None:
 
 
 def test_adjust_p_values_holm_and_benjamini_hochberg() -> None:
-    from sweeps.stats import adjust_p_values
+    from sweeps.analysis.stats import adjust_p_values
 
     assert adjust_p_values([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06])
     assert adjust_p_values([0.01, 0.04, 0.03], "fdr_bh") == pytest.approx([0.03, 0.04, 0.04])

@@ -12,8 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from sweeps.identity import param_column
-from sweeps.stats import (
+from sweeps.analysis.stats import (
     PairedDiff,
     PairingGain,
     adjust_p_values,
@@ -24,6 +23,8 @@ from sweeps.stats import (
     quantile,
     wilson,
 )
+from sweeps.errors import InputError, UnknownColumn
+from sweeps.spec.identity import param_column
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -70,7 +71,7 @@ def resolve_column(df: pd.DataFrame, key: str) -> str:
         return col
     m = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1, cutoff=0.6)
     hint = f" (did you mean '{m[0]}'?)" if m else ""
-    raise KeyError(f"{key}: no such column{hint}")
+    raise UnknownColumn(f"{key}: no such column{hint}")
 
 
 def horizons_from_scenarios(df: pd.DataFrame) -> dict[str, float]:
@@ -96,7 +97,7 @@ def stored_horizon(output, sweep: str) -> float | None:
 
     import pyarrow.parquet as pq
 
-    from sweeps.storage import list_files
+    from sweeps.storage.dataset import list_files
 
     for f in list_files(output, sweep):
         for batch in pq.ParquetFile(f).iter_batches(batch_size=1, columns=["scenario_json"]):
@@ -216,7 +217,7 @@ def compare_by(df: pd.DataFrame, a: str, b: str, by: str, method: str = "holm") 
     (p_adj <= 0.05). The intervals are per-value 95 % intervals, not adjusted.
     """
     if method not in ("holm", "fdr_bh"):
-        raise ValueError(f"{method}: the adjustment is 'holm' or 'fdr_bh'")
+        raise InputError(f"{method}: the adjustment is 'holm' or 'fdr_bh'")
     col = resolve_column(df, by)
     pairs = compare_pairs(df, a, b, extra=[col])
     rows = []
@@ -236,9 +237,9 @@ def _check_policies(df: pd.DataFrame, a: str, b: str) -> None:
         if name not in policies:
             m = difflib.get_close_matches(name, policies, n=1, cutoff=0.5)
             hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise ValueError(f"{name}: no rows for this policy{hint}; policies: {', '.join(policies) or 'none'}")
+            raise InputError(f"{name}: no rows for this policy{hint}; policies: {', '.join(policies) or 'none'}")
     if a == b:
-        raise ValueError(f"{a}: compare two different policies")
+        raise InputError(f"{a}: compare two different policies")
 
 
 def compare_policies(df: pd.DataFrame, a: str, b: str) -> PairedDiff:

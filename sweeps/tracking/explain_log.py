@@ -12,10 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-try:  # after the sweeps/ split (issue 9)
-    from sweeps.tracking import tracking as _tracking  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    import sweeps.tracking as _tracking
+from sweeps.tracking.mlflow_log import TAG_EXECUTION, TAG_ROLE, TAG_SWEEP, resolve_tracking_uri
 
 __all__ = ["find_parent_run", "log_explanation"]
 
@@ -23,9 +20,21 @@ __all__ = ["find_parent_run", "log_explanation"]
 def find_parent_run(client, sweep: str, execution_ids: Sequence[str]):
     """The newest finished or running parent run of ``sweep`` whose execution id is in
     ``execution_ids`` (the newest execution first); None when the sweep was never logged."""
-    experiments = _tracking._active_experiment_ids(client)
+    experiments, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        experiments += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
     for eid in execution_ids:
-        found = _tracking._existing_parents(client, experiments, sweep, eid)
+        found = []
+        for i in range(0, len(experiments), 100):
+            found += client.search_runs(
+                experiments[i : i + 100],
+                f"tags.`{TAG_EXECUTION}` = '{eid}' and tags.`{TAG_ROLE}` = 'parent' and tags.`{TAG_SWEEP}` = '{sweep}'",
+                max_results=1000,
+            )
         found = [r for r in found if r.info.status in ("FINISHED", "RUNNING")]
         if found:
             return max(found, key=lambda r: r.info.start_time or 0)
@@ -42,7 +51,7 @@ def log_explanation(uri: str | None, sweep: str, execution_ids: Sequence[str], t
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    uri = _tracking.resolve_tracking_uri(uri)
+    uri = resolve_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     parent = find_parent_run(client, sweep, execution_ids)
     if parent is None:

@@ -28,10 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-try:  # after the sweeps/ split (issue 9)
-    from sweeps.analysis.stats import Proportion, wilson
-except ImportError:  # pragma: no cover - before it
-    from sweeps.stats import Proportion, wilson
+from sweeps.analysis.stats import Proportion, wilson
+from sweeps.errors import InputError
+from sweeps.storage.schema import IDENTITY_FIELDS, OUTCOME_FIELDS, PARTITION_FIELDS, SCENARIO_FIELD, STATUS_FIELDS
 
 __all__ = [
     "Restriction",
@@ -49,15 +48,8 @@ __all__ = [
     "format_explanation",
 ]
 
-# Columns of the row schema that are not sweep keys (sweeps/schema.py); anything else but cpu_s.* is.
-_NOT_KEYS = {
-    "sweep", "policy", "policy_name", "policy_options", "cell_id", "cell_index", "replicate", "seed",
-    "execution_id", "model_version", "scenario_json", "lockup", "lockup_reason", "max_stall_s",
-    "first_progress_s", "first_kill_s", "first_skip_s", "kills", "extra_kills", "handed_over",
-    "handovers", "oom_skip_by", "released_by", "reaper_attempts", "memory_freed_mb", "panic",
-    "victims_pending_at_end", "oom_calls", "sim_time_s", "sim_events", "exits_pending_max",
-    "exit_delay_max_s", "status", "error", "wall_s", "node_id", "worker_pid",
-}
+# Columns of the row schema that are not sweep keys; anything else but cpu_s.* is a grid/sample key.
+_NOT_KEYS = {f.name for f in (*PARTITION_FIELDS, *IDENTITY_FIELDS, SCENARIO_FIELD, *OUTCOME_FIELDS, *STATUS_FIELDS)}
 _INDEX_COL = re.compile(r"\.(\d+)(?=\.|$)")
 
 
@@ -95,10 +87,10 @@ def discovery_frame(
     policies = sorted(str(p) for p in ok["policy"].unique())
     for name in (policy, against):
         if name is not None and name not in policies:
-            raise ValueError(f"{name}: no ok rows for this policy; policies: {', '.join(policies) or 'none'}")
+            raise InputError(f"{name}: no ok rows for this policy; policies: {', '.join(policies) or 'none'}")
     cols = list(keys) if keys is not None else key_columns(ok)
     if not cols:
-        raise ValueError("the sweep varies no key: nothing to explain")
+        raise InputError("the sweep varies no key: nothing to explain")
     a = ok[ok["policy"] == policy]
     a = a.drop_duplicates(["cell_id", "replicate"])
     if against is None:
@@ -246,7 +238,7 @@ def prim_box(
     coverage and density: the box that, read as a rule "lockup iff inside", classifies the rows best.
     """
     if y.sum() == 0:
-        raise ValueError("no case of interest (no lockup) among the rows: nothing to explain")
+        raise InputError("no case of interest (no lockup) among the rows: nothing to explain")
     prim = _quiet_prim()
     base = float(y.mean())
     # ema_workbench pastes fractional limits into integer columns, which pandas >= 2 refuses: give it
@@ -265,7 +257,7 @@ def prim_box(
     traj["f1"] = f1
     i = int(select) if select is not None else int(np.argmax(f1))
     if not 0 <= i < len(traj):
-        raise ValueError(f"--box {i}: the peeling trajectory has boxes 0..{len(traj) - 1}")
+        raise InputError(f"--box {i}: the peeling trajectory has boxes 0..{len(traj) - 1}")
     pbox.select(i)
     restrictions = _restrictions(pbox.box_lims[i], p.box_init, pbox.qp[i], x)
     box = Box(
@@ -595,7 +587,7 @@ def saltelli_outputs(df: pd.DataFrame, ids: pd.DataFrame, y: np.ndarray, design:
     for i, point in enumerate(design):
         k = "\x1f".join(_stored_text(point[key]) for key in keys)
         if k not in rate.index:
-            raise ValueError(f"sample point {i} of the design ({', '.join(f'{a}={point[a]!r}' for a in keys)}) "
+            raise InputError(f"sample point {i} of the design ({', '.join(f'{a}={point[a]!r}' for a in keys)}) "
                              "has no stored rows: run the sweep to the end first")
         out[i] = rate[k]
     problem = {"num_vars": len(keys), "names": list(keys), "bounds": [[0.0, 1.0]] * len(keys)}
