@@ -96,6 +96,10 @@ class PairSetting:
     p_b: float
     rho: float  # correlation of the two binary outcomes of a pair
 
+    def variance_ratio(self) -> float:
+        va, vb = self.p_a * (1 - self.p_a), self.p_b * (1 - self.p_b)
+        return (va + vb - 2 * self.rho * math.sqrt(va * vb)) / (va + vb)
+
     def cells(self) -> tuple[float, float, float, float]:
         """(both, a only, b only, neither) probabilities of one pair."""
         sa = math.sqrt(self.p_a * (1 - self.p_a))
@@ -141,7 +145,7 @@ def paired_table(reps: int, seed: int) -> None:
     rng = np.random.Generator(np.random.PCG64(seed))
     print(f"Newcombe (method 10) 95 % interval for P(a) - P(b) on n pairs: simulated coverage "
           f"({reps} tables per figure, seed {seed}; +- is one Monte Carlo standard error)")
-    head = "  p_a   p_b  rho " + "".join(f"{'n=' + str(n):>15}" for n in SWEEP_N)
+    head = "  p_a   p_b  rho  var " + "".join(f"{'n=' + str(n):>15}" for n in SWEEP_N)
     print(head)
     print("-" * len(head))
     for s in PAIR_SETTINGS:
@@ -149,7 +153,9 @@ def paired_table(reps: int, seed: int) -> None:
         for n in SWEEP_N:
             cov, se = paired_coverage(s, n, reps, rng)
             figures.append(f"{cov:8.4f}+-{se:.4f}")
-        print(f"{s.p_a:5.2f} {s.p_b:5.2f} {s.rho:4.1f} " + "".join(f"{x:>15}" for x in figures))
+        print(f"{s.p_a:5.2f} {s.p_b:5.2f} {s.rho:4.1f} {s.variance_ratio():4.2f} " + "".join(f"{x:>15}" for x in figures))
+    print("var: variance of the paired difference / variance with independent seeds (exact, from p_a, p_b, rho):")
+    print("     what pairing saves; 1 / var is how many times the runs independent seeds would need")
 
 
 # ------------------------------------------------------------------ adaptive vs fixed replication

@@ -204,8 +204,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         table = compare_by(df, args.a, args.b, args.by, args.adjust)
         label = {"holm": "Holm (family-wise error rate)", "fdr_bh": "Benjamini-Hochberg (false discovery rate)"}
-        print(f"\nby {args.by}: McNemar p per value; p_adj: {label[args.adjust]} over the {len(table)} values "
-              f"(statsmodels); significant = p_adj <= 0.05; intervals are per-value 95 %")
+        import textwrap
+
+        print()
+        print(textwrap.fill(f"by {args.by}: McNemar p per value; p_adj: {label[args.adjust]} over the "
+                            f"{len(table)} values (statsmodels); significant = p_adj <= 0.05; intervals "
+                            f"are per-value 95 %", width=72))
         print(format_table(table))
     return EXIT_OK
 
@@ -216,9 +220,9 @@ def _pairing_text(df, a: str, b: str) -> str:
     g = compare_pairing_gain(df, a, b)
     if g.n_pairs == 0 or g.ratio != g.ratio:
         return "  pairing: no variance to compare (no lockup in either policy)"
-    return (f"  pairing (shared seeds) cut the variance of the difference to {g.ratio:.2f} "
-            f"[{g.low:.2f}, {g.high:.2f}] of independent seeds':\n"
-            f"  independent seeds would need {1 / g.ratio:.1f}x the runs for the same interval width")
+    return (f"  pairing: the shared seeds leave {g.ratio:.2f} [{g.low:.2f}, {g.high:.2f}] of the variance\n"
+            f"  independent seeds would give the difference; those would need\n"
+            f"  {1 / g.ratio:.1f}x the runs for the same interval width")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
