@@ -209,7 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print()
         print(textwrap.fill(f"by {args.by}: McNemar p per value; p_adj: {label[args.adjust]} over the "
                             f"{len(table)} values (statsmodels); significant = p_adj <= 0.05; intervals "
-                            f"are per-value 95 %", width=72))
+                            f"are per-value 95 %", width=72, break_on_hyphens=False))
         print(format_table(table))
     return EXIT_OK
 
