@@ -197,7 +197,6 @@ def replay_adaptive(ps: np.ndarray, rule: _Adaptive, rng: np.random.Generator) -
 
 def adaptive_table(results: str, sweep: str, target: float, reps: int, seed: int, rule_min: int,
                    rule_max: int, batch: int) -> None:
-    import pandas as pd
 
     from sweeps.storage.dataset import read_sweep
     df = read_sweep(results, sweep, columns=["cell_id", "policy", "lockup", "status"])
