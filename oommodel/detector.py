@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import simpy
 
+from oommodel.outcome import LockupReason
+
 
 class AllocatorStallDetector:
     """Models the soft-lockup / hung-task view of an OOM lockup (reference section 5.9)."""
@@ -21,9 +23,11 @@ class AllocatorStallDetector:
     )
 
     __slots__ = ("env", "after_s", "describe", "waiting", "stall_start", "max_stall_s",
-                 "lockup", "reason", "_armed_for")
+                 "lockup", "reason", "detail", "_armed_for")
 
-    def __init__(self, env: simpy.Environment, lockup_after_s: float, describe: Callable[[], str]) -> None:
+    def __init__(self, env: simpy.Environment, lockup_after_s: float,
+                 describe: Callable[[], tuple[LockupReason, str]]) -> None:
+        """`describe()` says why nothing progresses (label, detail) at the moment of a lockup."""
         self.env = env
         self.after_s = lockup_after_s
         self.describe = describe
@@ -31,7 +35,8 @@ class AllocatorStallDetector:
         self.stall_start: float | None = None
         self.max_stall_s = 0.0
         self.lockup = False
-        self.reason = ""
+        self.reason: LockupReason | None = None
+        self.detail = ""
         self._armed_for: float | None = None   # stall start the pending check belongs to
 
     def wait_start(self) -> None:
@@ -81,4 +86,4 @@ class AllocatorStallDetector:
 
     def _declare(self) -> None:
         self.lockup = True
-        self.reason = self.describe()
+        self.reason, self.detail = self.describe()

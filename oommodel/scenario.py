@@ -37,20 +37,18 @@ from oommodel.distributions import (
     num_from_raw,
     range_text,
 )
+from oommodel.sched.attrs import MAX_CPUS, SchedAttr, SchedPolicy
 
 __all__ = [
     "Scenario",
     "ScenarioError",
     "SCHED_POLICIES",
     "RT_POLICIES",
-    "HANDOVER_SCHED_RE",
-    "parse_handover_sched",
 ]
 
 SCHED_POLICIES: tuple[str, ...] = ("fifo", "rr", "normal", "batch", "idle")
 RT_POLICIES: tuple[str, ...] = ("fifo", "rr")
 CFS_NICE_POLICIES: tuple[str, ...] = ("normal", "batch")
-HANDOVER_SCHED_RE = re.compile(r"^(?:(unchanged|idle)|(normal|batch)(-?\d+)|(fifo|rr)(\d+))$")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FRACTION_TOL = 1e-6
 
@@ -185,33 +183,16 @@ def _handover_sched(v: Any) -> str | Choice:
 
 
 def _handover_error(v: Any) -> str:
+    """"" when v is "unchanged" or a SchedAttr text (SchedAttr.parse: the one grammar), else why not."""
     if not isinstance(v, str):
         return f"must be a string or {{choice: [...]}}, got {type(v).__name__} {v!r}"
+    if v == "unchanged":
+        return ""
     try:
-        parse_handover_sched(v)
+        SchedAttr.parse(v)
     except ValueError as e:
-        return str(e)
+        return f"must be unchanged or a sched attr: {e}"
     return ""
-
-
-def parse_handover_sched(text: str) -> tuple[str, int | None]:
-    """``"normal19"`` -> ("normal", 19), ``"fifo50"`` -> ("fifo", 50), ``"idle"`` -> ("idle", None)."""
-    m = HANDOVER_SCHED_RE.match(text)
-    if not m:
-        raise ValueError(
-            f"must be unchanged | idle | normal<nice> | batch<nice> | fifo<prio> | rr<prio>, got {text!r}"
-        )
-    if m.group(1):
-        return (m.group(1), None)
-    if m.group(2):
-        nice = int(m.group(3))
-        if not -20 <= nice <= 19:
-            raise ValueError(f"nice in {text!r} must be in -20..19")
-        return (m.group(2), nice)
-    prio = int(m.group(5))
-    if not 1 <= prio <= 99:
-        raise ValueError(f"priority in {text!r} must be in 1..99")
-    return (m.group(4), prio)
 
 
 def _dump_num(v: float | Dist) -> Any:
@@ -247,7 +228,7 @@ class _Spec(BaseModel):
 class Machine(_Spec):
     """CPUs, tick and RT throttling: the knobs Handa's and Hocko's kernels differed in."""
 
-    cpus: Annotated[int, _int(1, 256)] = 8
+    cpus: Annotated[int, _int(1, MAX_CPUS)] = 8
     hz: Annotated[int, _one_of(100, 250, 300, 1000)] = 1000
     preempt: Annotated[str, _one_of("none", "voluntary", "full")] = "full"
     rt_runtime_us: Annotated[int, _int(-1)] = 950000
@@ -303,6 +284,13 @@ class Sched(_Spec):
     @property
     def is_rt(self) -> bool:
         return self.policy in RT_POLICIES
+
+    @property
+    def attr(self) -> SchedAttr:
+        """The model's one scheduling-attribute type for this validated value (no text round trip)."""
+        if self.policy in RT_POLICIES:
+            return SchedAttr(SchedPolicy(self.policy), rt_priority=self.rt_priority or 0)
+        return SchedAttr(SchedPolicy(self.policy), nice=self.nice or 0)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"policy": self.policy}

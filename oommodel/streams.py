@@ -96,6 +96,10 @@ class Streams:
         ss = np.random.SeedSequence(self._entropy, spawn_key=(key,))
         return np.random.Generator(np.random.PCG64(ss))
 
+    def uniform(self, *name_parts: NamePart) -> float:
+        """One U[0, 1) draw from the stream of this name (the first of its sequence)."""
+        return float(self.rng(*name_parts).random())
+
     def draw(self, value: float | str | Dist, *name_parts: NamePart) -> float | str:
         """``sample(value, self.rng(*name_parts))``; plain values skip building a Generator."""
         if isinstance(value, Dist):

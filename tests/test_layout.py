@@ -115,14 +115,7 @@ def test_cycle_detection_finds_a_planted_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-OOMMODEL_CYCLES_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: the cycles through oommodel.kernel.world go with the oommodel half of the reshaping; "
-           "strict, so this marker must be removed in the commit that breaks them",
-)
-
-
-@pytest.mark.parametrize("package", ["sweeps", pytest.param("oommodel", marks=OOMMODEL_CYCLES_PENDING)])
+@pytest.mark.parametrize("package", ["sweeps", "oommodel"])
 def test_no_import_cycles(package: str) -> None:
     g = _graph()
     cycles = [c for c in _cycles(g) if c[0].split(".")[0] == package]

@@ -15,7 +15,6 @@ MB_PER_GB = 1024.0
 # Kernel constants (reference section 3).
 MAX_RECLAIM_RETRIES = 16          # mm/page_alloc.c, v4.19
 MEM_CGROUP_RECLAIM_RETRIES = 5    # mm/memcontrol.c, v4.19
-MAX_OOM_REAP_RETRIES = 10         # mm/oom_kill.c, v4.19 and v6.1
 ZAP_RESCHED_S = 64e-6             # cond_resched() per pmd in zap_pmd_range(): 512 pages at ~0.13 us/page
 UNLINK_VMAS_S = 10e-6             # __unlink_vmas / unlink_file_vma for a small process
 DO_EXIT_TAIL_S = 5e-6             # do_exit() after a preemption in sched_move_task(): cgroup_exit() .. do_task_dead()

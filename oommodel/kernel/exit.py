@@ -12,41 +12,44 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from oommodel.kernel.costs import DO_EXIT_TAIL_S, MB_PER_GB, UNLINK_VMAS_S, ZAP_RESCHED_S
+from oommodel.kernel.accounting import free_memory, free_pgtables, note_mmput, note_thread_exit
 from oommodel.kernel.mm import MMF
 from oommodel.kernel.oom_domain import EPS_MB
+from oommodel.kernel.oom_victim import release_victim, set_mmf_oom_skip
+from oommodel.outcome import SkipBy
 from oommodel.policies.base import Op, Phase
 
 if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.kernel.state import RunState
     from oommodel.kernel.task import Process
-    from oommodel.kernel.world import World
     from oommodel.sched import Thread
 
 
-def do_exit(world: World, proc: Process, th: Thread):
+def do_exit(state: RunState, proc: Process, th: Thread):
     """Models kernel/exit.c:do_exit() -> exit_mm() as of v4.19: the last user runs __mmput()."""
-    machine = world.machine
+    machine = state.machine
     if proc.writer_hold_s > 0.0 and th is proc.threads[0]:
         # killed inside a syscall that holds mmap_sem for write (e.g. munlock): finish it first
         hold, proc.writer_hold_s = proc.writer_hold_s, 0.0
         yield machine.run(th, hold)
         proc.mm.mmap_sem.up_write(th)
-    if world.costs.exit_s > 0.0:
-        yield machine.run(th, world.costs.exit_s)
+    if state.costs.exit_s > 0.0:
+        yield machine.run(th, state.costs.exit_s)
     proc.mm.users -= 1
     if proc.mm.users == 0:
         proc.mm_gone = True
-        yield from exit_mmap(world, proc, th)
+        yield from exit_mmap(state, proc, th)
         proc.mmput_done = True
         proc.exit_phase = "exited"
-        world.note_mmput(proc)
+        note_mmput(state, proc)
         if proc.in_victim_list:
-            world.release_victim(proc, "exit")           # Handa's exit_oom_mm() at the end of __mmput
-    yield from do_exit_tail(world, proc, th)
+            release_victim(state, proc, SkipBy.EXIT)           # Handa's exit_oom_mm() at the end of __mmput
+    yield from do_exit_tail(state, proc, th)
     machine.exit(th)
-    world.note_thread_exit(proc)
+    note_thread_exit(state, proc)
 
 
-def do_exit_tail(world: World, proc: Process, th: Thread):
+def do_exit_tail(state: RunState, proc: Process, th: Thread):
     """Models kernel/exit.c:do_exit() after exit_mm() as of v6.1: exit_sem() .. exit_task_work(),
     perf_event_exit_task(), sched_autogroup_exit_task(), cgroup_exit(), exit_notify() .. do_task_dead().
 
@@ -71,9 +74,9 @@ def do_exit_tail(world: World, proc: Process, th: Thread):
     no other preemption point is modelled in this part of do_exit(), and after the preemption the
     task needs `DO_EXIT_TAIL_S` of CPU to finish; the OOM killer already skips it (no mm).
     """
-    if not world.exit_requeue:
+    if not state.cfg.exit_requeue:
         return
-    machine = world.machine
+    machine = state.machine
     if proc.mmput_done:
         proc.exit_phase = "do_exit: preempted in sched_move_task(), runnable at the tail of its priority"
     machine.requeue_tail(th)
@@ -82,20 +85,20 @@ def do_exit_tail(world: World, proc: Process, th: Thread):
         proc.exit_phase = "exited"
 
 
-def exit_mmap(world: World, proc: Process, th: Thread):
+def exit_mmap(state: RunState, proc: Process, th: Thread):
     """Models mm/mmap.c:exit_mmap(); the order of steps is the policy's."""
-    machine = world.machine
+    machine = state.machine
     mm = proc.mm
     sem = mm.mmap_sem
     victim = proc.oom_victim
-    for s in world.exit_steps:
+    for s in state.cfg.exit_steps:
         if s.victim_only and not victim:
             continue
         op = s.op
         if op is Op.WORK:
-            yield from exit_phase(world, proc, th, s.phase)
+            yield from exit_phase(state, proc, th, s.phase)
         elif op is Op.SET_SKIP:
-            world.set_skip(proc, "exit")
+            set_mmf_oom_skip(state, proc, SkipBy.EXIT)
         elif op is Op.SET_UNSTABLE:
             mm.flags |= MMF.MMF_UNSTABLE
         elif op is Op.DOWN_READ:
@@ -113,74 +116,76 @@ def exit_mmap(world: World, proc: Process, th: Thread):
         elif op is Op.UP_WRITE:
             sem.up_write(th)
         elif op is Op.OOM_LOCK:
-            if not world.oom_lock.trylock(th):
-                got = world.oom_lock.lock(th)
+            if not state.oom_lock.trylock(th):
+                got = state.oom_lock.lock(th)
                 machine.block(th)
                 yield got
-            world.oom_lock.long_hold = True
-            if world.domain is not None:
-                world.domain.notify()                    # spinning allocators now meet a held lock
+            state.oom_lock.long_hold = True
+            if state.domain is not None:
+                state.domain.notify()                    # spinning allocators now meet a held lock
         elif op is Op.OOM_UNLOCK:
-            world.oom_lock.unlock(th)
-            if world.domain is not None:
-                world.domain.notify()
+            state.oom_lock.unlock(th)
+            if state.domain is not None:
+                state.domain.notify()
         elif op is Op.CLEAR_MMAP:
             mm.mmap_cleared = True
             proc.exit_phase = "handed-over point (mm->mmap = NULL)"
         elif op is Op.PRIORITY_INJECTION:
             if victim:
-                text = world.streams.draw(world.sched_at_handover, "sched_at_handover", proc.pid)
+                text = state.streams.draw(state.cfg.sched_at_handover, "sched_at_handover", proc.pid)
                 if text != "unchanged":
-                    machine.set_attr(th, world.sched_attr(str(text)))
+                    machine.set_attr(th, state.cfg.handover_attrs[str(text)])
 
 
 _PHASE_TEXT = {p: p.value for p in Phase}   # Enum.value is a Python-level property
 
 
-def exit_phase(world: World, proc: Process, th: Thread, phase: Phase):
+def exit_phase(state: RunState, proc: Process, th: Thread, phase: Phase):
     """CPU work of one exit_mmap phase, and what it frees."""
-    machine = world.machine
+    machine = state.machine
     mm = proc.mm
-    c = world.costs
+    c = state.costs
     proc.exit_phase = _PHASE_TEXT[phase]
     if phase is Phase.SELF_REAP:
-        amount = mm.reapable_mb(world.policy.reaper_reaps_mlocked)
+        amount = mm.reapable_mb(state.policy.reaper_reaps_mlocked)
         if amount > 0.0 and c.unmap_s_per_mb > 0.0:
             yield machine.run(th, amount * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
-        world.free_memory(proc, mm.reap(world.policy.reaper_reaps_mlocked))
+        free_memory(state, proc, mm.reap(state.policy.reaper_reaps_mlocked))
     elif phase is Phase.MUNLOCK:
         if mm.mlocked_mb > 0.0 and c.unmap_s_per_mb > 0.0:
             yield machine.run(th, mm.mlocked_mb * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
     elif phase is Phase.UNMAP_VMAS:
         if mm.rss_mb > 0.0 and c.unmap_s_per_mb > 0.0:
             yield machine.run(th, mm.rss_mb * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
-        world.free_memory(proc, mm.unmap_all())
+        free_memory(state, proc, mm.unmap_all())
     elif phase is Phase.UNLINK_VMAS:
         yield machine.run(th, UNLINK_VMAS_S)
     elif phase is Phase.FREE_PGTABLES:
         cost = mm.mapped_mb * c.free_pgtables_s_per_mb
         if cost > 0.0:
             yield machine.run(th, cost, resched_every_s=ZAP_RESCHED_S)
-        world.free_pgtables(proc, mm.free_pgtables())
+        free_pgtables(state, proc, mm.free_pgtables())
     elif phase is Phase.REMOVE_VMA:
-        yield from remove_vma_loop(world, proc, th)
+        yield from remove_vma_loop(state, proc, th)
 
 
-def remove_vma_loop(world: World, proc: Process, th: Thread):
+def remove_vma_loop(state: RunState, proc: Process, th: Thread):
     """E8: `vm_ops->close()`, `fput()`: may sleep for as long as it likes (no cond_resched point).
 
     With probability `close_blocks_on_memory_p` a `->close()` waits for memory of the OOM
     domain (say, for a writeback worker that allocates): Handa's 2018-10-30 objection.
     """
-    machine = world.machine
-    dom = world.domain
-    close_s = float(world.streams.draw(world.sc.costs.close_ms, "close_ms", proc.pid)) / 1e3
-    p_block = world.sc.costs.close_blocks_on_memory_p
-    if dom is not None and proc.oom_victim and p_block > 0.0 and world.uniform("close_blocks", proc.pid) < p_block:
+    machine = state.machine
+    dom = state.domain
+    close_s = float(state.streams.draw(state.cfg.close_ms, "close_ms", proc.pid)) / 1e3
+    p_block = state.cfg.close_blocks_on_memory_p
+    if dom is not None and proc.oom_victim and p_block > 0.0 and state.streams.uniform("close_blocks", proc.pid) < p_block:
         proc.exit_phase = "E8 remove_vma (->close() waits for memory)"
+        proc.close_waits_for_memory = True
         machine.block(th)
         while dom.headroom() <= EPS_MB:
             yield dom.changed
+        proc.close_waits_for_memory = False
         proc.exit_phase = Phase.REMOVE_VMA.value
     if close_s > 0.0:
         yield machine.run(th, close_s, resched_every_s=close_s)

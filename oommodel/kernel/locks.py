@@ -26,20 +26,18 @@ class Mutex:
     uncontended lock costs no SimPy event; `lock` then queues behind the owner.
     """
 
-    __slots__ = ("env", "name", "owner", "since", "_waiters", "long_hold")
+    __slots__ = ("env", "name", "owner", "_waiters", "long_hold")
 
     def __init__(self, env: simpy.Environment, name: str) -> None:
         self.env = env
         self.name = name
         self.owner: Thread | None = None
-        self.since = 0.0
         self._waiters: deque[tuple[Thread, simpy.Event]] = deque()
         self.long_hold = False  # held across work that may take long (policy c's exit path)
 
     def trylock(self, th: Thread) -> bool:
         if self.owner is None:
             self.owner = th
-            self.since = self.env.now
             return True
         return False
 
@@ -48,7 +46,6 @@ class Mutex:
         ev = self.env.event()
         if self.owner is None:
             self.owner = th
-            self.since = self.env.now
             ev.succeed()
         else:
             self._waiters.append((th, ev))
@@ -64,14 +61,9 @@ class Mutex:
         if self._waiters:
             nxt, ev = self._waiters.popleft()
             self.owner = nxt
-            self.since = self.env.now
             ev.succeed()
         else:
             self.owner = None
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
 
 
 class RwSem:

@@ -6,28 +6,29 @@ from typing import TYPE_CHECKING
 
 from oommodel.kernel.costs import MEM_CGROUP_RECLAIM_RETRIES
 from oommodel.kernel.oom_domain import EPS_MB
+from oommodel.kernel.accounting import note_alloc_after_wait
 from oommodel.kernel.oom_kill import OomResult, out_of_memory
 from oommodel.kernel.page_alloc import spin_until_change
 
 if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.kernel.state import RunState
     from oommodel.kernel.task import Process
-    from oommodel.kernel.world import World
     from oommodel.sched import Thread
 
 
-def try_charge_slowpath(world: World, proc: Process, th: Thread):
+def try_charge_slowpath(state: RunState, proc: Process, th: Thread):
     """Models mm/memcontrol.c:try_charge() -> mem_cgroup_oom() -> mem_cgroup_out_of_memory(), v4.19.
 
     No sleep anywhere: a thread only leaves the CPU when it blocks on `mutex_lock(&oom_lock)`
     (plain in 4.19/4.20, killable from 5.1). Returns True when the charge is forced (the
     task is dying, or the OOM killer found nothing to kill), False when it fits.
     """
-    dom = world.domain
-    machine = world.machine
-    c = world.costs
-    lock = world.oom_lock
-    killable = world.policy.memcg_oom_lock_killable
-    world.detector.wait_start()
+    dom = state.domain
+    machine = state.machine
+    c = state.costs
+    lock = state.oom_lock
+    killable = state.policy.memcg_oom_lock_killable
+    state.detector.wait_start()
     try:
         while True:
             if proc.killed:
@@ -38,7 +39,7 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
             if proc.killed:
                 return True
             if dom.headroom() > EPS_MB:
-                world.note_alloc_after_wait()
+                note_alloc_after_wait(state)
                 return False
             if not lock.trylock(th):            # mutex_lock() fast path: uncontended, no event
                 got = lock.lock(th)
@@ -53,12 +54,12 @@ def try_charge_slowpath(world: World, proc: Process, th: Thread):
             if killable and dom.headroom() > EPS_MB:
                 lock.unlock(th)                 # 6.x re-checks the margin under oom_lock
                 continue
-            result = yield from out_of_memory(world, proc, th)
+            result = yield from out_of_memory(state, proc, th)
             lock.unlock(th)
             if result.kind is OomResult.NO_VICTIM:
                 return True                     # OOM_FAILED: force the charge
             if result.kind is OomResult.PENDING:
-                yield from spin_until_change(world, proc, th, seen, deadline=result.deadline)
+                yield from spin_until_change(state, proc, th, seen, deadline=result.deadline)
             # KILLED (or PENDING resolved): nr_retries = MEM_CGROUP_RECLAIM_RETRIES; goto retry
     finally:
-        world.detector.wait_end()
+        state.detector.wait_end()

@@ -32,7 +32,7 @@ class Mm:
 
     __slots__ = (
         "pid", "anon_mb", "mlocked_mb", "file_mb", "pgtable_mb", "mapped_mb", "flags",
-        "mmap_cleared", "users", "mmap_sem", "reap_start_pages", "pgtable_per_mb",
+        "mmap_cleared", "users", "mmap_sem", "reap_start_mb", "pgtable_per_mb",
         "frac_anon", "frac_mlocked", "frac_file",
     )
 
@@ -48,7 +48,7 @@ class Mm:
         self.mmap_cleared = False
         self.users = users
         self.mmap_sem = RwSem(env)
-        self.reap_start_pages: float | None = None
+        self.reap_start_mb: float | None = None
         self.frac_anon, self.frac_mlocked, self.frac_file = fractions
         self.pgtable_per_mb = pgtable_mb_per_gb / 1024.0
 

@@ -15,7 +15,7 @@ EPS_MB = 1e-9
 
 
 class OomDomain:
-    __slots__ = ("env", "kind", "limit_mb", "usage_mb", "changed", "touching", "version")
+    __slots__ = ("env", "kind", "limit_mb", "usage_mb", "changed", "version")
 
     def __init__(self, env: simpy.Environment, kind: str, limit_mb: float) -> None:
         self.env = env
@@ -23,7 +23,6 @@ class OomDomain:
         self.limit_mb = limit_mb
         self.usage_mb = 0.0
         self.changed = env.event()
-        self.touching = 0          # threads currently faulting memory in (for chunk sizing)
         self.version = 0           # bumped by every notify(): a waiter that saw an older one must not sleep
 
     @property

@@ -19,24 +19,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oommodel.kernel.costs import MAX_OOM_REAP_RETRIES, ZAP_RESCHED_S
+from oommodel.kernel.costs import ZAP_RESCHED_S
+from oommodel.kernel.accounting import free_memory, note_handover
 from oommodel.kernel.mm import MMF
+from oommodel.kernel.oom_victim import set_mmf_oom_skip
+from oommodel.kernel.softirq import add_timer
+from oommodel.kernel.state import ReaperState
+from oommodel.outcome import SkipBy
 from oommodel.policies.base import ReaperKind
-from oommodel.sched import SchedAttr
 
 if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.kernel.state import RunState
     from oommodel.kernel.task import Process
-    from oommodel.kernel.world import World
     from oommodel.sched import Thread
 
+MAX_OOM_REAP_RETRIES = 10         # mm/oom_kill.c, v4.19 and v6.1
 
-def reap_victim_mm(world: World, th: Thread, victim: Process, by: str):
-    """One `__oom_reap_task_mm()` pass by `th` (the reaper, or an allocator under policy e).
+
+def oom_reap_task_mm(state: RunState, th: Thread, victim: Process, by: SkipBy):
+    """Models mm/oom_kill.c:oom_reap_task_mm() -> __oom_reap_task_mm(), v4.19: one pass by `th`
+    (the reaper, or an allocator under policy e).
 
     Returns True when the pass is a success for the caller's retry loop.
     """
     mm = victim.mm
-    policy = world.policy
+    policy = state.policy
     if not mm.mmap_sem.down_read_trylock(th):
         return False
     try:
@@ -46,113 +53,123 @@ def reap_victim_mm(world: World, th: Thread, victim: Process, by: str):
             return True                                  # patch 3: exit_mmap is past the handover point
         if policy.reaper is ReaperKind.DEADLINE and mm.has(MMF.MMF_UNSTABLE):
             return True                                  # Rientjes: reap once only
-        if policy.reaper_quarter_rule and mm.reap_start_pages is None:
-            mm.reap_start_pages = mm.badness_mb()
+        if policy.reaper_quarter_rule and mm.reap_start_mb is None:
+            mm.reap_start_mb = mm.badness_mb()
         mm.flags |= MMF.MMF_UNSTABLE
         amount = mm.reapable_mb(policy.reaper_reaps_mlocked)
         if amount > 0.0:
-            cost = amount * world.costs.unmap_s_per_mb
+            cost = amount * state.costs.unmap_s_per_mb
             if cost > 0.0:
-                yield world.machine.run(th, cost, resched_every_s=ZAP_RESCHED_S)
-            world.free_memory(victim, mm.reap(policy.reaper_reaps_mlocked))
-        if by == "direct":
-            world.set_skip(victim, "direct")             # Handa 3/8: stop direct reaping this mm
+                yield state.machine.run(th, cost, resched_every_s=ZAP_RESCHED_S)
+            free_memory(state, victim, mm.reap(policy.reaper_reaps_mlocked))
+        if by is SkipBy.DIRECT:
+            set_mmf_oom_skip(state, victim, SkipBy.DIRECT)   # Handa 3/8: stop direct reaping this mm
         if policy.reaper_quarter_rule:
-            return mm.badness_mb() <= mm.reap_start_pages / 4.0 + 1e-9   # patch 2
+            return mm.badness_mb() <= mm.reap_start_mb / 4.0 + 1e-9   # patch 2
         return True
     finally:
         mm.mmap_sem.up_read(th)
 
 
-class OomReaper:
-    """The kthread: a LIFO queue of victims, one victim at a time (reference section 5.7)."""
+def start_oom_reaper(state: RunState) -> ReaperState:
+    """mm/oom_kill.c:oom_init(): kthread_run(oom_reaper) on the scenario's CPUs and sched attr."""
+    cfg = state.cfg
+    th = state.machine.spawn("oom_reaper", "oom_reaper", cfg.reaper_attr, cfg.reaper_cpus)
+    reaper = ReaperState(th=th, wake=state.env.event())
+    state.env.process(oom_reaper(state, reaper))
+    return reaper
 
-    def __init__(self, world: World) -> None:
-        self.world = world
-        r = world.sc.reaper
-        attr = SchedAttr.parse(_sched_text(r.sched))
-        allowed = None if r.cpus == "all" else tuple(r.cpus)
-        self.th = world.machine.spawn("oom_reaper", "oom_reaper", attr, allowed)
-        self.queue: list[Process] = []
-        self.wake = world.env.event()
-        self.wakeups = 0
-        self.timer_pending = False       # waiting for a timer (OOM_REAPER_DELAY or HZ/10 sleep)
-        world.env.process(self.oom_reaper())
 
-    def queue_victim(self, victim: Process) -> None:
-        """Models wake_oom_reaper(): push at the head, skipping a task already queued."""
-        if victim in self.queue:
+def wake_oom_reaper(state: RunState, victim: Process) -> None:
+    """Models mm/oom_kill.c:wake_oom_reaper(), v4.19: push at the head, skipping a task already queued."""
+    reaper = state.reaper
+    assert reaper is not None
+    if victim in reaper.queue:
+        return
+    reaper.queue.append(victim)
+    if not reaper.wake.triggered:
+        reaper.wake.succeed()
+
+
+def queue_oom_reaper(state: RunState, victim: Process, th: Thread) -> None:
+    """Models mm/oom_kill.c:queue_oom_reaper(), v5.18+: add_timer(OOM_REAPER_DELAY) on the CPU
+    that runs the OOM killer; the timer wakes the reaper unless the victim got MMF_OOM_SKIP first."""
+    reaper = state.reaper
+    assert reaper is not None
+    hz = state.cfg.hz
+    cpu = th.cpu if th.cpu is not None else th.allowed[0]
+    delay_jiffies = int(round(state.policy.oom_reaper_delay_s * hz))
+    timer = add_timer(state, cpu, state.machine.next_tick(state.env.now, delay_jiffies))
+    reaper.timer_pending = True
+
+    def fire(_e, victim=victim):
+        reaper.timer_pending = False
+        if not victim.mm.has(MMF.MMF_OOM_SKIP):
+            wake_oom_reaper(state, victim)
+    timer.callbacks.append(fire)
+
+
+def oom_reaper(state: RunState, reaper: ReaperState):
+    """Models mm/oom_kill.c:oom_reaper(), v4.19: sleep until a victim is queued, reap it."""
+    machine = state.machine
+    cfg = state.cfg
+    while True:
+        while not reaper.queue:
+            machine.block(reaper.th)
+            reaper.wake = state.env.event()
+            yield reaper.wake
+        victim = reaper.queue.pop()
+        k = reaper.wakeups
+        reaper.wakeups += 1
+        p = cfg.reaper_busy_elsewhere_p
+        if p > 0.0 and state.streams.uniform("reaper_busy", k) < p:
+            busy = float(state.streams.draw(cfg.reaper_busy_elsewhere_s, "reaper_busy_s", k))
+            if busy > 0.0:
+                yield machine.run(reaper.th, busy)     # reaping a victim of another OOM domain
+        if state.policy.reaper is ReaperKind.DEADLINE:
+            yield from oom_reap_task_deadline(state, reaper, victim)
+        else:
+            yield from oom_reap_task(state, reaper, victim)
+
+
+def sleep_hz_10(state: RunState, reaper: ReaperState):
+    """schedule_timeout_idle(HZ/10): a timer on the reaper's CPU (fires in softirq context)."""
+    machine = state.machine
+    hz = state.cfg.hz
+    th = reaper.th
+    machine.block(th)
+    reaper.timer_pending = True
+    cpu = th.cpu if th.cpu is not None else th.allowed[0]
+    yield add_timer(state, cpu, machine.next_tick(state.env.now, max(1, hz // 10)))
+    reaper.timer_pending = False
+
+
+def oom_reap_task(state: RunState, reaper: ReaperState, victim: Process):
+    """Models mm/oom_kill.c:oom_reap_task(), v4.19: up to MAX_OOM_REAP_RETRIES tries, HZ/10 apart."""
+    mm = victim.mm
+    attempts = 0
+    while attempts < MAX_OOM_REAP_RETRIES:
+        attempts += 1
+        state.stats.reaper_attempts += 1
+        ok = yield from oom_reap_task_mm(state, reaper.th, victim, by=SkipBy.REAPER)
+        if ok:
+            break
+        yield from sleep_hz_10(state, reaper)
+    if state.policy.reaper is ReaperKind.HANDOVER and mm.mmap_cleared:
+        if not mm.has(MMF.MMF_OOM_SKIP):
+            note_handover(state, victim)
+        return
+    set_mmf_oom_skip(state, victim, SkipBy.REAPER)
+
+
+def oom_reap_task_deadline(state: RunState, reaper: ReaperState, victim: Process):
+    """Rientjes v3: reap once, requeue every HZ/10, MMF_OOM_SKIP when the deadline passes."""
+    assert state.cfg.timeout_s is not None and victim.kill_time is not None
+    deadline = victim.kill_time + state.cfg.timeout_s
+    while not victim.mm.has(MMF.MMF_OOM_SKIP):
+        if state.env.now >= deadline - 1e-12:
+            set_mmf_oom_skip(state, victim, SkipBy.TIMEOUT)
             return
-        self.queue.append(victim)
-        if not self.wake.triggered:
-            self.wake.succeed()
-
-    def oom_reaper(self):
-        world = self.world
-        machine = world.machine
-        r = world.sc.reaper
-        while True:
-            while not self.queue:
-                machine.block(self.th)
-                self.wake = world.env.event()
-                yield self.wake
-            victim = self.queue.pop()
-            k = self.wakeups
-            self.wakeups += 1
-            if r.busy_elsewhere_p > 0.0 and world.uniform("reaper_busy", k) < r.busy_elsewhere_p:
-                busy = float(world.streams.draw(r.busy_elsewhere_s, "reaper_busy_s", k))
-                if busy > 0.0:
-                    yield machine.run(self.th, busy)     # reaping a victim of another OOM domain
-            if world.policy.reaper is ReaperKind.DEADLINE:
-                yield from self.oom_reap_task_deadline(victim)
-            else:
-                yield from self.oom_reap_task(victim)
-
-    def sleep_hz_10(self):
-        """schedule_timeout_idle(HZ/10): a timer on the reaper's CPU (fires in softirq context)."""
-        world = self.world
-        machine = world.machine
-        hz = world.sc.machine.hz
-        machine.block(self.th)
-        self.timer_pending = True
-        cpu = self.th.cpu if self.th.cpu is not None else self.th.allowed[0]
-        yield world.softirq.add_timer(cpu, machine.next_tick(world.env.now, max(1, hz // 10)))
-        self.timer_pending = False
-
-    def oom_reap_task(self, victim: Process):
-        """Models oom_reap_task(), v4.19: up to MAX_OOM_REAP_RETRIES tries, HZ/10 apart."""
-        world = self.world
-        mm = victim.mm
-        attempts = 0
-        while attempts < MAX_OOM_REAP_RETRIES:
-            attempts += 1
-            world.stats.reaper_attempts += 1
-            ok = yield from reap_victim_mm(world, self.th, victim, by="reaper")
-            if ok:
-                break
-            yield from self.sleep_hz_10()
-        if world.policy.reaper is ReaperKind.HANDOVER and mm.mmap_cleared:
-            if not mm.has(MMF.MMF_OOM_SKIP):
-                world.note_handover(victim)
-            return
-        world.set_skip(victim, "reaper")
-
-    def oom_reap_task_deadline(self, victim: Process):
-        """Rientjes v3: reap once, requeue every HZ/10, MMF_OOM_SKIP when the deadline passes."""
-        world = self.world
-        deadline = victim.kill_time + world.opts["timeout_s"]
-        while not victim.mm.has(MMF.MMF_OOM_SKIP):
-            if world.env.now >= deadline - 1e-12:
-                world.set_skip(victim, "timeout")
-                return
-            world.stats.reaper_attempts += 1
-            yield from reap_victim_mm(world, self.th, victim, by="reaper")
-            yield from self.sleep_hz_10()
-
-
-def _sched_text(sched) -> str:
-    if sched.policy in ("fifo", "rr"):
-        return f"{sched.policy}{sched.rt_priority}"
-    if sched.policy == "idle":
-        return "idle"
-    return f"{sched.policy}{sched.nice or 0}"
+        state.stats.reaper_attempts += 1
+        yield from oom_reap_task_mm(state, reaper.th, victim, by=SkipBy.REAPER)
+        yield from sleep_hz_10(state, reaper)

@@ -14,43 +14,44 @@ import simpy
 
 from oommodel.kernel.costs import MAX_RECLAIM_RETRIES, MIN_TOUCH_CHUNK_MB
 from oommodel.kernel.oom_domain import EPS_MB
-from oommodel.kernel.oom_kill import OomResult, out_of_memory
+from oommodel.kernel.accounting import note_alloc_after_wait
+from oommodel.kernel.oom_kill import OomResult, out_of_memory, panic
 
 if TYPE_CHECKING:  # pragma: no cover
+    from oommodel.kernel.state import RunState
     from oommodel.kernel.task import Process
-    from oommodel.kernel.world import World
     from oommodel.sched import Thread
 
 
-def touch_memory(world: World, proc: Process, th: Thread, target_mb: float):
+def touch_memory(state: RunState, proc: Process, th: Thread, target_mb: float):
     """The process's own loop: fault in `target_mb`, entering the slow path at the limit."""
-    dom = world.domain
-    machine = world.machine
-    per_mb = world.costs.touch_s_per_mb
+    dom = state.domain
+    machine = state.machine
+    per_mb = state.costs.touch_s_per_mb
     remaining = target_mb
     force = False
     while remaining > EPS_MB and not proc.killed:
         if dom is not None and not force and dom.headroom() <= EPS_MB:
-            force = yield from world.slowpath(world, proc, th)
+            force = yield from state.slowpath(state, proc, th)
             continue
         chunk = remaining
         if dom is not None and not force:
             # CPUs faulting memory in right now share the headroom (threads on one CPU share its rate)
-            cpus = {t.cpu for t in world.touching if t.rate > 0.0}
+            cpus = {t.cpu for t in state.touching if t.rate > 0.0}
             cpus.add(th.cpu)
             chunk = min(remaining, max(MIN_TOUCH_CHUNK_MB, dom.headroom() / len(cpus)))
         if per_mb > 0.0:
             t0 = machine.cpu_time(th)
             done = machine.run(th, chunk * per_mb)
-            world.touching.append(th)
+            state.touching.append(th)
             finished = yield done                       # False: SIGKILL cut the faults short
-            world.touching.remove(th)
+            state.touching.remove(th)
             if finished is False:
                 chunk = min(chunk, (machine.cpu_time(th) - t0) / per_mb)
         if dom is not None:
             granted = dom.charge(chunk, force=force or proc.killed)
             if granted > EPS_MB and not force and not proc.killed:
-                world.detector.progress()
+                state.detector.progress()
         else:
             granted = chunk
         force = False
@@ -58,7 +59,7 @@ def touch_memory(world: World, proc: Process, th: Thread, target_mb: float):
         remaining -= granted
 
 
-def spin_until_change(world: World, proc: Process, th: Thread, seen: int, deadline: float | None = None,
+def spin_until_change(state: RunState, proc: Process, th: Thread, seen: int, deadline: float | None = None,
                       demand: float = 1.0):
     """Busy-retry in the allocator until something it could observe changes.
 
@@ -68,27 +69,27 @@ def spin_until_change(world: World, proc: Process, th: Thread, seen: int, deadli
     domain's change counter when the thread last looked: a change since then (say, memory
     freed while it was inside out_of_memory()) means it goes round again without sleeping.
     """
-    if world.domain.version != seen or proc.killed:
+    if state.domain.version != seen or proc.killed:
         return
-    env = world.env
-    world.machine.spin(th, demand=demand, resched_every_s=world.costs.alloc_loop_s)
-    events = [world.domain.changed, proc.kill_event]
+    env = state.env
+    state.machine.spin(th, demand=demand, resched_every_s=state.costs.alloc_loop_s)
+    events = [state.domain.changed, proc.kill_event]
     if deadline is not None:
         events.append(env.timeout(max(0.0, deadline - env.now)))
     yield simpy.AnyOf(env, events)
 
 
-def alloc_slowpath(world: World, proc: Process, th: Thread):
+def alloc_slowpath(state: RunState, proc: Process, th: Thread):
     """Models mm/page_alloc.c:__alloc_pages_slowpath() for an order-0 GFP_KERNEL allocation, v4.19.
 
     Returns True when the caller may take the page regardless of the watermark (an OOM
     victim with ALLOC_OOM access to the reserves), False when memory is there to take.
     """
-    dom = world.domain
-    machine = world.machine
-    c = world.costs
-    hz = world.sc.machine.hz
-    world.detector.wait_start()
+    dom = state.domain
+    machine = state.machine
+    c = state.costs
+    hz = state.cfg.hz
+    state.detector.wait_start()
     try:
         while True:
             if proc.killed:
@@ -101,25 +102,25 @@ def alloc_slowpath(world: World, proc: Process, th: Thread):
             if proc.killed:
                 return True
             if dom.headroom() > EPS_MB:
-                world.note_alloc_after_wait()
+                note_alloc_after_wait(state)
                 return False
             # S4: __alloc_pages_may_oom()
-            if not world.oom_lock.trylock(th):
-                if world.oom_lock.long_hold:
+            if not state.oom_lock.trylock(th):
+                if state.oom_lock.long_hold:
                     # schedule_timeout_uninterruptible(1) between passes, as a duty cycle
                     pass_s = passes * c.alloc_loop_s
                     duty = pass_s / (pass_s + 1.0 / hz)
-                    yield from spin_until_change(world, proc, th, seen, demand=duty)
+                    yield from spin_until_change(state, proc, th, seen, demand=duty)
                 else:
                     yield machine.sleep_jiffies(th, 1)
                 continue
-            result = yield from out_of_memory(world, proc, th)
-            world.oom_lock.unlock(th)
+            result = yield from out_of_memory(state, proc, th)
+            state.oom_lock.unlock(th)
             if result.kind is OomResult.NO_VICTIM:
-                world.panic(th)
-                yield world.env.event()          # the machine is gone
+                panic(state)
+                yield state.env.event()          # the machine is gone
             if result.kind is OomResult.PENDING:
-                yield from spin_until_change(world, proc, th, seen, deadline=result.deadline)
+                yield from spin_until_change(state, proc, th, seen, deadline=result.deadline)
             # KILLED: retry at once (no sleep after a kill since 9bfe5ded054b, v4.19)
     finally:
-        world.detector.wait_end()
+        state.detector.wait_end()

@@ -19,61 +19,54 @@ import simpy
 from oommodel.sched import SchedAttr, SchedPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from oommodel.kernel.world import World
+    from oommodel.kernel.state import RunState
 
 SOFTIRQ_WORK_S = 20e-6  # one run of __do_softirq for the expired timers
 
 
-class Softirq:
-    __slots__ = ("world", "defer", "awake_p", "_awake", "_pending", "_threads", "_seq")
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        machine = world.sc.machine
-        self.defer = machine.softirq == "ksoftirqd_defer"
-        self.awake_p = float(machine.ksoftirqd_awake_p)
-        self._awake: dict[int, bool] = {}
-        self._pending: dict[int, list[simpy.Event]] = {}
-        self._threads: dict[int, object] = {}
-        self._seq: dict[int, int] = {}
-
-    def add_timer(self, cpu: int, expires: float) -> simpy.Event:
-        """An event that succeeds when the timer's callback runs on `cpu`."""
-        env = self.world.env
-        ev = env.event()
-        if not self.defer:
-            env.timeout(max(0.0, expires - env.now)).callbacks.append(lambda _e: ev.succeed())
-            return ev
-        env.timeout(max(0.0, expires - env.now)).callbacks.append(lambda _e: self._expire(cpu, ev))
+def add_timer(state: RunState, cpu: int, expires: float) -> simpy.Event:
+    """kernel/time/timer.c:add_timer() on `cpu`: an event that succeeds when the timer's callback runs."""
+    env = state.env
+    ev = env.event()
+    if not state.softirq.defer:
+        env.timeout(max(0.0, expires - env.now)).callbacks.append(lambda _e: ev.succeed())
         return ev
+    env.timeout(max(0.0, expires - env.now)).callbacks.append(lambda _e: _expire(state, cpu, ev))
+    return ev
 
-    def stuck_cpus(self) -> list[int]:
-        """CPUs whose timers wait for a ksoftirqd that has not run yet."""
-        return [cpu for cpu, evs in self._pending.items() if evs]
 
-    def _expire(self, cpu: int, ev: simpy.Event) -> None:
-        if not self._awake.get(cpu):
-            seq = self._seq.get(cpu, 0)
-            self._seq[cpu] = seq + 1
-            if self.awake_p <= 0.0 or self.world.uniform("ksoftirqd_awake", cpu, seq) >= self.awake_p:
-                ev.succeed()
-                return
-            self._awake[cpu] = True
-            self._pending[cpu] = [ev]
-            self.world.env.process(self._ksoftirqd(cpu))
-        else:
-            self._pending[cpu].append(ev)
+def stuck_cpus(state: RunState) -> list[int]:
+    """CPUs whose timers wait for a ksoftirqd that has not run yet."""
+    return [cpu for cpu, evs in state.softirq.pending.items() if evs]
 
-    def _ksoftirqd(self, cpu: int):
-        """kernel/softirq.c:run_ksoftirqd(): handle the pending softirqs once it gets the CPU."""
-        machine = self.world.machine
-        th = self._threads.get(cpu)
-        if th is None:
-            th = machine.spawn(f"ksoftirqd/{cpu}", "ksoftirqd", SchedAttr(SchedPolicy.NORMAL), (cpu,))
-            self._threads[cpu] = th
-        yield machine.run(th, SOFTIRQ_WORK_S)
-        machine.block(th)
-        pending, self._pending[cpu] = self._pending[cpu], []
-        self._awake[cpu] = False
-        for ev in pending:
+
+def _expire(state: RunState, cpu: int, ev: simpy.Event) -> None:
+    """The timer expired: kernel/softirq.c:invoke_softirq() runs it now, or leaves it to an awake ksoftirqd/N."""
+    si = state.softirq
+    if not si.awake.get(cpu):
+        seq = si.seq.get(cpu, 0)
+        si.seq[cpu] = seq + 1
+        if si.awake_p <= 0.0 or state.streams.uniform("ksoftirqd_awake", cpu, seq) >= si.awake_p:
             ev.succeed()
+            return
+        si.awake[cpu] = True
+        si.pending[cpu] = [ev]
+        state.env.process(run_ksoftirqd(state, cpu))
+    else:
+        si.pending[cpu].append(ev)
+
+
+def run_ksoftirqd(state: RunState, cpu: int):
+    """kernel/softirq.c:run_ksoftirqd(): handle the pending softirqs once it gets the CPU."""
+    machine = state.machine
+    si = state.softirq
+    th = si.threads.get(cpu)
+    if th is None:
+        th = machine.spawn(f"ksoftirqd/{cpu}", "ksoftirqd", SchedAttr(SchedPolicy.NORMAL), (cpu,))
+        si.threads[cpu] = th
+    yield machine.run(th, SOFTIRQ_WORK_S)
+    machine.block(th)
+    pending, si.pending[cpu] = si.pending[cpu], []
+    si.awake[cpu] = False
+    for ev in pending:
+        ev.succeed()

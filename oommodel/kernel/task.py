@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import simpy
 
 from oommodel.kernel.mm import Mm
+from oommodel.outcome import SkipBy
 
 if TYPE_CHECKING:  # pragma: no cover
     from oommodel.sched import SchedAttr, Thread
@@ -21,8 +22,8 @@ class Process:
     __slots__ = (
         "pid", "group", "role", "oom_score_adj", "attr", "allowed", "threads", "mm",
         "killed", "kill_time", "kill_event", "oom_victim", "mmput_done", "released_by",
-        "released_time", "handed_over", "in_victim_list", "last_score", "last_score_drop",
-        "writer_hold_s", "cpu_at_kill", "exit_phase", "mm_gone", "start_s", "mmput_time", "exit_time",
+        "handed_over", "in_victim_list", "last_score", "last_score_drop",
+        "writer_hold_s", "cpu_at_kill", "exit_phase", "close_waits_for_memory", "mm_gone", "start_s", "mmput_time", "exit_time",
     )
 
     def __init__(self, env: simpy.Environment, pid: int, group: str, role: str, oom_score_adj: int,
@@ -40,15 +41,15 @@ class Process:
         self.kill_event = env.event()
         self.oom_victim = False            # signal->oom_mm != NULL
         self.mmput_done = False            # __mmput() returned
-        self.released_by: str | None = None  # who let the OOM killer move on from this victim
-        self.released_time: float | None = None
+        self.released_by: SkipBy | None = None  # who let the OOM killer move on from this victim
         self.handed_over = False
         self.in_victim_list = False        # Handa's oom_victim_list (policies d2, e)
         self.last_score = 0.0
         self.last_score_drop = 0.0
         self.writer_hold_s = 0.0           # held mmap_sem for write when killed
         self.cpu_at_kill: dict[int, float] = {}
-        self.exit_phase = "running"
+        self.exit_phase = "running"           # where its exit is, for the lockup detail (text only)
+        self.close_waits_for_memory = False   # a ->close() in remove_vma() waits for memory of the domain
         self.start_s = 0.0
         self.mm_gone = False               # every thread passed exit_mm(): find_lock_task_mm() fails
         self.mmput_time: float | None = None  # when __mmput() returned: its memory is freed

@@ -82,7 +82,7 @@ class OomPolicy:
     references: tuple[str, ...]
     exit_steps: tuple[ExitStep, ...]
     reaper: ReaperKind
-    reaper_delay_jiffies_per_hz: float = 0.0   # OOM_REAPER_DELAY in units of HZ (2 in v6.1)
+    oom_reaper_delay_s: float = 0.0            # OOM_REAPER_DELAY in seconds (2*HZ jiffies in v6.1); 0: no timer
     reaper_reaps_mlocked: bool = False         # v6.1 reaps VM_LOCKED vmas
     reaper_quarter_rule: bool = False          # RFC v2 patch 2: retry while > 1/4 of the start remains
     victim_list_backoff: bool = False          # Handa: pending until __mmput or a stall of stall_s
@@ -91,6 +91,15 @@ class OomPolicy:
     exit_sched_move_resched: bool = False      # 5.6+: do_exit() -> sched_move_task() ends in resched_curr()
     options: Mapping[str, Any] = field(default_factory=dict)
     option_variants: Mapping[str, Mapping[Any, tuple[ExitStep, ...]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One option at most chooses the exit path: two would need a table of their combinations.
+        if len(self.option_variants) > 1:
+            raise PolicyError(f"{self.name}: at most one option may select exit steps, "
+                              f"got {sorted(self.option_variants)}")
+        for key in self.option_variants:
+            if key not in self.options:
+                raise PolicyError(f"{self.name}: option_variants key {key!r} is not an option")
 
     def check_options(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled; raises PolicyError naming the option."""
@@ -111,6 +120,8 @@ class OomPolicy:
         return out
 
     def steps_for(self, opts: Mapping[str, Any]) -> tuple[ExitStep, ...]:
-        for key, variants in self.option_variants.items():
-            return variants[opts.get(key, self.options[key])]
-        return self.exit_steps
+        """The exit steps for these options: the one option in `option_variants` (if any) picks them."""
+        if not self.option_variants:
+            return self.exit_steps
+        ((key, variants),) = self.option_variants.items()
+        return variants[opts.get(key, self.options[key])]

@@ -32,7 +32,7 @@ POLICY = OomPolicy(
     ),
     exit_steps=EXIT_6_1,
     reaper=ReaperKind.UNCONDITIONAL,
-    reaper_delay_jiffies_per_hz=2.0,
+    oom_reaper_delay_s=2.0,
     reaper_reaps_mlocked=True,
     memcg_oom_lock_killable=True,
     exit_sched_move_resched=True,

@@ -1,6 +1,6 @@
 """Fluid CPU scheduler for the OOM model: RT > CFS > idle per CPU, RT throttling, placement.
 
-See oommodel/sched/machine.py for the stated model and its simplifications.
+See oommodel/sched/machine.py for the stated model and the module of each concern.
 """
 
 from oommodel.sched.attrs import MachineSpec, SchedAttr, SchedPolicy

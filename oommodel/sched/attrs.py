@@ -1,6 +1,6 @@
 """Static scheduling descriptions: SchedPolicy, SchedAttr (sched_setattr() arguments), MachineSpec.
 
-Values only (frozen); the runtime lives in machine.py.
+Values only (frozen); the runtime lives in machine.py and the modules it lists.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class SchedPolicy(str, Enum):
 
 _RT = (SchedPolicy.FIFO, SchedPolicy.RR)
 _NICE = (SchedPolicy.NORMAL, SchedPolicy.BATCH)
-_ATTR_RE = re.compile(r"^(fifo|rr|normal|batch|idle)(-?\d+)?$")
+_ATTR_RE = re.compile(r"^(fifo|rr|normal|batch|idle)(-?\d+)?$")   # the one text form (scenario, CLI, str())
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +67,23 @@ class SchedAttr:
 
     @classmethod
     def parse(cls, text: str) -> SchedAttr:
-        """Parse "idle", "normal19", "batch-5", "fifo50", "rr10" (the scenario's sched_at_handover form)."""
-        m = _ATTR_RE.match(text.strip().lower()) if isinstance(text, str) else None
+        """Parse "idle", "normal19", "batch-5", "fifo50", "rr10": the one text form of a SchedAttr
+        (`str()` gives it back; the scenario's `victim.sched_at_handover` is validated with it)."""
+        m = _ATTR_RE.match(text) if isinstance(text, str) else None
         if m is None:
-            raise ValueError(f"bad sched attr {text!r}: expected idle | normal<nice> | batch<nice> | fifo<prio> | rr<prio>")
+            raise ValueError(f"expected idle | normal<nice> | batch<nice> | fifo<prio> | rr<prio>, got {text!r}")
         policy = SchedPolicy(m.group(1))
         num = m.group(2)
-        if policy in _RT:
-            if num is None:
-                raise ValueError(f"bad sched attr {text!r}: {policy.value} needs a priority, e.g. {policy.value}50")
-            return cls(policy, rt_priority=int(num))
         if policy is SchedPolicy.IDLE:
             if num is not None:
-                raise ValueError(f"bad sched attr {text!r}: idle takes no number")
+                raise ValueError(f"idle takes no number, got {text!r}")
             return cls(policy)
-        return cls(policy, nice=int(num) if num is not None else 0)
+        if num is None:
+            example = "50" if policy in _RT else "0"
+            raise ValueError(f"{policy.value} needs a number, e.g. {policy.value}{example}, got {text!r}")
+        if policy in _RT:
+            return cls(policy, rt_priority=int(num))
+        return cls(policy, nice=int(num))
 
     def __str__(self) -> str:
         if self.policy in _RT:
@@ -92,6 +94,7 @@ class SchedAttr:
 
 
 _PREEMPT = ("none", "voluntary", "full")
+MAX_CPUS = 256   # the one machine-size limit: scenario validation and MachineSpec both enforce it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,8 @@ class MachineSpec:
     balance_interval_s: float = 0.004
 
     def __post_init__(self) -> None:
-        if not 1 <= self.cpus <= 4096:
-            raise ValueError(f"cpus must be in 1..4096, got {self.cpus}")
+        if not 1 <= self.cpus <= MAX_CPUS:
+            raise ValueError(f"cpus must be in 1..{MAX_CPUS}, got {self.cpus}")
         if self.hz <= 0:
             raise ValueError(f"hz must be > 0, got {self.hz}")
         if self.preempt not in _PREEMPT:

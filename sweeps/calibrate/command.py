@@ -305,6 +305,7 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
     from sweeps.storage.schema import SCHEMA_VERSION
 
     dataset.check_sweep_seed(output, sweep, args.seed)
+    dataset.check_sweep_schema(output, sweep)
     scenario_json = canonical_json(scenario)
     cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)

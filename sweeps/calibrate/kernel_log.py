@@ -284,6 +284,7 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
     outcome = {
         "lockup": lockup,
         "lockup_reason": reason_text,
+        "lockup_detail": "",  # the kernel log names the detectors that fired (the label), nothing more
         "max_stall_s": max_stall,
         "first_progress_s": after_kill[0] if after_kill else None,
         "first_kill_s": first_kill,

@@ -491,6 +491,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
 
     dataset.check_sweep_seed(output, spec.name, spec.seed)
+    dataset.check_sweep_schema(output, spec.name)
     adaptive = _adaptive(spec)
     if adaptive:
         stored = _stored_lockups(output, spec.name)

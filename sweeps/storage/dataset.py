@@ -35,7 +35,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from sweeps.errors import StorageError, StorageWriteError
-from sweeps.storage.schema import KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
+from sweeps.storage.schema import KEY_COLUMNS, OUTCOME_FIELDS, PROVENANCE_KEY, SCHEMA_VERSION, dataset_schema
 
 TMP_SUFFIX = ".tmp"
 
@@ -156,9 +156,34 @@ def check_sweep_seed(output: str | Path, sweep: str, seed: int) -> None:
             )
 
 
+def check_sweep_schema(output: str | Path, sweep: str) -> None:
+    """Refuse to add rows to a stored sweep written with another result schema version.
+
+    Reading an older sweep works (schema.py says how each version reads); appending to it would
+    mix two meanings of a column in one dataset (version 1's `lockup_reason` is "label: detail",
+    version 2's the label alone), so it is refused with what to do instead.
+    """
+    for f in list_files(output, sweep):
+        stored = int(read_provenance(f).get("schema_version", 1))
+        if stored != SCHEMA_VERSION:
+            raise StorageError(
+                f"schema_version: sweep {sweep!r} in {output} was written with result schema {stored}, "
+                f"this oomsweep writes schema {SCHEMA_VERSION} (see sweeps/storage/schema.py); it can still "
+                f"be read and reported, but to run it use a new sweep name or a new output directory"
+            )
+
+
 def _unified_schema(files: Sequence[Path]) -> pa.Schema:
+    """The files' schemas unified; Outcome columns that older files lack are added (read as null)."""
     schemas = [pq.read_schema(f).remove_metadata() for f in files]
-    return pa.unify_schemas(schemas, promote_options="permissive")
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    previous = ""
+    for field in OUTCOME_FIELDS:     # schema 1 had no lockup_detail: it goes after lockup_reason
+        if field.name not in schema.names:
+            at = schema.get_field_index(previous) if previous else -1
+            schema = schema.insert(at + 1, field) if at >= 0 else schema.append(field)
+        previous = field.name
+    return schema
 
 
 def open_dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:

@@ -4,7 +4,13 @@ Every file of a sweep's dataset carries the same column layout: identity, the
 grid parameters that vary (typed), the canonical scenario, every `Outcome`
 field (``cpu_s`` flattened), and execution status.  The partition columns
 (``sweep``, ``policy``) live in the directory names, never in the files.
-Bump SCHEMA_VERSION whenever a column is renamed, retyped or removed.
+Bump SCHEMA_VERSION whenever a column is renamed, retyped or removed, or its meaning changes.
+
+Versions: 1, the first; 2, `lockup_reason` holds the `oommodel.outcome.LockupReason` label only
+(groupable) and the new `lockup_detail` its particulars (victim, phase, CPU), which version 1 kept
+in `lockup_reason` as one text "label: detail". A version-1 dataset is still read (its
+`lockup_detail` is null, its `lockup_reason` the old text); rows are never appended to it
+(`dataset.check_sweep_schema`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PROVENANCE_KEY = b"oomsweep.provenance"
 
 PARTITION_FIELDS: tuple[pa.Field, ...] = (
@@ -40,7 +46,8 @@ SCENARIO_FIELD = pa.field("scenario_json", pa.string())
 # Outcome fields in the order of oommodel.outcome.Outcome (cpu_s is flattened separately).
 OUTCOME_FIELDS: tuple[pa.Field, ...] = (
     pa.field("lockup", pa.bool_()),
-    pa.field("lockup_reason", pa.string()),
+    pa.field("lockup_reason", pa.string()),  # a LockupReason label ("" without a lockup)
+    pa.field("lockup_detail", pa.string()),  # schema 2+: the particulars ("" without a lockup)
     pa.field("max_stall_s", pa.float64()),
     pa.field("first_progress_s", pa.float64()),
     pa.field("first_kill_s", pa.float64()),

@@ -32,7 +32,7 @@ def run(sc: Scenario, policy: str, seed: int) -> World:
 
 def longest_exit_gap(world: World) -> float:
     """Longest time with no victim exit, from the first kill to the last exit."""
-    times = [world.stats.first_kill_s] + sorted(v.exit_time for v in world.victims if v.exit_time is not None)
+    times = [world.state.stats.first_kill_s] + sorted(v.exit_time for v in world.state.victims if v.exit_time is not None)
     return max(b - a for a, b in zip(times, times[1:]))
 
 
@@ -44,7 +44,7 @@ def test_killed_fifo_children_wait_runnable_behind_their_peers_after_freeing_mem
     assert out.exits_pending_max >= 20                      # 29 seen on 6.1 under TCG
     assert out.exit_delay_max_s > 1.0
     assert longest_exit_gap(w) > 0.5                        # ~10 s under TCG (about 10x slow)
-    for v in w.victims:                                     # every one exited in the end, memory first
+    for v in w.state.victims:                                     # every one exited in the end, memory first
         assert v.mmput_time is not None and v.exit_time is not None and v.mmput_time <= v.exit_time
     # waiting ones were runnable all along: no lockup, and the allocators kept going
     assert not out.lockup
@@ -58,9 +58,9 @@ def test_the_oom_killer_moves_on_while_earlier_victims_wait_to_exit(seed):
     # exit_mm() has no mm (find_lock_task_mm() fails), so new victims are chosen while it waits.
     w = run(handa("full"), "upstream_6_1", seed)
     waiting_at_kill = [
-        sum(1 for u in w.victims if u is not v and u.mmput_time is not None and u.mmput_time < v.kill_time
+        sum(1 for u in w.state.victims if u is not v and u.mmput_time is not None and u.mmput_time < v.kill_time
             and (u.exit_time is None or u.exit_time > v.kill_time))
-        for v in w.victims
+        for v in w.state.victims
     ]
     assert max(waiting_at_kill) >= 20
     assert w.outcome.victims_pending_at_end == 0

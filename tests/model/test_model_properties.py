@@ -8,8 +8,13 @@ import multiprocessing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from oommodel import POLICIES, Scenario, simulate
+from oommodel.kernel.mm import MMF
 from oommodel.kernel.world import World
+from oommodel.outcome import SkipBy
+from oommodel.policies.base import Op, ReaperKind
 
 HANDA = "configs/scenarios/handa-2018-11-14.yaml"
 
@@ -32,8 +37,8 @@ def test_same_arguments_same_outcome_in_this_and_another_process():
 
 def test_different_seeds_draw_different_start_times():
     sc = Scenario.from_yaml(HANDA)
-    a = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 1).procs]
-    b = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 2).procs]
+    a = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 1).state.procs]
+    b = [p.start_s for p in World(sc, POLICIES["upstream_4_19"], {}, 2).state.procs]
     assert a != b
 
 
@@ -43,8 +48,8 @@ def test_every_policy_meets_the_same_draws_with_one_seed():
     for name, pol in POLICIES.items():
         opts = pol.check_options({})
         w = World(sc, pol, opts, 7)
-        seen.add((tuple((p.pid, p.start_s, p.mm.frac_anon) for p in w.procs),
-                  tuple(p.pid for p in w.scan_order), w.costs))
+        seen.add((tuple((p.pid, p.start_s, p.mm.frac_anon) for p in w.state.procs),
+                  tuple(p.pid for p in w.state.scan_order), w.state.costs))
     assert len(seen) == 1
 
 
@@ -112,7 +117,7 @@ def test_invariants_hold_on_random_scenarios(d, policy, seed):
     pol = POLICIES[policy]
     world = World(sc, pol, pol.check_options({}), seed, trace=True)
     out = world.run()
-    machine = world.machine
+    machine = world.state.machine
     machine.flush_trace()
     machine.check_invariants()
     allowed = {th.name: set(th.allowed) for th in machine.threads}
@@ -125,15 +130,46 @@ def test_invariants_hold_on_random_scenarios(d, policy, seed):
         segs.sort()
         for (a0, a1, ca), (b0, b1, cb) in zip(segs, segs[1:]):
             assert b0 >= a1 - 1e-9 or ca == cb, f"{name} on two CPUs at once"
-    total_cpu = sum(machine.cpu_time(th) for th in machine.threads)
-    assert total_cpu <= out.sim_time_s * sc.machine.cpus + 1e-6
-    pids = [pid for pid, _by, _t in world.skip_log]
-    assert len(pids) == len(set(pids)), "a victim got MMF_OOM_SKIP twice"
+    # CPU time handed out never exceeds wall time: per CPU, and per thread (one CPU at a time)
+    per_cpu: dict[int, float] = {}
+    for _name, cpu, t0, t1, rate in machine.trace:
+        per_cpu[cpu] = per_cpu.get(cpu, 0.0) + rate * (t1 - t0)
+    for cpu, used in per_cpu.items():
+        assert used <= out.sim_time_s + 1e-6, f"CPU {cpu} handed out {used} s in {out.sim_time_s} s"
+    for th in machine.threads:
+        assert machine.cpu_time(th) <= out.sim_time_s + 1e-6, f"{th.name} ran on two CPUs at once"
+    assert sum(per_cpu.values()) == pytest.approx(sum(machine.cpu_time(th) for th in machine.threads),
+                                                  rel=1e-9, abs=1e-9)  # the trace accounts for all of it
+    state = world.state
+    victims = state.victims
     assert out.lockup == (out.max_stall_s >= sc.lockup_after_s)
-    assert out.kills == len(world.victims) >= out.extra_kills
-    assert 0.0 <= out.memory_freed_mb
+    assert out.kills == len(victims) >= out.extra_kills
+    # memory: what the victims freed is what they had mapped (RSS + page tables) minus what is left
+    mapped = sum(v.mm.mapped_mb * (v.mm.frac_anon + v.mm.frac_mlocked + v.mm.frac_file)
+                 + v.mm.mapped_mb * v.mm.pgtable_per_mb for v in victims)
+    left = sum(v.mm.rss_mb + v.mm.pgtable_mb for v in victims)
+    assert out.memory_freed_mb == pytest.approx(mapped - left, rel=1e-9, abs=1e-6)
+    # MMF_OOM_SKIP: set on the logged victim, after its kill, in time order, by a setter the policy has
+    setters = {SkipBy.EXIT} if any(step.op is Op.SET_SKIP for step in state.cfg.exit_steps) else set()
+    if pol.reaper in (ReaperKind.UNCONDITIONAL, ReaperKind.HANDOVER):
+        setters.add(SkipBy.REAPER)
+    if pol.reaper is ReaperKind.DEADLINE or pol.victim_list_backoff:
+        setters.add(SkipBy.TIMEOUT)
+    if pol.direct_reap:
+        setters.add(SkipBy.DIRECT)
+    by_pid = {v.pid: v for v in victims}
+    times = [rec.time for rec in state.skip_log]
+    assert times == sorted(times)
+    for rec in state.skip_log:
+        v = by_pid[rec.pid]
+        assert v.mm.has(MMF.MMF_OOM_SKIP) and v.kill_time is not None and rec.time >= v.kill_time
+        assert rec.by in setters, f"{policy}: MMF_OOM_SKIP set by {rec.by} on {v.name}"
+    first = [rec for rec in state.skip_log if victims and rec.pid == victims[0].pid]
+    assert out.oom_skip_by == (first[0].by.value if first else "none")
+    assert out.first_skip_s == (first[0].time if first else None)
+    assert out.victims_pending_at_end == sum(1 for v in victims if v.released_by is None)
     # exits: a process exits only after __mmput() freed its memory; the waiting count is bounded
     assert 0 <= out.exits_pending_max <= out.kills
     assert 0.0 <= out.exit_delay_max_s <= out.sim_time_s
-    for v in world.victims:
+    for v in victims:
         assert v.exit_time is None or (v.mmput_time is not None and v.mmput_time <= v.exit_time)

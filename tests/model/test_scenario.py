@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from oommodel.distributions import Choice, LogNormal, Uniform
-from oommodel.scenario import Scenario, ScenarioError, parse_handover_sched
+from oommodel.scenario import Scenario, ScenarioError
+from oommodel.sched import SchedAttr, SchedPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "scenarios").glob("*.yaml"))
@@ -186,14 +187,22 @@ def test_from_yaml_errors(tmp_path: Path) -> None:
     assert info.value.path == "costs.exit_ms" and "1.0e-3" in str(info.value)
 
 
-def test_parse_handover_sched() -> None:
-    assert parse_handover_sched("normal19") == ("normal", 19)
-    assert parse_handover_sched("batch-5") == ("batch", -5)
-    assert parse_handover_sched("fifo50") == ("fifo", 50)
-    assert parse_handover_sched("idle") == ("idle", None)
-    for bad in ("fifo0", "normal20", "idle1", "Fifo50", ""):
-        with pytest.raises(ValueError):
-            parse_handover_sched(bad)
+def test_sched_at_handover_takes_unchanged_or_the_sched_attr_grammar() -> None:
+    for good in ("unchanged", "normal19", "batch-5", "fifo50", "idle"):
+        assert Scenario.from_dict(_with("victim.sched_at_handover", good)).victim.sched_at_handover == good
+    for bad in ("fifo0", "normal20", "idle1", "Fifo50", "", "normal"):
+        with pytest.raises(ScenarioError) as info:
+            Scenario.from_dict(_with("victim.sched_at_handover", bad))
+        assert info.value.path == "victim.sched_at_handover"
+
+
+def test_group_sched_gives_the_model_its_sched_attr() -> None:
+    d = _with("groups", [{"name": "a", "count": 1, "role": "hog", "sched": {"policy": "fifo", "rt_priority": 7}},
+                         {"name": "b", "count": 1, "role": "hog", "sched": {"policy": "batch", "nice": -3}},
+                         {"name": "c", "count": 1, "role": "hog"}])
+    attrs = [g.sched.attr for g in Scenario.from_dict(d).groups]
+    assert attrs == [SchedAttr(SchedPolicy.FIFO, rt_priority=7), SchedAttr(SchedPolicy.BATCH, nice=-3),
+                     SchedAttr(SchedPolicy.NORMAL)]
 
 
 # (description, bad input, exact key path the message must start with)

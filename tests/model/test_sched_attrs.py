@@ -21,7 +21,6 @@ def test_weight_table_matches_kernel_endpoints() -> None:
     [
         ("idle", SchedAttr(SchedPolicy.IDLE)),
         ("normal19", SchedAttr(SchedPolicy.NORMAL, nice=19)),
-        ("normal", SchedAttr(SchedPolicy.NORMAL)),
         ("batch-5", SchedAttr(SchedPolicy.BATCH, nice=-5)),
         ("fifo50", SchedAttr(SchedPolicy.FIFO, rt_priority=50)),
         ("rr10", SchedAttr(SchedPolicy.RR, rt_priority=10)),
@@ -32,7 +31,8 @@ def test_parse(text: str, attr: SchedAttr) -> None:
     assert SchedAttr.parse(str(attr)) == attr
 
 
-@pytest.mark.parametrize("text", ["fifo", "fifo0", "fifo100", "normal20", "idle3", "deadline", "rr-1", ""])
+@pytest.mark.parametrize("text", ["fifo", "fifo0", "fifo100", "normal", "normal20", "idle3", "deadline", "rr-1", "",
+                                  "Fifo50", " idle", "unchanged"])
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         SchedAttr.parse(text)

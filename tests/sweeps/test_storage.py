@@ -34,7 +34,8 @@ def _rows(n: int, start: int = 0, cell: str = "c0", share: bool = True) -> list[
             "machine.rt_runtime_share": share,
             "scenario_json": "{}",
             "lockup": i % 3 == 0,
-            "lockup_reason": "stall" if i % 3 == 0 else "",
+            "lockup_reason": "no_progress" if i % 3 == 0 else "",
+            "lockup_detail": "allocators wait with no victim pending" if i % 3 == 0 else "",
             "max_stall_s": float(i),
             "first_progress_s": None,
             "kills": 1,
@@ -206,3 +207,32 @@ def test_schema_declares_every_outcome_field_in_order():
 
     model_fields = [name for name in Outcome.field_names() if name != "cpu_s"]
     assert [f.name for f in OUTCOME_FIELDS] == model_fields
+
+
+def _schema_1(tmp_path, sweep: str = "old") -> None:
+    """A sweep as schema 1 wrote it: no lockup_detail, lockup_reason "label: detail"."""
+    schema = _schema().remove(_schema().get_field_index("lockup_detail"))
+    w = storage.DatasetWriter(tmp_path, sweep, schema, {**PROV, "sweep": sweep, "schema_version": 1})
+    w.add("upstream_4_19", [{**r, "lockup_reason": "victim_starved: app/1 in E5 unmap_vmas" if r["lockup"] else ""}
+                            for r in _rows(3)])
+    w.close()
+
+
+def test_a_schema_1_sweep_is_read_with_a_null_lockup_detail(tmp_path):
+    _schema_1(tmp_path)
+    df = storage.read_sweep(tmp_path, "old").sort_values("replicate")
+    assert df["lockup_detail"].isna().all()
+    assert df["lockup_reason"].tolist() == ["victim_starved: app/1 in E5 unmap_vmas", "", ""]
+    names = list(df.columns)
+    assert names.index("lockup_detail") == names.index("lockup_reason") + 1
+
+
+def test_rows_are_not_appended_to_a_sweep_of_another_schema_version(tmp_path):
+    _schema_1(tmp_path)
+    storage.check_sweep_schema(tmp_path, "new")          # nothing stored yet: fine
+    with pytest.raises(StorageError, match=r"^schema_version: sweep 'old' .* schema 1, this oomsweep writes schema 2"):
+        storage.check_sweep_schema(tmp_path, "old")
+    w = _writer(tmp_path)
+    w.add("upstream_4_19", _rows(1))
+    w.close()
+    storage.check_sweep_schema(tmp_path, "s1")           # the current version: fine

@@ -1,0 +1,92 @@
+"""SimPy internals the scheduler relies on (oommodel/sched/simpy_glue.py): fail loudly if they change.
+
+The model pins simpy>=4.1.1,<4.2 in pyproject.toml; a newer SimPy that passes these tests may
+be allowed by widening the pin.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import simpy
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import NORMAL, PENDING, Process
+
+from oommodel.sched.simpy_glue import LAZY_PRIORITY, PROCESS_RESUME, fire_now, resumes_one_process, schedule_lazy
+
+
+def test_event_private_fields_are_what_fire_now_sets() -> None:
+    env = simpy.Environment()
+    ev = simpy.Event(env)
+    assert ev._value is PENDING and not ev.triggered
+    ev._ok = True
+    ev._value = None
+    assert ev.triggered and ev.ok and ev.value is None
+
+
+def test_a_waiting_process_has_exactly_one_callback_process_resume() -> None:
+    env = simpy.Environment()
+    ev = simpy.Event(env)
+
+    def waiter():
+        yield ev
+
+    env.process(waiter())
+    env.run()  # the process starts and waits on ev
+    assert len(ev.callbacks) == 1
+    assert ev.callbacks[0].__func__ is Process._resume is PROCESS_RESUME
+    assert list(inspect.signature(Process._resume).parameters) == ["self", "event"]
+    assert resumes_one_process(ev)
+    ev.callbacks.append(lambda _e: None)
+    assert not resumes_one_process(ev)
+    assert not resumes_one_process(None)
+
+
+def test_fire_now_resumes_the_process_in_place_with_value_none() -> None:
+    env = simpy.Environment()
+    ev = simpy.Event(env)
+    got: list[object] = []
+
+    def waiter():
+        got.append((yield ev))
+        got.append(env.now)
+
+    env.process(waiter())
+    env.run()
+    fire_now(ev)
+    assert got == [None, 0.0]
+    assert ev.callbacks is None and ev.processed  # as Environment.step() leaves a processed event
+
+
+def test_step_processes_callbacks_once_and_clears_them() -> None:
+    env = simpy.Environment()
+    ev = env.timeout(1.0)
+    seen: list[object] = []
+    ev.callbacks.append(lambda e: seen.append(e.callbacks))
+    env.step()
+    assert seen == [None] and ev.callbacks is None
+
+
+def test_schedule_lazy_runs_after_every_normal_event_of_the_instant() -> None:
+    env = simpy.Environment()
+    assert NORMAL == 1 and LAZY_PRIORITY > NORMAL
+    params = inspect.signature(simpy.Environment.schedule).parameters
+    assert list(params) == ["self", "event", "priority", "delay"]
+    order: list[str] = []
+    env.timeout(0.0).callbacks.append(lambda _e: schedule_lazy(env, lambda _e: order.append("lazy")))
+    env.timeout(0.0).callbacks.append(lambda _e: order.append("normal"))
+    env.timeout(0.0).callbacks.append(lambda _e: env.timeout(0.0).callbacks.append(lambda _e: order.append("late")))
+    env.run()
+    assert order == ["normal", "late", "lazy"]
+
+
+def test_run_until_machinery_used_by_counting_environment() -> None:
+    # oommodel/kernel/world.py:CountingEnvironment drives step() itself with these.
+    assert callable(StopSimulation.callback)
+    env = simpy.Environment()
+    try:
+        env.step()
+    except EmptySchedule:
+        pass
+    else:
+        raise AssertionError("step() on an empty queue must raise EmptySchedule")
