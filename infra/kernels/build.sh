@@ -15,8 +15,9 @@
 #                             own apt configuration is read, never written
 #   debs/                     the downloaded linux-source-X.Y .debs (apt-get download)
 #   src/<pkg>_<version>/      the pristine source tree (dpkg -x + tar), shared by every build
-#   builds/<name>-<hash12>/   tree (hard links to src, patched files copied), obj/, bzImage,
-#                             config, manifest.json, one log per step
+#   work/<name>/              tree/ (hard links to src; the files a patch touches are copies) and
+#                             obj/ (make O=); kept, so a changed patch rebuilds only what it touches
+#   builds/<name>-<hash12>/   bzImage, config, manifest.json, one log per step
 #   <name> -> builds/<name>-<hash12>   the current build of NAME
 #
 # Output: one line per kernel on stdout, "NAME IMAGE (built in Ns|cached)". A failing step exits 1
@@ -123,17 +124,34 @@ build_one() {  # DEF_FILE
 
     fetch_source "$NAME" "$SUITE" "$SRC_PKG" "$SRC_VERSION"
     rm -rf "$B" && mkdir -p "$B"
-    local T="$B/tree" O="$B/obj"
+    local W="$CACHE/work/$NAME"
+    local T="$W/tree" O="$W/obj"
+    local pristine; pristine="$(ls -d "$SRC"/linux-source-* | head -1)"
 
-    # patch: hard-link the pristine tree, copy (unlink) every file a patch touches, apply the series.
+    # patch: a hard-linked copy of the pristine tree; the files the previous series touched are put
+    # back (fresh copies), every file a patch touches is copied (unlinked) first, then the series.
     {
-        echo "# tree: cp -al $SRC/linux-source-* $T"
-        cp -al "$SRC"/linux-source-* "$T"
+        if [ -d "$T" ] && [ "$(cat "$W/source" 2>/dev/null)" = "$pristine" ]; then
+            echo "# tree: reuse $T, restore the files of the previous series"
+            while read -r f; do
+                [ -n "$f" ] || continue
+                if [ -e "$pristine/$f" ]; then cp --remove-destination "$pristine/$f" "$T/$f"; else rm -f "$T/$f"; fi
+            done < "$W/patched-files"
+        else
+            echo "# tree: cp -al $pristine $T"
+            rm -rf "$W" && mkdir -p "$W"
+            cp -al "$pristine" "$T"
+            echo "$pristine" > "$W/source"
+        fi
+        : > "$W/patched-files"
         if [ -n "$PATCHES" ]; then
             while read -r p; do
                 [ -n "$p" ] || continue
                 for f in $(sed -n 's#^+++ b/\([^[:space:]]*\).*#\1#p' "$(at "$PATCHES")/$p"); do
-                    [ -e "$T/$f" ] && cp --remove-destination "$T/$f" "$T/$f.oomsweep-tmp" && mv "$T/$f.oomsweep-tmp" "$T/$f"
+                    echo "$f" >> "$W/patched-files"
+                    if [ -e "$T/$f" ]; then
+                        cp "$T/$f" "$T/$f.oomsweep-tmp" && mv "$T/$f.oomsweep-tmp" "$T/$f"
+                    fi
                 done
                 echo "# patch -p1 < $PATCHES/$p"
                 patch -d "$T" -p1 --forward --batch --no-backup-if-mismatch -i "$(at "$PATCHES")/$p"
@@ -196,8 +214,6 @@ json.dump({
     "gcc": "$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
-    # the object tree is only needed for a rebuild; keep the image, config and logs
-    rm -rf "$O" "$T"
     ln -sfn "builds/$NAME-${key:0:12}" "$CACHE/$NAME"
     echo "$NAME $B/bzImage (built in ${secs}s)"
 }
