@@ -103,6 +103,7 @@ build_one() {  # DEF_FILE
     local key
     key="$( {
         echo "recipe=$RECIPE"
+        echo "definition"; cat "$def"
         echo "source=$SRC_PKG=$SRC_VERSION suite=$SUITE"
         echo "gcc=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)"
         for f in $FRAGMENTS; do echo "fragment=$f"; cat "$(at "$f")"; done
