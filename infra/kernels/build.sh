@@ -72,25 +72,24 @@ Components: main
 Signed-By: $keyring
 EOF
     local deb="$CACHE/debs/${pkg}_${ver}_all.deb"
-    {
+    (
         echo "# $(date -u +%FT%TZ) fetch $pkg=$ver from $suite"
         if [ ! -f "$deb" ]; then
             # shellcheck disable=SC2046
-            apt-get $(apt_opts) update
+            apt-get $(apt_opts) update || exit 1
             # shellcheck disable=SC2046
-            (cd "$CACHE/debs" && apt-get $(apt_opts) download "$pkg=$ver")
+            (cd "$CACHE/debs" && apt-get $(apt_opts) download "$pkg=$ver") || exit 1
         fi
-    } > "$log" 2>&1 || die_step "$name" fetch "$log"
-    {
+    ) > "$log" 2>&1 || die_step "$name" fetch "$log"
+    (
         echo "# extract $deb"
-        rm -rf "$SRC.tmp" && mkdir -p "$SRC.tmp/deb"
-        dpkg -x "$deb" "$SRC.tmp/deb"
+        rm -rf "$SRC.tmp" && mkdir -p "$SRC.tmp/deb" || exit 1
+        dpkg -x "$deb" "$SRC.tmp/deb" || exit 1
         tarball="$(ls "$SRC.tmp"/deb/usr/src/linux-source-*.tar.xz | head -1)"
-        tar -xJf "$tarball" -C "$SRC.tmp"
+        tar -xJf "$tarball" -C "$SRC.tmp" || exit 1
         rm -rf "$SRC.tmp/deb"
-        rm -rf "$SRC" && mv "$SRC.tmp" "$SRC"
-        touch "$SRC/.complete"
-    } >> "$log" 2>&1 || die_step "$name" extract "$log"
+        rm -rf "$SRC" && mv "$SRC.tmp" "$SRC" && touch "$SRC/.complete"
+    ) >> "$log" 2>&1 || die_step "$name" extract "$log"
 }
 
 build_one() {  # DEF_FILE
@@ -129,51 +128,65 @@ build_one() {  # DEF_FILE
     local T="$W/tree" O="$W/obj"
     local pristine; pristine="$(ls -d "$SRC"/linux-source-* | head -1)"
 
-    # patch: a hard-linked copy of the pristine tree; the files the previous series touched are put
-    # back (fresh copies), every file a patch touches is copied (unlinked) first, then the series.
-    {
+    # patch: the series is applied to fresh copies of the files it touches in a staging dir; the
+    # work tree (a hard-linked copy of the pristine tree) then gets every file whose content differs
+    # from what the series (or, for files the previous series touched, the pristine tree) says.
+    # Files that did not change keep their mtime, so make rebuilds only what a patch changed.
+    (
         if [ -d "$T" ] && [ "$(cat "$W/source" 2>/dev/null)" = "$pristine" ]; then
-            echo "# tree: reuse $T, restore the files of the previous series"
-            while read -r f; do
-                [ -n "$f" ] || continue
-                if [ -e "$pristine/$f" ]; then cp --remove-destination "$pristine/$f" "$T/$f"; else rm -f "$T/$f"; fi
-            done < "$W/patched-files"
+            echo "# tree: reuse $T"
         else
             echo "# tree: cp -al $pristine $T"
             rm -rf "$W" && mkdir -p "$W"
             cp -al "$pristine" "$T"
             echo "$pristine" > "$W/source"
+            : > "$W/patched-files"
         fi
-        : > "$W/patched-files"
+        S="$W/staging"
+        rm -rf "$S" && mkdir -p "$S"
+        : > "$W/patched-files.new"
         if [ -n "$PATCHES" ]; then
             while read -r p; do
                 [ -n "$p" ] || continue
                 for f in $(sed -n 's#^+++ b/\([^[:space:]]*\).*#\1#p' "$(at "$PATCHES")/$p"); do
-                    echo "$f" >> "$W/patched-files"
-                    if [ -e "$T/$f" ]; then
-                        cp "$T/$f" "$T/$f.oomsweep-tmp" && mv "$T/$f.oomsweep-tmp" "$T/$f"
+                    echo "$f" >> "$W/patched-files.new"
+                    if [ ! -e "$S/$f" ] && [ -e "$pristine/$f" ]; then
+                        mkdir -p "$S/$(dirname "$f")" && cp "$pristine/$f" "$S/$f"
                     fi
                 done
                 echo "# patch -p1 < $PATCHES/$p"
-                patch -d "$T" -p1 --forward --batch --no-backup-if-mismatch -i "$(at "$PATCHES")/$p"
+                patch -d "$S" -p1 --forward --batch --no-backup-if-mismatch -i "$(at "$PATCHES")/$p" || exit 1
             done < "$(at "$PATCHES")/series"
         fi
-    } > "$B/patch.log" 2>&1 || die_step "$NAME" patch "$B/patch.log"
+        sort -u "$W/patched-files" "$W/patched-files.new" | while read -r f; do
+            [ -n "$f" ] || continue
+            if [ -e "$S/$f" ]; then want="$S/$f"; elif [ -e "$pristine/$f" ]; then want="$pristine/$f"; else want=""; fi
+            if [ -z "$want" ]; then rm -f "$T/$f"; echo "# removed $f"
+            elif ! cmp -s "$want" "$T/$f"; then
+                mkdir -p "$T/$(dirname "$f")"
+                cp "$want" "$T/$f.oomsweep-tmp" && mv "$T/$f.oomsweep-tmp" "$T/$f"   # never write through a hard link
+                echo "# updated $f"
+            else
+                echo "# unchanged $f"
+            fi
+        done
+        sort -u "$W/patched-files.new" > "$W/patched-files"
+    ) > "$B/patch.log" 2>&1 || die_step "$NAME" patch "$B/patch.log"
 
     # config: tinyconfig + the fragments, then check every requested option survived Kconfig.
     local frag_paths=""
     for f in $FRAGMENTS; do frag_paths="$frag_paths $(at "$f")"; done
-    {
-        make -C "$T" O="$O" ARCH=x86_64 tinyconfig
+    (
+        make -C "$T" O="$O" ARCH=x86_64 tinyconfig || exit 1
         # shellcheck disable=SC2086
-        "$T/scripts/kconfig/merge_config.sh" -m -O "$O" "$O/.config" $frag_paths
-        make -C "$T" O="$O" ARCH=x86_64 olddefconfig
+        "$T/scripts/kconfig/merge_config.sh" -m -O "$O" "$O/.config" $frag_paths || exit 1
+        make -C "$T" O="$O" ARCH=x86_64 olddefconfig || exit 1
         missing=""
         for line in $(grep -hE '^CONFIG_[A-Z0-9_]+=' $frag_paths); do
             grep -qx "$line" "$O/.config" || missing="$missing $line"
         done
         if [ -n "$missing" ]; then echo "options the kernel's Kconfig did not keep:$missing"; exit 1; fi
-    } > "$B/config.log" 2>&1 || die_step "$NAME" config "$B/config.log"
+    ) > "$B/config.log" 2>&1 || die_step "$NAME" config "$B/config.log"
 
     # build
     local localversion="-oomsweep-${key:0:8}"
