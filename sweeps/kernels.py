@@ -251,6 +251,7 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "skip_by_first": by[0] if by else "none",
         "skip_by_exit": by.count("exit"),
         "skip_by_reaper": by.count("reaper"),
+        "skip_by_timeout": by.count("timeout"),
         "handover_points": len(ins.handover_points),
         "instrument_errors": "; ".join(errors),
     }
@@ -337,6 +338,56 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
     return rows
 
 
+def _wilson(k: int, n: int):
+    try:
+        from sweeps.stats import wilson
+    except ImportError:  # sweeps/ sub-packages
+        from sweeps.analysis.stats import wilson  # type: ignore[no-redef]
+    return wilson(k, n)
+
+
+def summarize(csv_path: str | Path) -> str:
+    """The reference table of a runs.csv: one line per (scenario, policy, sched_at_handover, skip_after).
+
+    n counts boots with status ok; lockups with a Wilson 95 % interval; handovers per kill over all
+    kills of those boots; who set MMF_OOM_SKIP over all victims (the kernel's own printk); kill ->
+    handover times (median and max, s, printk clock).
+    """
+    import csv
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    with Path(csv_path).open() as fh:
+        for r in csv.DictReader(fh):
+            key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
+            groups.setdefault(key, []).append(r)
+    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
+            "P(lockup) [95% CI]", "kills", "handovers", "handovers/kill", "MMF_OOM_SKIP by (victims)",
+            "kill->handover median/max"]
+    rows = [head]
+    for key, rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        n, k = len(ok), sum(r["lockup"] == "True" for r in ok)
+        kills = sum(int(r["kills"] or 0) for r in ok)
+        hand = sum(int(r["handovers"] or 0) for r in ok)
+        by_exit = sum(int(r["skip_by_exit"] or 0) for r in ok)
+        by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
+        by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
+        k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
+        ci = _wilson(k, n) if n else None
+        rows.append([
+            key[0], key[1], key[2], key[3], key[4], str(n), str(len(rs) - n), str(k),
+            f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
+            f"{hand / kills:.3f}" if kills else "-",
+            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else ""),
+            f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-|-".join("-" * w for w in widths))
+    return "\n".join("| " + ln + " |" for ln in lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -356,7 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--boot-timeout", type=float)
     m.add_argument("--match-kernel", action="store_true", help="set machine.hz and machine.softirq to the kernel's")
     m.add_argument("--out", required=True)
+    t = sub.add_parser("table", help="the reference table of a runs.csv")
+    t.add_argument("csv")
     a = p.parse_args(argv)
+    if a.cmd == "table":
+        print(summarize(a.csv))
+        return 0
     if a.cmd == "build":
         return build(a.names)
     try:

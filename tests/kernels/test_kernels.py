@@ -193,3 +193,25 @@ def test_build_refuses_an_unknown_kernel(tmp_path):
     _, env = _fake_def(tmp_path, "")
     res = subprocess.run([str(INFRA / "build.sh"), "nope"], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "unknown kernel 'nope' (have: fake" in res.stderr
+
+
+def test_reference_table_counts_ok_boots_with_wilson_intervals(tmp_path):
+    cols = ["scenario", "kernel_policy", "sched_at_handover", "skip_after", "accelerator", "status", "lockup",
+            "kills", "handovers", "skip_by_exit", "skip_by_reaper", "skip_by_timeout", "kill_to_handover_s"]
+    rows = [
+        ["h.yaml", "handoff_rfc_v2", "idle", "pgtables", "tcg", "ok", "True", "3", "1", "0", "2", "0", "0.110"],
+        ["h.yaml", "handoff_rfc_v2", "idle", "pgtables", "tcg", "ok", "False", "5", "0", "1", "4", "0", ""],
+        ["h.yaml", "handoff_rfc_v2", "idle", "pgtables", "tcg", "timeout", "", "", "0", "0", "0", "0", ""],
+        ["h.yaml", "upstream_4_19", "idle", "pgtables", "tcg", "ok", "False", "4", "0", "4", "0", "0", ""],
+    ]
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(",".join(r) for r in [cols] + rows) + "\n")
+    table = K.summarize(path)
+    lines = [ln for ln in table.splitlines() if "handoff_rfc_v2" in ln]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    # 2 ok boots, 1 not ok, 1 lockup: Wilson 95 % of 1/2 is [0.09, 0.91]
+    assert cells[5:8] == ["2", "1", "1"] and cells[8] == "0.50 [0.09, 0.91]"
+    assert cells[9:12] == ["8", "1", "0.125"] and cells[12] == "exit 1, reaper 6"
+    assert cells[13] == "0.110 / 0.110 s"
+    assert "0.00 [0.00, 0.79]" in table  # upstream_4_19: 0 of 1
