@@ -1,4 +1,4 @@
-"""Peak RSS of the summary behind `oomsweep log` (backfill): the streaming scan (`sweeps.tracking._scan`)
+"""Peak RSS of the summary behind `oomsweep log` (backfill): the streaming scan (`sweeps.tracking.mlflow_log._scan`)
 against the former way (every row but scenario_json read into pandas, then summarised).
 
     python benchmarks/bench_backfill_memory.py [--rows 400000 [--rows 1200000 ...]] [--cells 500]
@@ -32,7 +32,7 @@ def generate(output: Path, rows: int, cells: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sweeps import storage
+    from sweeps.storage import dataset as storage
 
     rng = np.random.default_rng(1)
     provenance = json.dumps({"sweep": SWEEP, "sweep_hash": "ab" * 32, "seed": 1, "model_version": "0.1.0"}).encode()
@@ -73,7 +73,7 @@ def summarise(mode: str, output: Path, result: Path) -> None:
     """In a fresh process: one way's tables, pickled to `result`, and its memory on stdout."""
     import tracking_oracle
 
-    from sweeps import tracking
+    from sweeps.tracking import mlflow_log as tracking
 
     def status(field: str) -> int:
         with open("/proc/self/status") as fh:

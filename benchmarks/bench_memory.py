@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--keep", help="write the dataset here (default: a temp dir, removed)")
     args = ap.parse_args()
 
-    from sweeps.runner import RunOptions, run_sweep
+    from sweeps.run.runner import RunOptions, run_sweep
 
     cells = max(1, args.cells)
     replicates = max(1, -(-args.rows // cells))

@@ -29,9 +29,9 @@ def sweep_rows(sweep: Path, rows: int):
     """The first `rows` rows of the sweep (replicates raised as needed), as RowTasks, plus the plan."""
     from oommodel import MODEL_VERSION
 
-    from sweeps import runner
-    from sweeps.grid import count_cells
-    from sweeps.spec import load_sweep
+    from sweeps.run import runner
+    from sweeps.spec.grid import count_cells
+    from sweeps.spec.parse import load_sweep
 
     spec = load_sweep(sweep)
     per_rep = count_cells(spec) * len(spec.policies)
@@ -43,13 +43,15 @@ def sweep_rows(sweep: Path, rows: int):
 
 
 def _run_chunk(tasks):
-    from sweeps.executor import RowSimulator, execute_batch
+    from sweeps.run.row_task import RowSimulator
+    from sweeps.execution.batching import execute_batch
 
     return execute_batch(RowSimulator(), tasks, False, "pool")
 
 
 def bench_serial(tasks) -> float:
-    from sweeps.executor import RowSimulator, execute_batch
+    from sweeps.run.row_task import RowSimulator
+    from sweeps.execution.batching import execute_batch
 
     t0 = time.perf_counter()
     execute_batch(RowSimulator(), tasks, False, "serial")
@@ -71,10 +73,12 @@ def bench_oomsweep(spec, plan, tasks, workers: int, output: Path) -> dict:
     """oomsweep's own path: executor.stream -> row building -> DatasetWriter, as in runner.run_sweep."""
     from oommodel import MODEL_VERSION
 
-    from sweeps import schema as S
-    from sweeps import storage
-    from sweeps.executor import RayExecutor, RowSimulator
-    from sweeps.runner import RunResult, _consume, _register, _row_builder, provenance
+    from sweeps.storage import schema as S
+    from sweeps.storage import dataset as storage
+    from sweeps.execution.ray_executor import RayExecutor
+    from sweeps.run.row_task import RowSimulator
+    from sweeps.run.runner import RunResult, _consume, _register, _row_builder
+    from sweeps.run.provenance import provenance
 
     t0 = time.perf_counter()
     ex = RayExecutor(workers=workers).start()
@@ -99,7 +103,7 @@ def bench_oomsweep(spec, plan, tasks, workers: int, output: Path) -> dict:
             self.cell_id, self.index, self.scenario = t.cell_id, t.cell_index, t.scenario
             self.params = {}
 
-    from sweeps.grid import expand_cells
+    from sweeps.spec.grid import expand_cells
 
     by_id = {c.cell_id: c for c in expand_cells(spec, MODEL_VERSION)}
     for cid, n in counts.items():
@@ -141,8 +145,8 @@ def bench_oomsweep(spec, plan, tasks, workers: int, output: Path) -> dict:
 
 def bench_write_100k(plan, spec, output: Path, rows: int = 100_000) -> float:
     """Seconds to coalesce and write `rows` realistic result rows (what the driver adds per sweep)."""
-    from sweeps import schema as S
-    from sweeps import storage
+    from sweeps.storage import schema as S
+    from sweeps.storage import dataset as storage
 
     schema = S.file_schema(plan.param_types, plan.cpu_keys)
     row = {f.name: None for f in schema}
@@ -159,13 +163,13 @@ def bench_write_100k(plan, spec, output: Path, rows: int = 100_000) -> float:
 
 
 def bench_mlflow_100k(spec, rows_dir: Path, output: Path, rows: int = 100_000) -> tuple[float, int]:
-    """Seconds for sweeps.tracking.log_sweep over `rows` rows (the real rows, tiled over replicates)."""
+    """Seconds for sweeps.tracking.mlflow_log.log_sweep over `rows` rows (the real rows, tiled over replicates)."""
     import uuid
 
     import pyarrow as pa
 
-    from sweeps import storage
-    from sweeps.tracking import log_sweep
+    from sweeps.storage import dataset as storage
+    from sweeps.tracking.mlflow_log import log_sweep
 
     table = storage.read_table(rows_dir, spec.name).drop_columns(["sweep"])
     reps = int(max(table.column("replicate").to_pylist())) + 1

@@ -5,12 +5,12 @@ on 127.0.0.1 (free port, SQLite backend in a temp dir), printed side by side.
     python benchmarks/bench_tracking.py [--runs 2000] [--stores sqlite,server] [--server-workers 2]
                                         [--ways before,oomsweep,...] [--threads 4,16]
 
-A child run is what `sweeps.tracking` logs per (cell, policy): create_run with 10 tags (+ the run
+A child run is what `sweeps.tracking.mlflow_log` logs per (cell, policy): create_run with 10 tags (+ the run
 name), one log_batch with 3 params (2 grid keys + policy) and 10 metrics, set_terminated FINISHED.
 
 Ways (each against a fresh store / a new experiment on the server):
   before     the code before this benchmark existed: serial on SQLite, 8 threads on a server
-  oomsweep   `sweeps.tracking._log_children` with the thread count `log_sweep` picks for the store
+  oomsweep   `sweeps.tracking.mlflow_log._log_children` with the thread count `log_sweep` picks for the store
   serial     one thread
   threads    each of --threads (default 4) threads, whatever the store (more than 10 needs
              MLFLOW_HTTP_POOL_MAXSIZE raised, else urllib3 discards the extra connections)
@@ -49,7 +49,7 @@ WAYS = ("before", "oomsweep", "serial", "threads", "wal")
 
 
 def plans(n: int, parent_id: str) -> list:
-    from sweeps import tracking
+    from sweeps.tracking import mlflow_log as tracking
 
     common = {tracking.TAG_EXECUTION: "bench-exec", tracking.TAG_SWEEP: "bench",
               **tracking._source_tags("configs/quick.yaml"), tracking.PARENT_TAG: parent_id}
@@ -176,7 +176,7 @@ def keepalive_latency_ms(uri: str, requests: int = 20) -> tuple[float, float]:
 def run_way(way: str, uri: str, n: int, threads: int, server_pgid: int | None) -> dict:
     from mlflow import MlflowClient
 
-    from sweeps import tracking
+    from sweeps.tracking import mlflow_log as tracking
 
     client = MlflowClient(uri)
     experiment_id = client.create_experiment(f"bench-{way}-{time.time_ns()}")

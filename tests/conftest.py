@@ -2,7 +2,7 @@
 
 Environment is set at import time, before any test imports ray or mlflow: usage
 stats and telemetry off, and MLflow's per-run URL prints off.  HOME is left
-alone: the embedded Ray that sweeps.executor starts keeps its auth token in the
+alone: the embedded Ray that sweeps.execution.ray_executor starts keeps its auth token in the
 environment of its own processes and never writes ~/.ray (ecosystem.md §0.7),
 and tests that use ssh need the real HOME.
 """
@@ -29,7 +29,7 @@ CONFIGS = ROOT / "configs"
 @pytest.fixture(scope="session")
 def ray_session():
     """A real local Ray with 2 CPUs, started once and shared by every test that needs it."""
-    from sweeps.executor import RayExecutor
+    from sweeps.execution.ray_executor import RayExecutor
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     ex = RayExecutor(workers=2).start()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the calibration initramfs base: static busybox, /init and the static reproducer, as an
-# uncompressed newc cpio.  Per-run settings (/oomrepro.conf) are appended by sweeps/qemu.py as a
+# uncompressed newc cpio.  Per-run settings (/oomrepro.conf) are appended by sweeps/calibrate/qemu.py as a
 # second cpio archive (the kernel unpacks concatenated archives in order).
 # Usage: build-initramfs.sh OUT.cpio     (rebuilds only when a source changed)
 set -euo pipefail

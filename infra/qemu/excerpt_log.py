@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cut a recorded calibration console log down to the lines sweeps/kernel_log.py reads.
+"""Cut a recorded calibration console log down to the lines sweeps/calibrate/kernel_log.py reads.
 
 Used to make the parser fixtures in tests/calibrate/fixtures/ from real boots:
     python3 infra/qemu/excerpt_log.py OUTPUT/calibrate-logs/<sweep>/<run>.log > tests/calibrate/fixtures/x.log

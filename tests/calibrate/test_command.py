@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweeps import storage
-from sweeps.calibrate import format_summary, register, row_schema, run_calibrate, summary_table
+from sweeps.storage import dataset as storage
+from sweeps.calibrate.command import format_summary, register, row_schema, run_calibrate, summary_table
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
@@ -91,7 +91,7 @@ def test_kernel_rows_carry_the_exit_waits(tmp_path, monkeypatch):
     # No QEMU: the boot returns the recorded console of Handa's first variant (preempt=full, TCG;
     # fixtures/handa-variant.log). The kernel row must hold exits_pending_max / exit_delay_max_s,
     # and the boot must have been asked for preempt=full.
-    from sweeps import qemu
+    from sweeps.calibrate import qemu
 
     kernel = tmp_path / "vmlinuz-6.1.0-56-amd64"
     kernel.write_bytes(b"")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.kernel_log import KernelLogError, kernel_lines, parse_run, stall_intervals_max
+from sweeps.errors import KernelLogError
+from sweeps.calibrate.kernel_log import kernel_lines, parse_run, stall_intervals_max
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.kernel_log import exit_gap_max, exit_waits, parse_run
+from sweeps.calibrate.kernel_log import exit_gap_max, exit_waits, parse_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = 10.0

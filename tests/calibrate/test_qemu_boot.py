@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import qemu, storage
-from sweeps.calibrate import register, run_calibrate
+from sweeps.calibrate import qemu
+from sweeps.errors import QemuError
+from sweeps.storage import dataset as storage
+from sweeps.calibrate.command import register, run_calibrate
 
 SCENARIO = Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "calibrate-normal-children.yaml"
 
@@ -25,7 +27,7 @@ def _harness_missing() -> str:
         return "qemu-system-x86_64 not installed"
     try:
         qemu.find_kernel()
-    except qemu.QemuError as exc:
+    except QemuError as exc:
         return str(exc)
     return ""
 

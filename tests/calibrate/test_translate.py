@@ -10,8 +10,9 @@ import shutil
 import pytest
 
 from oommodel import Scenario
-from sweeps.calibrate import CalibrationRefused, KernelFacts, match_kernel, translate
-from sweeps.qemu import newc_archive
+from sweeps.errors import CalibrationRefused
+from sweeps.calibrate.translate import KernelFacts, match_kernel, translate
+from sweeps.calibrate.qemu import newc_archive
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps.history import build_history, format_history, register, run_history, two_proportion
+from sweeps.analysis.history import build_history, format_history, register, run_history, two_proportion
 
 ROOT = Path(__file__).resolve().parents[2]
 

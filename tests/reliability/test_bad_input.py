@@ -109,7 +109,7 @@ def _check_path_named(err: str, doc: dict) -> None:
     msg = err.split(": error: ", 1)[1]
     head = msg.split(": ", 1)[0]
     root = head.split(".")[0].split("[")[0]
-    from sweeps.cli import _one_line
+    from sweeps.errors import one_line as _one_line
 
     assert head and (root in TOP_KEYS or head in {_one_line(str(k)) for k in doc} or head.startswith("/")), msg
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.runner import RunOptions, run_sweep
+from sweeps.run.runner import RunOptions, run_sweep
 
 from rel_helpers import assert_exactly_once, handa_sweep, oomsweep_cmd, read_keys_everywhere, subprocess_env
 
@@ -95,12 +95,12 @@ def test_sigkill_driver_repeatedly_then_rerun(tmp_path):
 
 def test_a_second_run_of_the_same_sweep_is_refused_while_the_first_holds_it(tmp_path, run_cli):
     """Two drivers on one sweep would compute rows twice; the lock dies with its holder (SIGKILL)."""
-    from sweeps.storage import SweepLock
+    from sweeps.storage.lock import SweepLock
 
     path = handa_sweep(tmp_path, "locked", replicates=1)
     holder = subprocess.Popen(
         [os.sys.executable, "-c",
-         "import sys, time; from sweeps.storage import SweepLock; SweepLock(sys.argv[1], 'locked').acquire(); "
+         "import sys, time; from sweeps.storage.lock import SweepLock; SweepLock(sys.argv[1], 'locked').acquire(); "
          "print('held', flush=True); time.sleep(600)", str(tmp_path / "results")],
         stdout=subprocess.PIPE, text=True, env=subprocess_env(),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.runner import RunOptions, run_sweep
+from sweeps.run.runner import RunOptions, run_sweep
 
 from rel_helpers import ENDLESS_SCENARIO, assert_exactly_once, read_keys_everywhere, write_yaml
 

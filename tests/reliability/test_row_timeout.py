@@ -11,9 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from sweeps.executor import RowFailed, RowSimulator, SerialExecutor, execute_batch
-from sweeps.runner import RunOptions, run_sweep
-from sweeps.schema import STATUS_OK, STATUS_TIMEOUT
+from sweeps.errors import RowFailed
+from sweeps.run.row_task import RowSimulator
+from sweeps.execution.batching import SerialExecutor, execute_batch
+from sweeps.run.runner import RunOptions, run_sweep
+from sweeps.storage.schema import STATUS_OK, STATUS_TIMEOUT
 
 from rel_helpers import ENDLESS_SCENARIO, assert_exactly_once, read_keys_everywhere, write_yaml
 
@@ -58,7 +60,7 @@ def _check_dataset(tmp_path, name="hung"):
 
 
 def test_execute_batch_cuts_an_endless_row_and_runs_the_next(tmp_path):
-    from sweeps.executor import RowTask
+    from sweeps.run.row_task import RowTask
 
     def task(h, rep):
         sc = {**ENDLESS_SCENARIO, "horizon_s": h}
@@ -80,7 +82,7 @@ def test_watchdog_budget_off_the_main_thread():
     """Where SIGALRM cannot be used (a thread), the watchdog interrupts the row instead."""
     import threading
 
-    from sweeps.executor import RowTask
+    from sweeps.run.row_task import RowTask
 
     sc = {**ENDLESS_SCENARIO, "horizon_s": HUGE_HORIZON}
     rows = [RowTask("c", 0, "upstream_4_19", "upstream_4_19", (), 0, 7, sc)]

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from sweeps.runner import RunOptions, run_sweep
+from sweeps.run.runner import RunOptions, run_sweep
 
 from rel_helpers import assert_exactly_once, handa_sweep, read_keys_everywhere
 

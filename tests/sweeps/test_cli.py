@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweeps import storage
+from sweeps.storage import dataset as storage
 from sweeps.cli import main
 
 HANDA = Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "handa-2018-11-14.yaml"
@@ -185,7 +185,7 @@ def test_unreachable_tracking_store_still_completes_then_log_backfills(write_swe
 
 
 def _raise_on_replicate_1(monkeypatch):
-    from sweeps.executor import RowSimulator
+    from sweeps.run.row_task import RowSimulator
 
     real = RowSimulator.__call__
 
@@ -230,7 +230,7 @@ def test_fail_fast_stops_at_the_first_failing_row(write_sweep, tmp_path, capsys,
 def test_plain_progress_lines_and_summary():
     import io
 
-    from sweeps.progress import Progress
+    from sweeps.run.progress import Progress
 
     buf = io.StringIO()
     p = Progress(100, ["a", "b"], stream=buf, interval=0.0, tty=False, skipped=5)
@@ -241,3 +241,60 @@ def test_plain_progress_lines_and_summary():
     assert lines[0].startswith("oomsweep: 10/100 rows (10%)") and "lockups a=2 b=0" in lines[0]
     assert lines[1].startswith("oomsweep: 25/100 rows (25%)") and "failed 1" in lines[1]
     assert lines[-1].startswith("oomsweep: done: rows=25 failed=1 skipped=5") and lines[-1].endswith("a=2 b=1")
+
+
+# ---------------------------------------------------------------------------------------------
+# A bug is not bad input; a closed stdout is not an error
+
+
+def test_an_internal_key_error_is_a_bug_not_bad_input(monkeypatch, capsys):
+    """Only the project's input errors mean exit 2; a KeyError inside a command escapes main()
+    (Python prints its traceback and exits 1)."""
+    from sweeps.cli import commands
+
+    def buggy(args):
+        return {}["no-such-key"]
+
+    monkeypatch.setitem(commands.COMMANDS, "policies", buggy)
+    with pytest.raises(KeyError, match="no-such-key"):
+        main(["policies"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_an_input_error_from_a_library_module_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    """`report --by` with no such column: UnknownColumn (sweeps.errors), not a bare KeyError."""
+    from sweeps.cli import commands
+    from sweeps.errors import UnknownColumn
+
+    def report(args):
+        raise UnknownColumn("machine.cpux: no such column (did you mean 'machine.cpus'?)")
+
+    monkeypatch.setitem(commands.COMMANDS, "policies", report)
+    assert main(["policies"]) == 2
+    assert capsys.readouterr().err == (
+        "oomsweep policies: error: machine.cpux: no such column (did you mean 'machine.cpus'?)\n")
+
+
+@pytest.mark.slow
+def test_an_internal_error_in_a_subprocess_is_a_traceback_and_exit_1(tmp_path):
+    code = ("import sys\nfrom sweeps.cli import commands\n"
+            "commands.COMMANDS['policies'] = lambda args: {}['no-such-key']\n"
+            "sys.exit(commands.main(['policies']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 1
+    assert "Traceback" in p.stderr and "KeyError: 'no-such-key'" in p.stderr
+    assert "error:" not in p.stderr.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`oomsweep policies | head -1`: no BrokenPipeError traceback, exit 141 (128 + SIGPIPE)."""
+    p = subprocess.Popen([sys.executable, "-m", "sweeps", "policies"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=tmp_path)
+    p.stdout.close()  # the reader is gone before the first line is written: EPIPE for certain
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert err == ""
+    sh = subprocess.run(["bash", "-c", f"'{sys.executable}' -m sweeps policies | head -1"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=120)
+    assert sh.returncode == 0 and sh.stderr == "" and len(sh.stdout.splitlines()) == 1, sh.stderr

@@ -8,9 +8,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from sweeps import schema as S
-from sweeps import storage
-from sweeps.runner import RunOptions, run_sweep
+from sweeps.storage import schema as S
+from sweeps.storage import dataset as storage
+from sweeps.run.runner import RunOptions, run_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -128,7 +128,7 @@ def test_one_and_two_workers_give_identical_outcomes(ray_session, write_sweep, t
 
 
 def test_adaptive_replication_keeps_pairs_complete(ray_session, write_sweep, tmp_path, monkeypatch):
-    from sweeps.stats import wilson
+    from sweeps.analysis.stats import wilson
 
     monkeypatch.chdir(tmp_path)
     target = 0.15  # 0 lockups in n: Wilson half-width 0.245 at 4, 0.162 at 8, 0.120 at 12

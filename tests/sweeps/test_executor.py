@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from ray import cloudpickle  # Ray's vendored copy is the one that pickles task arguments
 
-from sweeps.executor import BatchSizer, RayExecutor, RowFailed, SerialExecutor, execute_batch
+from sweeps.execution.batching import BatchSizer, SerialExecutor, execute_batch
+from sweeps.execution.ray_executor import RayExecutor
+from sweeps.errors import RowFailed
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -147,7 +149,7 @@ def test_embedded_ray_uses_token_auth_without_touching_home(tmp_path):
 
     code = (
         "import os, ray\n"
-        "from sweeps.executor import RayExecutor\n"
+        "from sweeps.execution.ray_executor import RayExecutor\n"
         "ex = RayExecutor(workers=1).start()\n"
         "print(os.environ['RAY_AUTH_MODE'], len(os.environ['RAY_AUTH_TOKEN']))\n"
         "print(ray.get(ray.remote(lambda: 41 + 1).remote()))\n"

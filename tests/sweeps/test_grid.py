@@ -7,19 +7,11 @@ import math
 
 import pytest
 
-from sweeps.grid import (
-    Cell,
-    count_cells,
-    expand_cells,
-    get_path,
-    key_paths,
-    parse_path,
-    format_path,
-    sample_points,
-    set_path,
-)
-from sweeps.identity import cell_id
-from sweeps.spec import MlflowSpec, PolicyChoice, SampleSpec, SweepError, SweepSpec
+from sweeps.spec.grid import Cell, count_cells, expand_cells, sample_points
+from sweeps.spec.keypath import get_path, key_paths, parse_path, format_path, set_path
+from sweeps.spec.identity import cell_id
+from sweeps.spec.model import MlflowSpec, PolicyChoice, SampleSpec, SweepSpec
+from sweeps.errors import SweepError
 
 BASE = {
     "machine": {"cpus": 8, "hz": 1000},

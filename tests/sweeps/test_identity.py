@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sweeps.identity import canonical_json, cell_id, param_column, replicate_seed
+from sweeps.spec.identity import canonical_json, cell_id, param_column, replicate_seed
 
 SCENARIO = {"b": [1, 2.5, "x"], "a": {"z": None, "y": True}}
 

@@ -1,4 +1,4 @@
-"""sweeps.plots: every figure renders to a real, non-empty PNG, including the awkward inputs."""
+"""sweeps.analysis.plots: every figure renders to a real, non-empty PNG, including the awkward inputs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from sweeps import plots
-from sweeps.stats import survival, wilson
+from sweeps.analysis import plots
+from sweeps.analysis.stats import survival, wilson
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps.report import TABLE_COLUMNS, compare_policies, format_table, policy_table
-from sweeps.stats import paired_difference, wilson
+from sweeps.analysis.report import TABLE_COLUMNS, compare_policies, format_table, policy_table
+from sweeps.analysis.stats import paired_difference, wilson
+from sweeps.errors import UnknownColumn
 
 
 def make_rows() -> pd.DataFrame:
@@ -76,7 +77,7 @@ def test_policy_table_by_grid_key_accepts_key_path_or_column() -> None:
     assert list(t1.columns[:2]) == ["groups.0.sched.rt_priority", "policy"]
     assert list(zip(t1.iloc[:, 0], t1["policy"])) == [(1, "a"), (1, "b"), (99, "a"), (99, "b")]
     assert t1["n"].tolist() == [50, 50, 50, 50]
-    with pytest.raises(KeyError, match="did you mean 'groups.0.sched.rt_priority'"):
+    with pytest.raises(UnknownColumn, match="did you mean 'groups.0.sched.rt_priority'"):
         policy_table(df, by=["groups[0].sched.rt_prio"])
 
 

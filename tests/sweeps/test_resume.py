@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from sweeps import storage
-from sweeps.runner import RunOptions, run_sweep
+from sweeps.storage import dataset as storage
+from sweeps.run.runner import RunOptions, run_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

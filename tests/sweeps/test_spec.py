@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from oommodel import POLICIES, Scenario
-from sweeps.grid import count_cells, expand_cells
-from sweeps.spec import Adaptive, PolicyChoice, SampleSpec, SweepError, SweepSpec, load_sweep, parse_sweep
+from sweeps.spec.grid import count_cells, expand_cells
+from sweeps.spec.model import Adaptive, PolicyChoice, SampleSpec, SweepSpec
+from sweeps.errors import SweepError
+from sweeps.spec.parse import load_sweep, parse_sweep
 
 
 class FakePolicy:

@@ -1,4 +1,4 @@
-"""sweeps.stats pinned against published values and cross-checked with scipy."""
+"""sweeps.analysis.stats pinned against published values and cross-checked with scipy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from sweeps.stats import (
+from sweeps.analysis.stats import (
     PairedDiff,
     Proportion,
     adaptive_needs_more,
@@ -253,8 +253,8 @@ def test_proportion_is_frozen() -> None:
 
 
 def test_adaptive_next_batch_rules() -> None:
-    from sweeps.spec import Adaptive
-    from sweeps.stats import adaptive_next_batch
+    from sweeps.spec.model import Adaptive
+    from sweeps.analysis.stats import adaptive_next_batch
 
     ad = Adaptive(ci_half_width=0.05, min=30, max=200, batch=40)
     assert adaptive_next_batch([0, 0], 0, ad) == 30  # reach min first

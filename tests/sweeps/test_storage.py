@@ -11,8 +11,9 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps import schema as S
-from sweeps import storage
+from sweeps.storage import schema as S
+from sweeps.errors import StorageError
+from sweeps.storage import dataset as storage
 
 
 def _schema(params=None) -> pa.Schema:
@@ -154,7 +155,7 @@ def test_another_seed_for_the_same_sweep_is_refused(tmp_path):
     w.close()
     storage.check_sweep_seed(tmp_path, "s1", 7)
     storage.check_sweep_seed(tmp_path, "another", 8)
-    with pytest.raises(storage.StorageError, match=r"^seed: .*seed 7.*8"):
+    with pytest.raises(StorageError, match=r"^seed: .*seed 7.*8"):
         storage.check_sweep_seed(tmp_path, "s1", 8)
 
 
@@ -201,7 +202,7 @@ def test_outcome_columns_flatten_cpu_s():
 def test_schema_declares_every_outcome_field_in_order():
     """The Parquet schema and oommodel.Outcome must not drift apart."""
     from oommodel import Outcome
-    from sweeps.schema import OUTCOME_FIELDS
+    from sweeps.storage.schema import OUTCOME_FIELDS
 
     model_fields = [name for name in Outcome.field_names() if name != "cpu_s"]
     assert [f.name for f in OUTCOME_FIELDS] == model_fields

@@ -1,4 +1,4 @@
-"""sweeps.tracking against real MLflow stores (sqlite in tmp_path; one `mlflow server` test, slow)."""
+"""sweeps.tracking.mlflow_log against real MLflow stores (sqlite in tmp_path; one `mlflow server` test, slow)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from sweeps import storage, tracking
-from sweeps.stats import wilson
-from sweeps.tracking import TrackingError, log_sweep
+from sweeps.storage import dataset as storage
+from sweeps.tracking import mlflow_log as tracking
+from sweeps.analysis.stats import wilson
+from sweeps.errors import TrackingError
+from sweeps.tracking.mlflow_log import log_sweep
 
 import tracking_oracle  # noqa: E402  (tests/sweeps/tracking_oracle.py: the all-rows pandas summary)
 
@@ -62,7 +64,7 @@ class FakeMlflow:
 
 @dataclass(frozen=True)
 class FakeSpec:
-    """Only the SweepSpec attributes tracking reads (sweeps.spec is written in parallel)."""
+    """Only the SweepSpec attributes tracking reads (sweeps.spec.model is written in parallel)."""
 
     name: str = SWEEP
     grid: dict = field(default_factory=lambda: {"victim.sched_at_handover": HANDOVER,
@@ -119,7 +121,7 @@ def synthetic_rows(execution_id: str = "exec-1", failed: int = 0, seed: int = 3)
 
 def write_dataset(output: Path, rows: pd.DataFrame) -> None:
     """The storage layout (output/sweep=<name>/policy=<quoted label>/<uuid>.parquet), written directly
-    so that the rows are exactly the synthetic ones; sweeps.storage reads them back."""
+    so that the rows are exactly the synthetic ones; sweeps.storage.dataset reads them back."""
     provenance = json.dumps({"sweep": SWEEP, "sweep_hash": "ab" * 32, "seed": 20181116,
                              "model_version": "0.1.0"}).encode()
     for (sweep, policy), group in rows.groupby(["sweep", "policy"]):

@@ -1,6 +1,6 @@
-"""The MLflow summary as sweeps.tracking computed it before the streaming scan: every row in pandas.
+"""The MLflow summary as sweeps.tracking.mlflow_log computed it before the streaming scan: every row in pandas.
 
-Kept as the oracle that the streaming summary (sweeps.tracking._Summary) must equal, bit for bit, in
+Kept as the oracle that the streaming summary (sweeps.tracking.mlflow_log._Summary) must equal, bit for bit, in
 tests/sweeps/test_tracking.py and benchmarks/bench_backfill_memory.py; nothing in sweeps/ uses it.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from sweeps import storage
-from sweeps.stats import quantile, wilson
-from sweeps.tracking import FAILED_METRIC, METRICS
+from sweeps.storage import dataset as storage
+from sweeps.analysis.stats import quantile, wilson
+from sweeps.tracking.mlflow_log import FAILED_METRIC, METRICS
 
 
 def read_all_rows(output, sweep: str) -> pd.DataFrame:

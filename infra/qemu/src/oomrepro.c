@@ -1,6 +1,6 @@
 /*
  * oomrepro: a static reproducer of an oommodel scenario on a real kernel, run as the last step
- * of the initramfs /init.  It reads /oomrepro.conf (written by sweeps/calibrate.py), creates a
+ * of the initramfs /init.  It reads /oomrepro.conf (written by sweeps/calibrate/translate.py), creates a
  * cgroup-v2 memcg with memory.max, forks one process per child (policy, nice, affinity,
  * oom_score_adj, start offset, bytes to touch) into it, and stays outside the memcg as a
  * SCHED_FIFO-99 watchdog on a CPU no child uses.

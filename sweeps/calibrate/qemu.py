@@ -23,12 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-INFRA = Path(__file__).resolve().parent.parent / "infra" / "qemu"
+from sweeps.errors import QemuError
+
+INFRA = Path(__file__).resolve().parents[2] / "infra" / "qemu"
 BANNER = b"Linux version "
-
-
-class QemuError(RuntimeError):
-    """The harness cannot boot (no kernel, no qemu, no static busybox)."""
 
 
 @dataclass(frozen=True)

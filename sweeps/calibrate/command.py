@@ -10,7 +10,7 @@ Why it is built this way:
   `source` ("kernel" | "model"), `accelerator` ("tcg" | "kvm" | "" for model rows) and
   `kernel_release`; kernel rows sit under the policy partition "kernel", model rows under the
   policy label, so `oomsweep report` shows them side by side and MLflow logs them as sibling
-  child runs of one parent (sweeps.tracking.log_sweep).
+  child runs of one parent (sweeps.tracking.mlflow_log.log_sweep).
 - TCG stretches CPU-bound work against fixed timers (10-20x here): compare structure (who is
   the victim, who sets MMF_OOM_SKIP, which fixed delays) before rates; the accelerator is on
   every row.
@@ -33,262 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sweeps.qemu import QemuError
+from sweeps.calibrate.translate import DEBIAN_6_1, KernelFacts, ReproPlan, kernel_facts, match_kernel, translate
+from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
+from sweeps.spec.oommodel_api import model_input_errors
 
 KERNEL_POLICY = "kernel"
 SOURCE_KERNEL, SOURCE_MODEL = "kernel", "model"
-GUEST_MEMORY_MB = 2048
-MAX_LIMIT_MB = 1536  # memory.max must leave the guest room for its own kernel and the watchdog
-MAX_CPUS = 64  # the reproducer's CPU masks are 64 bits
 DEFAULT_OUTPUT = "calibration"
-
-# Keys that are the model's own parameters: the kernel has its real values, so they are not translated.
-MODEL_ONLY_KEYS = (
-    "machine.balance_interval_ms",
-    "machine.ksoftirqd_awake_p",
-    "victim.pgtable_mb_per_gb",
-    "costs.touch_ms_per_mb",
-    "costs.unmap_ms_per_gb",
-    "costs.free_pgtables_ms_per_gb",
-    "costs.close_ms",
-    "costs.alloc_loop_us",
-    "costs.exit_ms",
-    "costs.oom_kill_us",
-    "reaper.busy_elsewhere_s",
-    "mmap_sem.writer_hold_ms",
-)
-
-
-class CalibrationRefused(ValueError):
-    """The scenario uses a feature the reproducer cannot express on a stock kernel; `.path` names the key."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-
-
-# --------------------------------------------------------------------------------------------------
-# The kernel's fixed facts
-
-
-@dataclass(frozen=True)
-class KernelFacts:
-    """What the booted kernel fixes at build time (and the scenario must agree with)."""
-
-    release: str
-    hz: int
-    softirq: str = "ksoftirqd_defer"  # 4.9..6.4: "softirq: Let ksoftirqd do its job" (reverted in 6.5)
-
-
-DEBIAN_6_1 = KernelFacts("6.1.0-NN-amd64", 250)  # Debian bookworm's build, when no kernel is cached
-
-
-def kernel_facts(kernel: Path) -> KernelFacts:
-    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250)."""
-    from sweeps.qemu import kernel_release
-
-    release = kernel_release(kernel)
-    hz = 250
-    config = kernel.parent / f"config-{release}"
-    if config.is_file():
-        m = re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(errors="replace"), re.M)
-        if m:
-            hz = int(m.group(1))
-    return KernelFacts(release, hz)
-
-
-def match_kernel(scenario: Mapping[str, Any], facts: KernelFacts) -> tuple[dict[str, Any], list[str]]:
-    """The scenario with machine.hz and machine.softirq set to the kernel's, and what changed.
-
-    Used by --match-kernel: model and kernel then run the same (changed) scenario.
-    """
-    sc = json.loads(json.dumps(scenario))
-    changes = []
-    for key, value in (("hz", facts.hz), ("softirq", facts.softirq)):
-        if sc["machine"].get(key) != value:
-            changes.append(f"machine.{key}: {sc['machine'].get(key)!r} -> {value!r}")
-            sc["machine"][key] = value
-    return sc, changes
-
-
-# --------------------------------------------------------------------------------------------------
-# Scenario -> reproducer parameters
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """One reproducer child: a process of a scenario group."""
-
-    group: str
-    index: int
-    role: str
-    policy: str
-    rt_priority: int
-    nice: int
-    cpus: tuple[int, ...] | None  # None: all CPUs
-    bytes: int
-    oom_score_adj: int
-    start_us: int
-
-    def conf_line(self) -> str:
-        mask = "all" if self.cpus is None else format(sum(1 << c for c in self.cpus), "x")
-        return (f"child {self.group} {self.index} {self.role} {self.policy} {self.rt_priority} {self.nice} "
-                f"{mask} {self.bytes} {self.oom_score_adj} {self.start_us}")
-
-
-@dataclass(frozen=True)
-class ReproPlan:
-    """Everything one boot needs: QEMU size, boot parameters, /oomrepro.conf settings and children."""
-
-    cpus: int
-    preempt: str
-    watchdog_cpu: int
-    memory_max_bytes: int
-    horizon_s: float
-    lockup_after_s: float
-    sysctls: tuple[tuple[str, str], ...]
-    reaper: str  # "" (kernel default) or the reproducer's "reaper ..." line
-    children: tuple[ChildSpec, ...]
-    groups: tuple[str, ...]
-
-    def conf_text(self, run_index: int) -> str:
-        lines = [
-            "# written by sweeps/calibrate.py",
-            f"run {run_index}",
-            f"horizon_s {self.horizon_s:.6f}",
-            f"lockup_after_s {self.lockup_after_s:.6f}",
-            f"memory_max {self.memory_max_bytes}",
-            f"watchdog_cpu {self.watchdog_cpu}",
-        ]
-        lines += [f"sysctl {path} {value}" for path, value in self.sysctls]
-        if self.reaper:
-            lines.append(self.reaper)
-        lines += [c.conf_line() for c in self.children]
-        return "\n".join(lines) + "\n"
-
-    def cmdline(self) -> str:
-        # RCU's stall report comes before the watchdog gives up (Debian's default is 21 s).
-        rcu = max(3, int(self.lockup_after_s * 0.75))
-        return (f"console=ttyS0 loglevel=3 printk.devkmsg=on log_buf_len=16M preempt={self.preempt} "
-                f"rcupdate.rcu_cpu_stall_timeout={rcu} panic=-1 rdinit=/init")
-
-
-def _refuse_if(cond: bool, path: str, reason: str) -> None:
-    if cond:
-        raise CalibrationRefused(path, reason)
-
-
-def _is_dist(value: Any) -> bool:
-    return isinstance(value, Mapping)
-
-
-def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) -> ReproPlan:
-    """Reproducer parameters for a canonical scenario dict (Scenario.to_dict()); refuses what a stock kernel cannot run.
-
-    Distributions in rss_mb / start_s are drawn per child from `seed` (oommodel.streams, stream
-    names "calibrate", group, index), so run r of a calibration uses seed + r.
-    """
-    from oommodel.streams import Streams
-
-    v = scenario["victim"]
-    sched_at = v["sched_at_handover"]
-    _refuse_if(sched_at != "unchanged", "victim.sched_at_handover",
-               "Handa's priority change of the victim at the handover point is an in-kernel test hack "
-               "(inside exit_mmap); a stock kernel cannot run it: use 'unchanged'")
-    _refuse_if(v["memory"]["mlocked"] > 0, "victim.memory.mlocked", "only anonymous memory is reproduced")
-    _refuse_if(v["memory"]["shared_file"] > 0, "victim.memory.shared_file", "only anonymous memory is reproduced")
-    m = scenario["machine"]
-    _refuse_if(m["cpus"] > MAX_CPUS, "machine.cpus", f"the reproducer handles at most {MAX_CPUS} CPUs")
-    _refuse_if(m["hz"] != facts.hz, "machine.hz",
-               f"{m['hz']} cannot be set on a built kernel: {facts.release} has CONFIG_HZ={facts.hz}; "
-               f"set machine.hz: {facts.hz} or pass --match-kernel")
-    _refuse_if(m["softirq"] != facts.softirq, "machine.softirq",
-               f"{m['softirq']!r} is not how {facts.release} handles softirqs: from 4.9 to 6.4 pending softirqs "
-               f"are left to ksoftirqd once it is awake ({facts.softirq!r}); set it or pass --match-kernel")
-    oom = scenario.get("oom")
-    _refuse_if(oom is None, "oom", "no memory pressure: nothing for the OOM killer to do on the kernel")
-    _refuse_if(oom["domain"] != "memcg", "oom.domain",
-               "only a memcg OOM is reproduced (a global OOM would take the guest's own memory as the limit)")
-    _refuse_if(oom["limit_mb"] > MAX_LIMIT_MB, "oom.limit_mb",
-               f"must be <= {MAX_LIMIT_MB} MB to fit the {GUEST_MEMORY_MB} MB guest")
-    c = scenario["costs"]
-    _refuse_if(_is_dist(c["close_blocks_on_memory_p"]) or c["close_blocks_on_memory_p"] > 0,
-               "costs.close_blocks_on_memory_p", "a ->close() that waits for memory needs a driver; not reproduced")
-    r = scenario["reaper"]
-    _refuse_if(r["busy_elsewhere_p"] > 0, "reaper.busy_elsewhere_p",
-               "a reaper busy with another domain's victim is not reproduced (one memcg per boot)")
-    _refuse_if(scenario["mmap_sem"]["writer_at_kill_p"] > 0, "mmap_sem.writer_at_kill_p",
-               "a victim killed inside an mmap_sem writer is not reproduced")
-
-    ncpu = m["cpus"]
-    groups = scenario["groups"]
-    rt_cpus: set[int] = set()
-    used: set[int] = set()
-    for i, g in enumerate(groups):
-        _refuse_if(g["threads_per_process"] != 1, f"groups[{i}].threads_per_process",
-                   "the reproducer runs one thread per process")
-        cpus = set(g["cpus"]) if g.get("cpus") is not None else set(range(ncpu))
-        used |= cpus
-        if g["sched"]["policy"] in ("fifo", "rr"):
-            rt_cpus |= cpus
-    free = sorted(set(range(ncpu)) - used)
-    no_rt = sorted(set(range(ncpu)) - rt_cpus)
-    if free:
-        watchdog = free[-1]
-    elif no_rt:
-        watchdog = no_rt[-1]  # shared with non-RT children only: the FIFO-99 watchdog still preempts them
-    else:
-        i = next(i for i, g in enumerate(groups) if g["sched"]["policy"] in ("fifo", "rr"))
-        raise CalibrationRefused(f"groups[{i}].cpus",
-                                 "the watchdog needs a CPU that no SCHED_FIFO/RR group uses; leave one out")
-
-    streams = Streams(seed)
-    children = []
-    for i, g in enumerate(groups):
-        pol = g["sched"]["policy"]
-        for k in range(g["count"]):
-            rss = float(streams.draw(_value(g["rss_mb"]), "calibrate", g["name"], k, "rss_mb"))
-            start = float(streams.draw(_value(g["start_s"]), "calibrate", g["name"], k, "start_s"))
-            children.append(ChildSpec(
-                group=g["name"], index=k, role=g["role"], policy=pol,
-                rt_priority=int(g["sched"].get("rt_priority") or 0) if pol in ("fifo", "rr") else 0,
-                nice=int(g["sched"].get("nice") or 0) if pol in ("normal", "batch") else 0,
-                cpus=None if g.get("cpus") is None else tuple(g["cpus"]),
-                bytes=int(round(rss * 1024 * 1024)), oom_score_adj=int(g["oom_score_adj"]),
-                start_us=int(round(start * 1e6)),
-            ))
-
-    runtime, period = int(m["rt_runtime_us"]), int(m["rt_period_us"])
-    sysctls = [("/proc/sys/kernel/sched_rt_runtime_us", "-1"), ("/proc/sys/kernel/sched_rt_period_us", str(period))]
-    if runtime != -1:
-        sysctls.append(("/proc/sys/kernel/sched_rt_runtime_us", str(runtime)))
-    sysctls += [
-        ("/sys/kernel/debug/sched/features", "RT_RUNTIME_SHARE" if m["rt_runtime_share"] else "NO_RT_RUNTIME_SHARE"),
-        ("/proc/sys/kernel/hung_task_timeout_secs", str(max(1, math.ceil(scenario["lockup_after_s"])))),
-        ("/proc/sys/vm/oom_dump_tasks", "0"),  # 64 task lines per kill would swamp the log
-    ]
-    reaper = ""
-    rs = r["sched"]
-    if r["cpus"] != "all" or rs["policy"] != "normal" or int(rs.get("nice") or 0) != 0:
-        mask = "all" if r["cpus"] == "all" else format(sum(1 << c for c in r["cpus"]), "x")
-        reaper = (f"reaper {rs['policy']} {int(rs.get('rt_priority') or 0)} {int(rs.get('nice') or 0)} {mask}")
-    return ReproPlan(
-        cpus=ncpu, preempt=m["preempt"], watchdog_cpu=watchdog,
-        memory_max_bytes=int(round(oom["limit_mb"] * 1024 * 1024)),
-        horizon_s=float(scenario["horizon_s"]), lockup_after_s=float(scenario["lockup_after_s"]),
-        sysctls=tuple(sysctls), reaper=reaper, children=tuple(children),
-        groups=tuple(g["name"] for g in groups),
-    )
-
-
-def _value(raw: Any) -> Any:
-    """A Num field of a canonical dict as oommodel.streams.draw takes it (a Dist for mappings)."""
-    if isinstance(raw, Mapping):
-        from oommodel.distributions import dist_from_dict
-
-        return dist_from_dict(dict(raw))
-    return raw
-
 
 # --------------------------------------------------------------------------------------------------
 # Rows
@@ -298,10 +49,10 @@ EXTRA_FIELDS = ("source", "accelerator", "kernel_release")
 
 
 def row_schema(scenario: Mapping[str, Any]):
-    """The sweep file schema (sweeps.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
+    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
     import pyarrow as pa
 
-    from sweeps import schema as S
+    from sweeps.storage import schema as S
 
     base = S.file_schema({}, S.cpu_keys_for(scenario))
     for name in EXTRA_FIELDS:
@@ -327,7 +78,7 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
     import os
     import socket
 
-    from sweeps.schema import outcome_columns
+    from sweeps.storage.schema import outcome_columns
 
     row: dict[str, Any] = {
         "policy_name": policy_name,
@@ -355,9 +106,9 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
 
 def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
     """Kernel runs are new samples each time: number them after the stored ones of this scenario."""
-    from sweeps import storage
+    from sweeps.storage import dataset
 
-    keys = storage.done_keys(output, sweep)
+    keys = dataset.done_keys(output, sweep)
     reps = [r for c, p, r in keys if p == policy and c == cell]
     return max(reps) + 1 if reps else 0
 
@@ -368,7 +119,7 @@ def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
 
 def summary_table(df) -> list[dict[str, Any]]:
     """One line per (source, policy, accelerator): n, lockups, Wilson 95 % CI, stall median/max, kills."""
-    from sweeps.stats import quantile, wilson
+    from sweeps.analysis.stats import quantile, wilson
 
     out = []
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
@@ -471,20 +222,17 @@ def run_calibrate(args: argparse.Namespace, *, stdout: TextIO | None = None, std
     try:
         with _sigterm_interrupts():
             return _calibrate(args, out, err)
-    except CalibrationRefused as exc:
-        _say(f"oomsweep calibrate: refused: {exc}", err)
-        return 2
-    except ValueError as exc:  # ScenarioError, PolicyError, StorageError: one line, no traceback
-        _say(f"oomsweep calibrate: error: {exc}", err)
-        return 2
-    except QemuError as exc:  # the harness is not installed
-        _say(f"oomsweep calibrate: error: {exc}", err)
-        return 2
+    except InputError as exc:  # a refused scenario, a bad flag, a held lock, the QEMU harness missing
+        _say(f"oomsweep calibrate: {exc.label}: {one_line(exc)}", err)
+        return exc.exit_code
+    except model_input_errors() as exc:  # the scenario file or the policy's options
+        _say(f"oomsweep calibrate: error: {one_line(exc)}", err)
+        return EXIT_BAD_INPUT
 
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so a running QEMU is killed (sweeps.qemu) and no guest outlives us."""
+    """SIGTERM unwinds like Ctrl-C, so a running QEMU is killed (sweeps.calibrate.qemu) and no guest outlives us."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -502,17 +250,19 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
-    from sweeps import qemu, storage
+    from sweeps.calibrate import qemu
+    from sweeps.storage import dataset
+    from sweeps.storage.lock import SweepLock
 
     if args.runs < 0 or args.seeds < 0:
-        raise ValueError("--runs/--seeds: must be >= 0")
+        raise UsageError("--runs/--seeds: must be >= 0")
     path = Path(args.scenario)
     scenario = Scenario.from_yaml(path).to_dict()
     if args.policy not in POLICIES:
         import difflib
 
         m = difflib.get_close_matches(args.policy, list(POLICIES), n=1)
-        raise ValueError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
+        raise UsageError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
     options = POLICIES[args.policy].check_options({})
 
     kernel, missing = None, None
@@ -535,8 +285,8 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     output = Path(args.output)
     sweep = args.sweep or _sweep_name(path)
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
-    with storage.SweepLock(output, sweep):
-        storage.clean_stale_tmp(output, sweep)
+    with SweepLock(output, sweep):
+        dataset.clean_stale_tmp(output, sweep)
         return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options)
 
 
@@ -545,13 +295,16 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
                       options: dict[str, Any]) -> int:
     from oommodel import MODEL_VERSION, Scenario, simulate
 
-    from sweeps import qemu, storage
-    from sweeps.identity import canonical_json, cell_id, replicate_seed
-    from sweeps.kernel_log import KernelLogError, parse_run
-    from sweeps.runner import git_sha, package_versions
-    from sweeps.schema import SCHEMA_VERSION
+    from sweeps.calibrate import qemu
+    from sweeps.storage import dataset
+    from sweeps.storage.lock import SweepLock
+    from sweeps.spec.identity import canonical_json, cell_id, replicate_seed
+    from sweeps.errors import KernelLogError
+    from sweeps.calibrate.kernel_log import parse_run
+    from sweeps.run.provenance import git_sha, package_versions
+    from sweeps.storage.schema import SCHEMA_VERSION
 
-    storage.check_sweep_seed(output, sweep, args.seed)
+    dataset.check_sweep_seed(output, sweep, args.seed)
     scenario_json = canonical_json(scenario)
     cal = Calibration(sweep, cell_id(scenario, MODEL_VERSION), scenario_json, MODEL_VERSION,
                       f"cal-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", args.seed)
@@ -563,12 +316,12 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
         "kernel": facts.release, "accelerator": accel, "command": "calibrate",
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    writer = storage.DatasetWriter(output, sweep, row_schema(scenario), provenance, flush_seconds=1e9)
+    writer = dataset.DatasetWriter(output, sweep, row_schema(scenario), provenance, flush_seconds=1e9)
     _say(f"calibrate {path} -> {output}/sweep={sweep} (execution {cal.execution_id}); kernel {facts.release}, "
          f"accelerator {accel or '-'}, {args.runs} boot(s), {args.seeds} model replicate(s) of {args.policy}", err)
 
     # Model rows: replicates not stored yet (same seeds give the same rows).
-    done = {r for c, p, r in storage.done_keys(output, sweep) if p == args.policy and c == cal.cell_id}
+    done = {r for c, p, r in dataset.done_keys(output, sweep) if p == args.policy and c == cal.cell_id}
     sc = Scenario.from_dict(scenario)
     model_rows = []
     failures = 0
@@ -637,7 +390,7 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
             _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
     writer.close()
 
-    df = storage.read_sweep(output, sweep)
+    df = dataset.read_sweep(output, sweep)
     df = df[df["cell_id"] == cal.cell_id]
     if not df.empty:
         _say(f"sweep {sweep}, scenario {path.name} (cell {cal.cell_id}):", out)
@@ -655,7 +408,8 @@ def _outcome_dict(outcome: Any) -> dict[str, Any]:
 
 def _log_mlflow(output: Path, sweep: str, cal: Calibration, uri: str | None, err: TextIO) -> None:
     """Kernel and model as sibling child runs (policy "kernel" and the model's policy) of one parent."""
-    from sweeps.tracking import TrackingError, log_sweep
+    from sweeps.errors import TrackingError
+    from sweeps.tracking.mlflow_log import log_sweep
 
     try:
         res = log_sweep(output, sweep, tracking_uri=uri, execution_id=cal.execution_id, experiment=sweep)

@@ -235,7 +235,7 @@ def adaptive_next_batch(lockups: Sequence[int], n: int, adaptive: Any, confidenc
 
     ``lockups`` holds the lockup count of each policy of the cell (same n for all: policies get
     their replicates together, so pairs stay complete). ``adaptive`` has ci_half_width, min, max,
-    batch (sweeps.spec.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any policy's
+    batch (sweeps.spec.model.Adaptive). Rules: reach ``min`` first; then add ``batch`` while any policy's
     Wilson half-width exceeds the target; never exceed ``max``. 0 means the cell is done.
     Note: stopping on the data makes the final interval slightly anti-conservative; ``min`` limits it.
     """

@@ -1,8 +1,9 @@
 """`oomsweep` command line (also `python -m sweeps`).
 
-Exit codes: 0 done, 1 rows failed, timed out or were lost, or results could not
-be written (disk full), 2 bad input (one message, never a traceback),
-130 interrupted.
+Exit codes (`sweeps.errors`): 0 done; 1 rows failed, timed out or were lost, results could not be
+written (disk full) or MLflow failed, and also an internal error of oomsweep (with its traceback);
+2 bad input (one message, never a traceback); 130 interrupted; 141 stdout closed by its reader
+(`oomsweep ... | head`), quietly.
 """
 
 from __future__ import annotations
@@ -13,39 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(ValueError):
-    """Bad command-line input (exit 2)."""
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "bad input": reported as one line, exit 2."""
-    errs: list[type[BaseException]] = [UsageError, KeyError]
-    from sweeps.spec import SweepError
-    from sweeps.storage import StorageError
-
-    errs += [SweepError, StorageError]
-    try:
-        from sweeps.runner import ConfirmationNeeded
-
-        errs.append(ConfirmationNeeded)
-    except ImportError:
-        pass
-    try:
-        from oommodel.scenario import ScenarioError
-
-        errs.append(ScenarioError)
-    except ImportError:
-        pass
-    try:
-        from oommodel.policies import PolicyError  # type: ignore[attr-defined]
-
-        errs.append(PolicyError)
-    except ImportError:
-        pass
-    return tuple(errs)
+from sweeps.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Interrupted,
+    OomsweepError,
+    UsageError,
+    one_line,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps import calibrate, history
+    from sweeps.analysis import history
+    from sweeps.calibrate import command as calibrate
 
     history.register(sub)
     calibrate.register(sub)
@@ -109,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pick_sweep(output: str, sweep: str | None) -> str:
-    from sweeps.storage import list_sweeps
+    from sweeps.storage.dataset import list_sweeps
 
     names = list_sweeps(output)
     if sweep:
@@ -138,9 +117,9 @@ def _max_rows(value: int | None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweeps.runner import RunOptions, run_sweep
+    from sweeps.run.runner import RunOptions, run_sweep
 
-    from sweeps.executor import DEFAULT_ROW_TIMEOUT_S
+    from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers: must be >= 1")
@@ -166,8 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.report import format_table, policy_table
-    from sweeps.storage import read_sweep
+    from sweeps.analysis.report import format_table, policy_table
+    from sweeps.storage.dataset import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, exclude=("scenario_json",))
@@ -182,15 +161,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from sweeps.report import compare_policies
-    from sweeps.storage import read_sweep
+    from sweeps.analysis.report import compare_policies
+    from sweeps.storage.dataset import read_sweep
 
     name = _pick_sweep(args.output, args.sweep)
     df = read_sweep(args.output, name, columns=["policy", "cell_id", "replicate", "lockup", "status"])
-    try:
-        d = compare_policies(df, args.a, args.b)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    d = compare_policies(df, args.a, args.b)  # an unknown policy: InputError, exit 2
     print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows")
     print(f"  P(lockup | {args.a}) - P(lockup | {args.b}) = {d.diff:+.4f}  95% CI [{d.low:+.4f}, {d.high:+.4f}]")
     print(f"  discordant pairs: {args.a} only {d.b}, {args.b} only {d.c};  McNemar exact p = {d.p_value:.4g}")
@@ -198,9 +174,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    from oommodel import POLICIES
+    from sweeps.spec.oommodel_api import policy_registry
 
-    for name, pol in POLICIES.items():
+    for name, pol in policy_registry().items():
         opts = ", ".join(f"{k}={v!r}" for k, v in dict(getattr(pol, "options", {}) or {}).items())
         print(f"{name}{f'  [{opts}]' if opts else ''}")
         desc = str(getattr(pol, "description", "")).strip()
@@ -212,8 +188,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sweeps.grid import count_cells
-    from sweeps.runner import load_sweep_checked
+    from sweeps.spec.grid import count_cells
+    from sweeps.run.runner import load_sweep_checked
 
     spec = load_sweep_checked(args.sweep_file, _max_rows(args.max_rows), args.yes)
     cells = count_cells(spec)
@@ -228,8 +204,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
 
-    from sweeps.storage import list_sweeps, read_table
-    from sweeps.tracking import log_sweep
+    from sweeps.storage.dataset import list_sweeps, read_table
+    from sweeps.tracking.mlflow_log import log_sweep
 
     names = [_pick_sweep(args.output, args.sweep)] if args.sweep else list_sweeps(args.output)
     if not names:
@@ -252,8 +228,8 @@ COMMANDS = {
     "policies": cmd_policies,
     "validate": cmd_validate,
     "log": cmd_log,
-    "history": lambda args: _lazy("sweeps.history", "run_history")(args),
-    "calibrate": lambda args: _lazy("sweeps.calibrate", "run_calibrate")(args),
+    "history": lambda args: _lazy("sweeps.analysis.history", "run_history")(args),
+    "calibrate": lambda args: _lazy("sweeps.calibrate.command", "run_calibrate")(args),
 }
 
 
@@ -263,36 +239,48 @@ def _lazy(module: str, name: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _one_line(msg: str) -> str:
-    """Control characters (a key named "\\x1e", a newline in a value) escaped: one message, one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in msg)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     args = build_parser().parse_args(argv)
     try:
-        errors = _input_errors()
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; our own errors become one line and their exit code, a bug stays a traceback."""
+    try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(Interrupted.label, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OomsweepError as exc:
+        print(f"oomsweep {args.command}: {exc.label}: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except Exception as exc:
-        if isinstance(exc, errors):
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            print(f"oomsweep {args.command}: error: {_one_line(str(msg))}", file=sys.stderr)
+        from sweeps.spec.oommodel_api import model_input_errors
+
+        if isinstance(exc, model_input_errors()):  # a scenario or policy option the model rejects
+            print(f"oomsweep {args.command}: error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if type(exc).__name__ == "ExecutorError":
-            print(f"oomsweep {args.command}: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT if getattr(exc, "bad_input", False) else EXIT_FAILED
-        if type(exc).__name__ == "StorageWriteError":  # e.g. disk full outside the run loop
-            print(f"oomsweep {args.command}: error: cannot store results: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if type(exc).__name__ == "TrackingError":
-            print(f"oomsweep {args.command}: MLflow error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
+        raise  # a bug of oomsweep: the traceback, and Python's exit 1
+
+
+def _stdout_closed() -> int:
+    """The reader of our stdout went away (`oomsweep policies | head -1`): stop quietly.
+
+    Python would report the closed pipe again when it flushes stdout at exit, so stdout is pointed
+    at /dev/null first.  Exit 141 (128 + SIGPIPE), what a C tool killed by SIGPIPE reports, so that
+    `set -o pipefail` sees the same as for `cat`.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -49,11 +49,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
-from sweeps import plots, schema, storage
-from sweeps.stats import survival, wilson
+from sweeps.analysis import plots
+from sweeps.analysis.stats import survival, wilson
+from sweeps.errors import TrackingError
+from sweeps.storage import schema
+from sweeps.storage.dataset import list_files, open_dataset, read_provenance, sweep_dir
 
 if TYPE_CHECKING:  # the spec module is only needed for its type here
-    from sweeps.spec import SweepSpec
+    from sweeps.spec.model import SweepSpec
 
 __all__ = [
     "TrackingError",
@@ -98,16 +101,11 @@ _ROW_COLUMNS = frozenset(
 _CPU_PREFIX = schema.cpu_column("")
 _MAX_PARAM = 6000  # MLflow truncates longer param values with a warning
 _MAX_TAG = 8000
-_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # as sweeps.spec validates it
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # as sweeps.spec.parse validates it
 _EXECUTION_ID = re.compile(r"^[A-Za-z0-9_.:+-]{1,200}$")
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 _HEALTH_TIMEOUT_S = 5.0
 _SERVER_THREADS = 8  # child-run loggers against a server (capped by MLflow's HTTP pool; see _child_threads)
-
-
-class TrackingError(RuntimeError):
-    """The tracking store could not record the sweep. One message, fit to print once; the Parquet
-    results are unaffected and `oomsweep log OUTPUT` can log them later."""
 
 
 @dataclass(frozen=True)
@@ -206,11 +204,11 @@ def _check_reachable(uri: str) -> None:
 
 def _provenance(output: Path, sweep: str, execution_id: str) -> dict:
     """Provenance JSON written by this execution (else the newest file's; {} when none is readable)."""
-    files = sorted(storage.list_files(output, sweep), key=lambda p: p.stat().st_mtime, reverse=True)
+    files = sorted(list_files(output, sweep), key=lambda p: p.stat().st_mtime, reverse=True)
     newest: dict = {}
     for path in files:
         try:
-            found = storage.read_provenance(path)
+            found = read_provenance(path)
         except (OSError, ValueError):  # unreadable footer: another file will do
             continue
         if found.get("execution_id") == execution_id:
@@ -225,7 +223,7 @@ def _spec_from_provenance(provenance: Mapping[str, Any]) -> SweepSpec | None:
     if not path or not Path(path).is_file():
         return None
     try:
-        from sweeps.spec import load_sweep
+        from sweeps.spec.parse import load_sweep
 
         spec = load_sweep(path)
     except (ImportError, OSError, ValueError):  # edited since, or unloadable here: log without it
@@ -245,7 +243,7 @@ def _grid_of(names: Sequence[str], spec: SweepSpec | None) -> list[str]:
     present = [c for c in names if c not in _ROW_COLUMNS and not c.startswith(_CPU_PREFIX)]
     if spec is None:
         return present
-    from sweeps.identity import param_column
+    from sweeps.spec.identity import param_column
 
     keys = list(spec.grid)
     if getattr(spec, "sample", None) is not None:
@@ -393,7 +391,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = storage.list_files(output, sweep)
+    files = list_files(output, sweep)
     names: dict[str, None] = {}
     for path in files:
         names.update(dict.fromkeys(pq.read_schema(path).names))
@@ -411,7 +409,7 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
         if isinstance(spec.replicates, int) and "replicate" in names:
             start = getattr(spec, "replicate_start", 0)  # this run's block (--replicate-block), else 0
             expr &= (pc.field("replicate") >= start) & (pc.field("replicate") < start + spec.replicates)
-    dataset = storage._dataset(output, sweep, files)
+    dataset = open_dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
     # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
     # batches are summarised (measured: most of the dataset's decoded columns live at once).
@@ -944,7 +942,7 @@ def log_sweep(
             with _talking_to(uri, "uploading artifacts"):
                 client.log_artifacts(parent_id, tmp)
             with _talking_to(uri, "recording the dataset"):
-                source = storage.sweep_dir(output, sweep).resolve()
+                source = sweep_dir(output, sweep).resolve()
                 _log_dataset(client, parent_id, cells, str(source), f"{sweep}.cells")
             plans = _child_plans(summary, table, cells, grid, policies, {**common, PARENT_TAG: parent_id},
                                  with_cells)

@@ -14,15 +14,13 @@ Why it is built this way (see ecosystem.md §3):
 - A run holds an exclusive lock on its sweep directory (`SweepLock`, flock: the
   kernel drops it when the process dies, even by SIGKILL), so two runs of one
   sweep cannot write the same rows twice, and the next run can safely delete
-  the ``.tmp`` files a killed run left behind.
+  the ``.tmp`` files a killed run left behind (`sweeps.storage.lock`).
 - A failed write (ENOSPC, EIO...) removes its ``.tmp`` file and raises
   `StorageWriteError`; complete files stay complete.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
@@ -36,63 +34,10 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
-from sweeps.schema import KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
+from sweeps.errors import StorageError, StorageWriteError
+from sweeps.storage.schema import KEY_COLUMNS, PROVENANCE_KEY, dataset_schema
 
 TMP_SUFFIX = ".tmp"
-
-
-class StorageError(ValueError):
-    """The output directory cannot be used for this sweep (e.g. a different seed is stored)."""
-
-
-class StorageWriteError(OSError):
-    """A result file could not be written (disk full, I/O error).  Nothing partial is left visible."""
-
-
-LOCK_NAME = ".oomsweep.lock"
-
-
-class SweepLock:
-    """Exclusive, non-blocking flock on `output/sweep=<name>/.oomsweep.lock` for the life of a run.
-
-    flock locks die with their process (also on SIGKILL), so a stale lock never
-    blocks a rerun.  The file is dot-prefixed: readers never see it.
-    """
-
-    def __init__(self, output: str | Path, sweep: str) -> None:
-        self.path = sweep_dir(output, sweep) / LOCK_NAME
-        self.sweep = sweep
-        self._fd: int | None = None
-
-    def acquire(self) -> "SweepLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StorageError(
-                    f"output: another oomsweep run is writing sweep {self.sweep!r} in {self.path.parent.parent}; "
-                    f"wait for it to finish (two runs of one sweep would compute the same rows twice)"
-                ) from None
-            raise
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-
-    def __enter__(self) -> "SweepLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def clean_stale_tmp(output: str | Path, sweep: str) -> int:
@@ -216,7 +161,7 @@ def _unified_schema(files: Sequence[Path]) -> pa.Schema:
     return pa.unify_schemas(schemas, promote_options="permissive")
 
 
-def _dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:
+def open_dataset(output: str | Path, sweep: str, files: Sequence[Path]) -> pds.Dataset:
     schema = _unified_schema(files)
     schema = dataset_schema(schema).remove(0)  # policy comes from the directory; sweep added below
     part = pds.partitioning(pa.schema([pa.field("policy", pa.string())]), flavor="hive")
@@ -240,7 +185,7 @@ def read_table(
     files = list_files(output, sweep)
     if not files:
         return pa.table({"sweep": pa.array([], pa.string()), "policy": pa.array([], pa.string())})
-    dset = _dataset(output, sweep, files)
+    dset = open_dataset(output, sweep, files)
     cols = None
     if columns is None and exclude:
         columns = [c for c in dset.schema.names if c not in exclude]

@@ -133,7 +133,7 @@ def survival_figure(curves: Mapping[str, Sequence[tuple[float, float]]],
                     lockup_after_s: float | None = None, title: str = "") -> Figure:
     """Stall survival curves P(max_stall_s > t), one step line per policy.
 
-    `curves`: policy -> [(t, P(max_stall_s > t)), ...] as computed by sweeps.stats.survival.
+    `curves`: policy -> [(t, P(max_stall_s > t)), ...] as computed by sweeps.analysis.stats.survival.
     `lockup_after_s`, when known, marks the stall length the detector calls a lockup.
     """
     fig = _figure(6.5, 4.2)

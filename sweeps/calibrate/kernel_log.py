@@ -50,6 +50,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweeps.errors import KernelLogError
+
 DMESG_BEGIN = "@@oomsweep-dmesg-begin"
 DMESG_END = "@@oomsweep-dmesg-end"
 
@@ -63,10 +65,6 @@ _REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
 _UNABLE = re.compile(r"oom_reaper: unable to reap pid:(\d+)")
 _HUNG = re.compile(r"blocked for more than (\d+) seconds")
 _PREEMPT = re.compile(r"@@oomsweep-preempt [^\n]*?\((\w+)\)")  # /sys/kernel/debug/sched/preempt
-
-
-class KernelLogError(ValueError):
-    """The console holds no usable run (the boot failed before the reproducer started)."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,9 @@ do not depend on batching, workers or order.
 from __future__ import annotations
 
 import collections
-import datetime as _dt
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,29 +25,19 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from sweeps import schema as S
-from sweeps import storage
-from sweeps.executor import (
-    DEFAULT_ROW_TIMEOUT_S,
-    STATUS_LOST,
-    Batch,
-    RayExecutor,
-    RowFailed,
-    RowSimulator,
-    RowTask,
-    SerialExecutor,
-    execute_batch,
-)
-from sweeps.progress import Progress
+from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RowFailed, StorageWriteError, SweepError
+from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
+from sweeps.execution.ray_executor import RayExecutor
+from sweeps.run.progress import Progress
+from sweeps.run.provenance import provenance
+from sweeps.run.row_task import RowSimulator, RowTask
+from sweeps.storage import dataset
+from sweeps.storage import schema as S
+from sweeps.storage.lock import SweepLock
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
 SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class ConfirmationNeeded(ValueError):
-    """The sweep is larger than the row limit and --yes was not given."""
 
 
 @dataclass(frozen=True)
@@ -93,52 +81,6 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Provenance
-
-
-def git_sha(start: Path | None = None) -> str | None:
-    """HEAD of the git checkout holding this package, if any (no commits -> None)."""
-    here = start or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) == 40 else None
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("oomsweep", "ray", "pyarrow", "mlflow", "simpy", "numpy", "pandas", "pydantic"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    out["python"] = sys.version.split()[0]
-    return out
-
-
-def provenance(spec: Any, model_version: str, execution_id: str, sweep_file: str) -> dict[str, Any]:
-    return {
-        "sweep": spec.name,
-        "sweep_hash": spec.sweep_hash,
-        "seed": spec.seed,
-        "model_version": model_version,
-        "schema_version": S.SCHEMA_VERSION,
-        "git_sha": git_sha(),
-        "packages": package_versions(),
-        "execution_id": execution_id,
-        "replicate_start": getattr(spec, "replicate_start", 0),  # --replicate-block K: K * replicates
-        "sweep_file": sweep_file,
-        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # Cells and pending rows
 
 
@@ -167,7 +109,7 @@ class Plan:
 
 def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
     """Re-iterable cells: materialised when small, re-expanded (deterministically) when large."""
-    from sweeps.grid import count_cells, expand_cells
+    from sweeps.spec.grid import count_cells, expand_cells
 
     if count_cells(spec) <= 20_000:
         cells = list(expand_cells(spec, model_version))
@@ -176,7 +118,7 @@ def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
 
 
 def make_plan(spec: Any, cells: Callable[[], Iterator[Any]], done: set[tuple[str, str, int]]) -> Plan:
-    from sweeps.identity import param_column
+    from sweeps.spec.identity import param_column
 
     keys = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
     values: dict[str, set] = {k: set() for k in keys}
@@ -225,7 +167,7 @@ class FixedFeeder:
     """Pending rows of a fixed-replicate sweep, cell by cell, replicate-major (pairs complete together)."""
 
     def __init__(self, spec: Any, cells: Iterator[Any], done: set, register: Callable[[Any, int], None]) -> None:
-        from sweeps.identity import replicate_seed
+        from sweeps.spec.identity import replicate_seed
 
         self._seed = replicate_seed
         self.spec = spec
@@ -291,14 +233,14 @@ class AdaptiveFeeder:
     """Adaptive replication: per cell, batches of replicates for all policies together.
 
     A cell starts with `min` replicates; when all its outstanding rows are back,
-    each policy's Wilson half-width is checked (sweeps.stats.adaptive_needs_more)
+    each policy's Wilson half-width is checked (sweeps.analysis.stats.adaptive_needs_more)
     and, if any is above the target and `max` is not reached, the next `batch`
     replicates of every policy are queued.  Stored rows (resume) count.
     """
 
     def __init__(self, spec: Any, cells: Iterator[Any], stored: dict, register: Callable[[Any, int], None]) -> None:
-        from sweeps.identity import replicate_seed
-        from sweeps.stats import adaptive_needs_more
+        from sweeps.spec.identity import replicate_seed
+        from sweeps.analysis.stats import adaptive_needs_more
 
         self._seed = replicate_seed
         self._needs_more = adaptive_needs_more
@@ -378,7 +320,7 @@ class AdaptiveFeeder:
 
 
 def _stored_lockups(output: Path, sweep: str) -> dict[tuple[str, str], list[tuple[int, bool | None]]]:
-    t = storage.read_keys(output, sweep, extra=("lockup", "status"))
+    t = dataset.read_keys(output, sweep, extra=("lockup", "status"))
     out: dict[tuple[str, str], list] = collections.defaultdict(list)
     if t.num_rows == 0:
         return out
@@ -456,7 +398,7 @@ def _row_builder(execution_id: str, model_version: str, plan: Plan, infos: dict[
 
 
 def _register(infos: dict[str, _CellInfo], plan: Plan):
-    from sweeps.identity import canonical_json
+    from sweeps.spec.identity import canonical_json
 
     def register(cell: Any, rows: int) -> None:
         info = infos.get(cell.cell_id)
@@ -480,8 +422,8 @@ def load_sweep_checked(path: str | Path, max_rows: int, yes: bool) -> Any:
     Checking every cell of a 10^12-cell grid would never end; counting them is
     arithmetic.  With `yes` the full validation runs whatever the size.
     """
-    from sweeps.grid import count_cells
-    from sweeps.spec import load_sweep
+    from sweeps.spec.grid import count_cells
+    from sweeps.spec.parse import load_sweep
 
     if not yes:
         shallow = load_sweep(path, check_cells=False)
@@ -506,8 +448,6 @@ def with_replicate_block(spec: Any, block: int | None) -> Any:
     A nightly job passes the day number: every night adds R new replicates, and `oomsweep history`
     compares the nights as independent samples.
     """
-    from sweeps.spec import SweepError
-
     if block is None:
         return spec
     if isinstance(block, bool) or not isinstance(block, int) or block < 0:
@@ -537,8 +477,8 @@ def run_sweep(
     output = Path(opts.output or spec.output)
     if opts.dry_run:
         return _run(path, spec, output, opts, out, err, started, executor)
-    with storage.SweepLock(output, spec.name):
-        stale = storage.clean_stale_tmp(output, spec.name)
+    with SweepLock(output, spec.name):
+        stale = dataset.clean_stale_tmp(output, spec.name)
         if stale:
             _print(f"removed {stale} unfinished .tmp file(s) left by an earlier run that was killed", err)
         return _run(path, spec, output, opts, out, err, started, executor)
@@ -549,14 +489,14 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
     execution_id = uuid.uuid4().hex
     result = RunResult(EXIT_OK, sweep=spec.name, output=output, execution_id=execution_id)
 
-    storage.check_sweep_seed(output, spec.name, spec.seed)
+    dataset.check_sweep_seed(output, spec.name, spec.seed)
     adaptive = _adaptive(spec)
     if adaptive:
         stored = _stored_lockups(output, spec.name)
         done = {(c, p, r) for (c, p), reps in stored.items() for r, _ in reps}
     else:
         stored = {}
-        done = storage.done_keys(output, spec.name)
+        done = dataset.done_keys(output, spec.name)
     cells = _cells_source(spec, model_version)
     plan = make_plan(spec, cells, done)
     result.cells = plan.cells
@@ -600,7 +540,7 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         feeder = FixedFeeder(spec, cells(), done, register)
     build = _row_builder(execution_id, model_version, plan, infos)
     file_schema = S.file_schema(plan.param_types, plan.cpu_keys)
-    writer = storage.DatasetWriter(
+    writer = dataset.DatasetWriter(
         output,
         spec.name,
         file_schema,
@@ -640,14 +580,14 @@ def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, s
         fail_message = str(exc)
     except KeyboardInterrupt:
         interrupted = True
-    except storage.StorageWriteError as exc:
+    except StorageWriteError as exc:
         result.write_error = str(exc)
     finally:
         stop.restore()
         if not result.write_error:
             try:
                 writer.close()
-            except storage.StorageWriteError as exc:
+            except StorageWriteError as exc:
                 result.write_error = str(exc)
         result.write_s = writer.write_seconds
         if own_executor and ex is not None:
@@ -735,7 +675,7 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
     """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
-        from sweeps.tracking import log_sweep
+        from sweeps.tracking.mlflow_log import log_sweep
 
         res = log_sweep(
             output,
@@ -768,14 +708,14 @@ def _current_table(output: Path, spec: Any, plan: Plan, columns) -> pa.Table | N
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    if not storage.list_files(output, spec.name):
+    if not dataset.list_files(output, spec.name):
         return None
     labels = [p.label for p in spec.policies]
     flt = pds.field("cell_id").isin(sorted(plan.cell_ids)) & pds.field("policy").isin(labels)
     if not _adaptive(spec):
         reps = spec.replicate_range
         flt = flt & (pds.field("replicate") >= reps.start) & (pds.field("replicate") < reps.stop)
-    t = storage.read_table(output, spec.name, columns=columns, filter=flt)
+    t = dataset.read_table(output, spec.name, columns=columns, filter=flt)
     for i, f in enumerate(t.schema):
         if pa.types.is_string(f.type):
             t = t.set_column(i, f.name, pc.dictionary_encode(t.column(i)))
@@ -786,12 +726,12 @@ def _current_rows(output: Path, spec: Any, plan: Plan, columns=None):
     """Rows of the current grid as pandas: only `columns` of matching rows are read."""
     t = _current_table(output, spec, plan, columns)
     if t is None:
-        return storage.read_sweep(output, spec.name, columns=columns)
+        return dataset.read_sweep(output, spec.name, columns=columns)
     return t.to_pandas()
 
 
 def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
-    from sweeps.report import format_table, policy_table
+    from sweeps.analysis.report import format_table, policy_table
 
     df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
     if df.empty:
@@ -820,7 +760,7 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, err: TextIO) 
     if feeder is not None:
         rows = feeder.take(50)
     else:
-        from sweeps.identity import replicate_seed
+        from sweeps.spec.identity import replicate_seed
 
         for cell in cells():
             for p in spec.policies:

@@ -9,27 +9,26 @@ message starts with the key path.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sweeps.identity import canonical_json
+from sweeps.errors import SweepError
+from sweeps.spec.identity import canonical_json
+from sweeps.spec.grid import grid_points
+from sweeps.spec.keypath import apply_params, get_path, parse_path
+from sweeps.spec.oommodel_api import policy_registry
+from sweeps.spec.model import ADAPTIVE_KEYS, Adaptive, MlflowSpec, PolicyChoice, SampleSpec, SweepSpec
 
 __all__ = [
-    "SweepError",
-    "PolicyChoice",
-    "Adaptive",
-    "SampleSpec",
-    "MlflowSpec",
-    "SweepSpec",
+    "SweepError",  # re-exported: callers that validate a sweep catch it from here
     "load_sweep",
     "parse_sweep",
+    "safe_yaml",
     "NAME_RE",
     "TOP_LEVEL_KEYS",
 ]
@@ -37,41 +36,12 @@ __all__ = [
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 TOP_LEVEL_KEYS = ("name", "base", "grid", "zip", "sample", "policies", "replicates", "seed", "output", "mlflow")
 _REQUIRED = ("name", "base", "policies", "replicates")
-_ADAPTIVE_KEYS = ("ci_half_width", "min", "max", "batch")
 _SAMPLE_KEYS = ("method", "n", "seed", "params")
 _MLFLOW_KEYS = ("experiment", "max_cell_runs")
 _RANGE_KINDS = ("uniform", "loguniform", "int")
 
 
-class SweepError(ValueError):
-    """An invalid sweep file. ``path`` is the offending key ("grid.machine.cpus", "" = the file)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.reason = message
-        super().__init__(f"{path}: {message}" if path else message)
-
-
 # ------------------------------------------------------------------ values
-
-
-@dataclass(frozen=True)
-class PolicyChoice:
-    """A policy and the options given for it in the sweep file (validated by the policy)."""
-
-    name: str
-    options: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def label(self) -> str:
-        """"timeout_backoff", or "timeout_backoff[timeout_s=2.0]" with options (sorted by name)."""
-        if not self.options:
-            return self.name
-        inner = ",".join(f"{k}={_option_text(v)}" for k, v in sorted(self.options))
-        return f"{self.name}[{inner}]"
-
-    def options_dict(self) -> dict[str, object]:
-        return dict(self.options)
 
 
 def _freeze(v: Any) -> Any:
@@ -79,110 +49,6 @@ def _freeze(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return tuple(_freeze(x) for x in v)
     return v
-
-
-def _option_text(v: object) -> str:
-    if isinstance(v, str):
-        return v
-    return canonical_json(v)
-
-
-@dataclass(frozen=True)
-class Adaptive:
-    """Replicate a cell in batches until every policy's Wilson half-width <= ci_half_width, or max."""
-
-    ci_half_width: float
-    min: int = 30
-    max: int = 2000
-    batch: int = 30
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    """Random or Latin-hypercube points over parameter ranges, crossed with the grid."""
-
-    method: str
-    n: int
-    seed: int
-    params: dict[str, dict]
-
-
-@dataclass(frozen=True)
-class MlflowSpec:
-    experiment: str
-    max_cell_runs: int = 2000
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep. ``base`` is the canonical scenario dict; ``grid`` keeps the file's order."""
-
-    name: str
-    base: dict
-    grid: dict[str, tuple]
-    zip: tuple[tuple[str, ...], ...]
-    sample: SampleSpec | None
-    policies: tuple[PolicyChoice, ...]
-    replicates: int | Adaptive
-    seed: int
-    output: str
-    mlflow: MlflowSpec
-    source_text: str = field(default="", compare=False)
-    sweep_hash: str = ""
-    # First replicate index of this execution (fixed replicates only): `--replicate-block K` sets it
-    # to K × replicates, so that scheduled runs of one sweep file draw fresh seeds. Not part of the
-    # sweep file, of to_dict() or of sweep_hash: it is a property of a run, not of the sweep.
-    replicate_start: int = 0
-
-    @property
-    def varied_keys(self) -> tuple[str, ...]:
-        """Grid keys then sample keys: the parameters that get their own column."""
-        sample_keys = tuple(self.sample.params) if self.sample else ()
-        return tuple(self.grid) + sample_keys
-
-    @property
-    def adaptive(self) -> Adaptive | None:
-        return self.replicates if isinstance(self.replicates, Adaptive) else None
-
-    @property
-    def replicate_range(self) -> range:
-        """Replicate numbers this execution covers (fixed replicates): start .. start + replicates - 1."""
-        if isinstance(self.replicates, Adaptive):
-            raise TypeError("replicate_range: adaptive replication has no fixed range")
-        return range(self.replicate_start, self.replicate_start + self.replicates)
-
-    @property
-    def max_replicates(self) -> int:
-        return self.replicates.max if isinstance(self.replicates, Adaptive) else self.replicates
-
-    def to_dict(self, *, include_output: bool = True) -> dict[str, Any]:
-        """Plain, JSON-serialisable form of the validated spec (what sweep_hash hashes, minus output)."""
-        d: dict[str, Any] = {
-            "name": self.name,
-            "base": self.base,
-            "grid": {k: list(v) for k, v in self.grid.items()},
-            "zip": [list(g) for g in self.zip],
-            "sample": None
-            if self.sample is None
-            else {
-                "method": self.sample.method,
-                "n": self.sample.n,
-                "seed": self.sample.seed,
-                "params": self.sample.params,
-            },
-            "policies": [{"name": p.name, "options": p.options_dict()} for p in self.policies],
-            "replicates": self.replicates
-            if isinstance(self.replicates, int)
-            else {"adaptive": {k: getattr(self.replicates, k) for k in _ADAPTIVE_KEYS}},
-            "seed": self.seed,
-            "mlflow": {"experiment": self.mlflow.experiment, "max_cell_runs": self.mlflow.max_cell_runs},
-        }
-        if include_output:
-            d["output"] = self.output
-        return d
-
-    def compute_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.to_dict(include_output=False)).encode("ascii")).hexdigest()
 
 
 # ------------------------------------------------------------------ pydantic shapes (types and ranges)
@@ -290,12 +156,6 @@ def _scenario_api() -> tuple[Callable[[dict], dict], Callable[[Path], dict], tup
     return canon, from_file, (ScenarioError,)
 
 
-def _policy_registry() -> Mapping[str, Any]:
-    from oommodel import POLICIES
-
-    return POLICIES
-
-
 # ------------------------------------------------------------------ parts of the file
 
 
@@ -327,8 +187,6 @@ def _is_prefix(a: str, b: str) -> bool:
 
 
 def _parse_grid(raw: Mapping[str, Any] | None, base: dict) -> dict[str, tuple]:
-    from sweeps.grid import get_path, parse_path
-
     grid: dict[str, tuple] = {}
     for key, values in (raw or {}).items():
         path = f"grid.{key}"
@@ -383,8 +241,6 @@ def _number(v: Any) -> bool:
 
 
 def _parse_sample(raw: Any, base: dict, grid: dict[str, tuple], sweep_seed: int) -> SampleSpec | None:
-    from sweeps.grid import get_path, parse_path
-
     if raw is None:
         return None
     _check_keys(_mapping(raw, "sample"), _SAMPLE_KEYS, "sample")
@@ -492,7 +348,7 @@ def _parse_replicates(raw: Any) -> int | Adaptive:
         _check_keys(raw, ("adaptive",), prefix)
         prefix = "replicates.adaptive"
         raw = _mapping(raw["adaptive"], prefix)
-    _check_keys(raw, _ADAPTIVE_KEYS, prefix)
+    _check_keys(raw, ADAPTIVE_KEYS, prefix)
     m = _validate(_AdaptiveModel, raw, prefix)
     if m.max < m.min:
         raise SweepError(f"{prefix}.max", f"must be >= min ({m.min}), got {m.max}")
@@ -518,10 +374,8 @@ def _check_name(name: str) -> None:
 
 def _check_cells(spec: SweepSpec, canon, scenario_errors) -> None:
     """Validate every cell with the scenario schema; two cells may not be the same scenario."""
-    from sweeps.grid import _points, apply_params
-
     seen: dict[str, dict] = {}
-    for params in _points(spec):
+    for params in grid_points(spec):
         scenario = apply_params(spec.base, params)
         try:
             scenario = canon(scenario)
@@ -577,7 +431,7 @@ def parse_sweep(
         canonicalize = canonicalize or canon0
         load_scenario_file = load_scenario_file or file0
         scenario_errors = scenario_errors or errs0
-    registry = policies_registry if policies_registry is not None else _policy_registry()
+    registry = policies_registry if policies_registry is not None else policy_registry()
 
     base = _parse_base(top.base, Path(base_dir), canonicalize, load_scenario_file, scenario_errors)
     grid = _parse_grid(top.grid, base)

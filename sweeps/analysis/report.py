@@ -12,8 +12,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from sweeps.identity import param_column
-from sweeps.stats import PairedDiff, paired_difference, quantile, wilson
+from sweeps.analysis.stats import PairedDiff, paired_difference, quantile, wilson
+from sweeps.errors import InputError, UnknownColumn
+from sweeps.spec.identity import param_column
 
 __all__ = ["TABLE_COLUMNS", "policy_table", "compare_policies", "format_table", "resolve_column"]
 
@@ -46,7 +47,7 @@ def resolve_column(df: pd.DataFrame, key: str) -> str:
         return col
     m = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1, cutoff=0.6)
     hint = f" (did you mean '{m[0]}'?)" if m else ""
-    raise KeyError(f"{key}: no such column{hint}")
+    raise UnknownColumn(f"{key}: no such column{hint}")
 
 
 def _summary(group: pd.DataFrame) -> dict[str, float | int]:
@@ -102,9 +103,9 @@ def compare_policies(df: pd.DataFrame, a: str, b: str) -> PairedDiff:
         if name not in policies:
             m = difflib.get_close_matches(name, policies, n=1, cutoff=0.5)
             hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise ValueError(f"{name}: no rows for this policy{hint}; policies: {', '.join(policies) or 'none'}")
+            raise InputError(f"{name}: no rows for this policy{hint}; policies: {', '.join(policies) or 'none'}")
     if a == b:
-        raise ValueError(f"{a}: compare two different policies")
+        raise InputError(f"{a}: compare two different policies")
     ok = _ok_rows(df)
     key = ["cell_id", "replicate"]
     left = ok.loc[ok["policy"] == a, [*key, "lockup"]].drop_duplicates(key)

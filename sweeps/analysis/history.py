@@ -5,7 +5,7 @@ its rows with an `execution_id`.  Rows are never recomputed (resume skips stored
 execution holds the rows it computed: after a model change (new cell ids), a raised `replicates`,
 or new grid values.  Executions are independent samples, so consecutive executions are compared
 per policy with the two-proportion z test (pooled), and the difference gets Newcombe's (1998)
-hybrid score interval (method 10) built from the Wilson intervals of sweeps.stats.  A change with
+hybrid score interval (method 10) built from the Wilson intervals of sweeps.analysis.stats.  A change with
 p < alpha is flagged.  No multiple-comparison correction is applied: the number of tests is shown.
 """
 
@@ -19,9 +19,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from sweeps.stats import Proportion, wilson
+from sweeps.analysis.stats import Proportion, wilson
+from sweeps.errors import EXIT_OK, InputError, UsageError
 
-EXIT_OK, EXIT_CHANGED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_CHANGED = 1  # --fail-on-change and a change was flagged
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def two_proportion(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95)
 
 def _executions_meta(output: str | Path, sweep: str) -> dict[str, dict[str, str]]:
     """execution_id -> earliest provenance (written_at, model_version, git_sha) over its files."""
-    from sweeps.storage import list_files, read_provenance
+    from sweeps.storage.dataset import list_files, read_provenance
 
     meta: dict[str, dict[str, str]] = {}
     for f in list_files(output, sweep):
@@ -153,7 +154,7 @@ def build_history(df: Any, meta: dict[str, dict[str, str]], sweep: str, alpha: f
 
 
 def load_history(output: str | Path, sweep: str, alpha: float = 0.05, confidence: float = 0.95) -> History:
-    from sweeps.storage import read_sweep
+    from sweeps.storage.dataset import read_sweep
 
     df = read_sweep(output, sweep, columns=["policy", "execution_id", "cell_id", "replicate", "lockup", "status"])
     return build_history(df, _executions_meta(output, sweep), sweep, alpha, confidence)
@@ -215,20 +216,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return h
 
 
-def _usage_error() -> type[ValueError]:
-    """cli.UsageError when available: `oomsweep` reports it as one line with exit 2."""
-    try:
-        from sweeps.cli import UsageError
-
-        return UsageError
-    except ImportError:  # pragma: no cover
-        return ValueError
-
-
 def run_history(args: argparse.Namespace) -> int:
-    from sweeps.storage import list_sweeps
-
-    usage = _usage_error()
+    from sweeps.storage.dataset import list_sweeps
 
     names = list_sweeps(args.output)
     if args.sweep:
@@ -237,24 +226,24 @@ def run_history(args: argparse.Namespace) -> int:
 
             m = difflib.get_close_matches(args.sweep, names, n=1)
             hint = f" (did you mean '{m[0]}'?)" if m else ""
-            raise usage(f"--sweep: no sweep {args.sweep!r} in {args.output}{hint}; stored: {', '.join(names) or 'none'}")
+            raise UsageError(f"--sweep: no sweep {args.sweep!r} in {args.output}{hint}; stored: {', '.join(names) or 'none'}")
         name = args.sweep
     elif len(names) == 1:
         name = names[0]
     else:
-        raise usage(f"{args.output}: " + (f"holds several sweeps ({', '.join(names)}); choose one with --sweep"
+        raise UsageError(f"{args.output}: " + (f"holds several sweeps ({', '.join(names)}); choose one with --sweep"
                                                 if names else "no sweep results here"))
     if not 0.0 < args.confidence < 1.0:
-        raise usage(f"--confidence: must be in (0, 1), got {args.confidence}")
+        raise UsageError(f"--confidence: must be in (0, 1), got {args.confidence}")
     if not 0.0 < args.alpha < 1.0:
-        raise usage(f"--alpha: must be in (0, 1), got {args.alpha}")
+        raise UsageError(f"--alpha: must be in (0, 1), got {args.alpha}")
     h = load_history(args.output, name, alpha=args.alpha, confidence=args.confidence)
     print(format_history(h, args.confidence))
     return EXIT_CHANGED if (args.fail_on_change and h.changes) else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry, `python -m sweeps.history OUTPUT --sweep NAME` (same as `oomsweep history`)."""
+    """Standalone entry, `python -m sweeps.analysis.history OUTPUT --sweep NAME` (same as `oomsweep history`)."""
     import sys
 
     p = argparse.ArgumentParser(prog="oomsweep")
@@ -262,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(["history", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run_history(args)
-    except ValueError as exc:
+    except InputError as exc:
         print(f"oomsweep history: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code
 
 
 if __name__ == "__main__":

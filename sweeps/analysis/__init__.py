@@ -1,0 +1,1 @@
+"""Statistics and reports over stored rows: `stats` (pure), `report`, `history`, `plots`."""

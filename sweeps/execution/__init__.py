@@ -1,0 +1,1 @@
+"""Running batches of callables: in this process or as Ray tasks.  Knows nothing of oommodel."""

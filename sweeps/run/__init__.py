@@ -1,0 +1,1 @@
+"""Orchestration of one sweep execution: plan, feeders, row building, provenance, progress (`runner`)."""
