@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import kernels as K
+from sweeps.calibrate import kernels as K
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDA = ROOT / "configs" / "scenarios" / "handa-2018-11-14.yaml"

@@ -1,4 +1,4 @@
-"""infra/kernels and sweeps/kernels.py without a boot: definitions, refusals, the patch series, the parser.
+"""infra/kernels and sweeps/calibrate/kernels.py without a boot: definitions, refusals, the patch series, the parser.
 
 The boot of the patched kernel is tests/kernels/test_kernel_boot.py.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from oommodel import Scenario
-from sweeps import kernels as K
-from sweeps.calibrate import CalibrationRefused
+from sweeps.calibrate import kernels as K
+from sweeps.errors import CalibrationRefused
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra" / "kernels"

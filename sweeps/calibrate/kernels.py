@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-INFRA = Path(__file__).resolve().parent.parent / "infra" / "kernels"
+INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
 BUILD_SH = INFRA / "build.sh"
 
 _HANDED = re.compile(r"Handed over (\d+) to exit path\.")
@@ -196,7 +196,8 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     """
     import dataclasses
 
-    from sweeps.calibrate import CalibrationRefused, KernelFacts, match_kernel, translate
+    from sweeps.calibrate.translate import KernelFacts, match_kernel, translate
+    from sweeps.errors import CalibrationRefused
 
     facts = KernelFacts(spec.release, spec.hz)
     if match:  # --match-kernel: machine.hz and machine.softirq become the kernel's
@@ -273,8 +274,8 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
 
     from oommodel import Scenario
 
-    from sweeps import qemu
-    from sweeps.kernel_log import KernelLogError, parse_run
+    from sweeps.calibrate import qemu
+    from sweeps.calibrate.kernel_log import KernelLogError, parse_run
 
     sys.path.insert(0, str(INFRA.parent / "qemu"))
     from excerpt_log import excerpt  # type: ignore[import-not-found]
@@ -339,10 +340,8 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
 
 
 def _wilson(k: int, n: int):
-    try:
-        from sweeps.stats import wilson
-    except ImportError:  # sweeps/ sub-packages
-        from sweeps.analysis.stats import wilson  # type: ignore[no-redef]
+    from sweeps.analysis.stats import wilson
+
     return wilson(k, n)
 
 
@@ -391,7 +390,7 @@ def summarize(csv_path: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m sweeps.kernels")
+    p = argparse.ArgumentParser(prog="python -m sweeps.calibrate.kernels")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="infra/kernels/build.sh [NAME ...]")
     b.add_argument("names", nargs="*")
