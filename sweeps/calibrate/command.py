@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sweeps.calibrate import kernels
 from sweeps.calibrate.translate import DEBIAN_6_1, KernelFacts, ReproPlan, kernel_facts, match_kernel, translate
 from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
 from sweeps.spec.oommodel_api import model_input_errors
@@ -196,7 +197,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="set machine.hz and machine.softirq to the kernel's (for both model and kernel)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                    help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
-    p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--kernel", help="kernel image, or the name of a kernel built by infra/kernels/build.sh "
+                                    "(e.g. 5.10-oomsweep; default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--kernel-policy",
+                   help="a built kernel's oomsweep.policy= (default: --policy); refused if the kernel lacks it")
+    p.add_argument("--skip-after", default="pgtables", choices=("pgtables", "close"),
+                   help="handoff_rfc_v2 on a built kernel: MMF_OOM_SKIP after the page tables or after ->close()")
     p.add_argument("--boot-timeout", type=float,
                    help="hard wall-clock limit per boot in seconds (default 60 + 2 x horizon_s)")
     p.add_argument("--logs", help="directory for each boot's console log (default OUTPUT/calibrate-logs)")
@@ -265,18 +271,36 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
     options = POLICIES[args.policy].check_options({})
 
-    kernel, missing = None, None
-    try:
-        kernel = qemu.find_kernel(args.kernel)
-    except qemu.QemuError as exc:
-        missing = exc  # refusals do not need the kernel: translate against Debian's 6.1 facts first
-    facts = kernel_facts(kernel) if kernel else DEBIAN_6_1
-    if args.match_kernel:
-        scenario, changes = match_kernel(scenario, facts)
-        for ch in changes:
-            _say(f"--match-kernel: {ch}", err)
-        scenario = Scenario.from_dict(scenario).to_dict()
-    plan = translate(scenario, facts, args.seed)  # refuses before anything runs
+    kernel, missing, kspec = None, None, None
+    if kernels.is_name(args.kernel):
+        # a kernel built by infra/kernels/build.sh: its manifest fixes HZ, preemption and the policies
+        kspec = kernels.load(args.kernel)
+        kernel = kspec.image
+        facts = KernelFacts(kspec.release, kspec.hz)
+        if args.match_kernel:
+            scenario, changes = kernels.match_scenario(scenario, kspec)
+            for ch in changes:
+                _say(f"--match-kernel: {ch}", err)
+            scenario = Scenario.from_dict(scenario).to_dict()
+        # refuses (a policy the kernel lacks, a preemption model it was not built with) before booting
+        plan, _, kpolicy, _ = kernels.boot_plan(scenario, kspec, args.kernel_policy or args.policy,
+                                                skip_after=args.skip_after, seed=args.seed)
+        args.kernel_policy = kpolicy
+    else:
+        if args.kernel_policy or args.skip_after != "pgtables":
+            raise UsageError("--kernel-policy/--skip-after: need a kernel built by infra/kernels/build.sh "
+                             f"(--kernel NAME; defined: {', '.join(kernels.defined())})")
+        try:
+            kernel = qemu.find_kernel(args.kernel)
+        except qemu.QemuError as exc:
+            missing = exc  # refusals do not need the kernel: translate against Debian's 6.1 facts first
+        facts = kernel_facts(kernel) if kernel else DEBIAN_6_1
+        if args.match_kernel:
+            scenario, changes = match_kernel(scenario, facts)
+            for ch in changes:
+                _say(f"--match-kernel: {ch}", err)
+            scenario = Scenario.from_dict(scenario).to_dict()
+        plan = translate(scenario, facts, args.seed)  # refuses before anything runs
     if args.runs and missing is not None:
         raise missing
     if not args.runs:
@@ -287,12 +311,13 @@ def _calibrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
-        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options)
+        return _calibrate_locked(args, out, err, path, scenario, facts, kernel, plan, output, sweep, options,
+                                 kspec)
 
 
 def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: Path, scenario: dict[str, Any],
                       facts: KernelFacts, kernel: Path | None, plan: ReproPlan, output: Path, sweep: str,
-                      options: dict[str, Any]) -> int:
+                      options: dict[str, Any], kspec: kernels.KernelSpec | None = None) -> int:
     from oommodel import MODEL_VERSION, Scenario, simulate
 
     from sweeps.calibrate import qemu
@@ -351,10 +376,15 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
         first = _next_replicate(output, sweep, KERNEL_POLICY, cal.cell_id)
         for i in range(args.runs):
             rep = first + i
-            run_plan = translate(scenario, facts, args.seed + rep)  # run r draws its start offsets from seed + r
+            if kspec is None:
+                run_plan = translate(scenario, facts, args.seed + rep)  # run r draws its start offsets from seed + r
+                cmdline = run_plan.cmdline()
+            else:
+                run_plan, cmdline, _, _ = kernels.boot_plan(scenario, kspec, args.kernel_policy,
+                                                            skip_after=args.skip_after, seed=args.seed + rep)
             conf = run_plan.conf_text(rep)
             b = qemu.boot(kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
-                          cmdline=run_plan.cmdline(), accelerator=accel, limit_s=limit)
+                          cmdline=cmdline, accelerator=accel, limit_s=limit)
             log = logs / f"{cal.execution_id}-run{rep}.log"
             log.write_text(b.console)
             outcome, status, error = None, "ok", ""
@@ -380,9 +410,13 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
                 status = "timeout" if b.timed_out else "error"
                 error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")
                 note = error
+            kopts: dict[str, Any] = {"release": facts.release, "accelerator": accel}
+            if kspec is not None:
+                status, error, note = _patched_kernel_row(b.console, kspec, args, scenario["victim"]["sched_at_handover"],
+                                                         outcome, kopts, status, error, note)
             failures += status != "ok"
             writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
-                                            options={"release": facts.release, "accelerator": accel},
+                                            options=kopts,
                                             replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
                                             error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
                                             accelerator=accel, release=facts.release)])
@@ -398,6 +432,26 @@ def _calibrate_locked(args: argparse.Namespace, out: TextIO, err: TextIO, path: 
     if not args.no_mlflow and not df.empty:
         _log_mlflow(output, sweep, cal, args.mlflow_uri, err)
     return 1 if failures else 0
+
+
+def _patched_kernel_row(console: str, kspec: kernels.KernelSpec, args: argparse.Namespace, sched: str,
+                        outcome: dict[str, Any] | None, kopts: dict[str, Any], status: str, error: str,
+                        note: str) -> tuple[str, str, str]:
+    """A built kernel's row: its instruments' handovers and MMF_OOM_SKIP setter, its policy and patch set."""
+    cols = kernels.kernel_columns(console, kspec, args.kernel_policy, sched, args.skip_after)
+    kopts.update({"kernel": kspec.name, "kernel_policy": args.kernel_policy, "skip_after": args.skip_after,
+                  "sched_at_handover": cols["sched_at_handover"], "patch_hash": kspec.patch_hash,
+                  "build_hash": kspec.build_hash[:12]})
+    if outcome is not None:
+        outcome["handovers"] = cols["handovers"]  # "Handed over N to exit path." lines
+        outcome["handed_over"] = cols["handed_over"]
+        if cols["skip_by_first"] != "none":  # the kernel's own printk, not the log heuristic
+            outcome["oom_skip_by"] = outcome["released_by"] = cols["skip_by_first"]
+    if cols["instrument_errors"] and status == "ok":
+        status, error = "error", cols["instrument_errors"]
+    note += (f"; {kspec.name} policy {args.kernel_policy}: handovers {cols['handovers']}"
+             + (f" (kill->handover {cols['kill_to_handover_s']} s)" if cols["kill_to_handover_s"] else ""))
+    return status, error, note
 
 
 def _outcome_dict(outcome: Any) -> dict[str, Any]:

@@ -23,6 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.errors import InputError
+
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
 BUILD_SH = INFRA / "build.sh"
 
@@ -37,8 +39,10 @@ SCHED_AT_HANDOVER = ("unchanged", "idle")
 SKIP_AFTER = ("pgtables", "close")
 
 
-class KernelError(ValueError):
+class KernelError(InputError):
     """A kernel name, policy or option the built kernels cannot serve (refused before booting)."""
+
+    label = "refused"
 
 
 def cache_dir() -> Path:
@@ -121,6 +125,22 @@ def load(name: str) -> KernelSpec:
     )
 
 
+def is_name(value: str | None) -> bool:
+    """True if `value` names a kernel of infra/kernels/defs (not a path to an image)."""
+    return bool(value) and "/" not in str(value) and str(value) in defined()
+
+
+def match_scenario(scenario: dict, spec: KernelSpec) -> tuple[dict, list[str]]:
+    """--match-kernel for a built kernel: machine.hz, machine.softirq and (no PREEMPT_DYNAMIC) machine.preempt."""
+    from sweeps.calibrate.translate import KernelFacts, match_kernel
+
+    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz))
+    if not spec.preempt_dynamic and sc["machine"].get("preempt") != spec.preempt:
+        changes.append(f"machine.preempt: {sc['machine'].get('preempt')!r} -> {spec.preempt!r}")
+        sc["machine"]["preempt"] = spec.preempt
+    return sc, changes
+
+
 def policies_of(name: str) -> tuple[str, ...]:
     """The policies NAME implements, from its definition (no build needed)."""
     defs = defined()
@@ -196,12 +216,12 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     """
     import dataclasses
 
-    from sweeps.calibrate.translate import KernelFacts, match_kernel, translate
+    from sweeps.calibrate.translate import KernelFacts, translate
     from sweeps.errors import CalibrationRefused
 
     facts = KernelFacts(spec.release, spec.hz)
-    if match:  # --match-kernel: machine.hz and machine.softirq become the kernel's
-        scenario, _ = match_kernel(scenario, facts)
+    if match:  # --match-kernel: machine.hz, machine.softirq (and machine.preempt) become the kernel's
+        scenario, _ = match_scenario(scenario, spec)
     sched = scenario["victim"]["sched_at_handover"]
     policy = spec.check(policy, sched, skip_after)
     if not spec.preempt_dynamic and scenario["machine"]["preempt"] != spec.preempt:
