@@ -215,3 +215,25 @@ def test_reference_table_counts_ok_boots_with_wilson_intervals(tmp_path):
     assert cells[9:12] == ["8", "1", "0.125"] and cells[12] == "exit 1, reaper 6"
     assert cells[13] == "0.110 / 0.110 s"
     assert "0.00 [0.00, 0.79]" in table  # upstream_4_19: 0 of 1
+
+
+REAL = ROOT / "calibration" / "reference" / "kernel-5.10" / "logs" / \
+    "handa-2018-11-14-handoff_rfc_v2-idle-pgtables-20261202T122033-run0.log"
+
+
+def test_a_real_boot_of_handoff_rfc_v2_with_the_hack():
+    """The first reference boot: six victims reaped, the seventh (856 kB, the running FIFO child) handed
+    over 1 ms after its kill, then made SCHED_IDLE and starved until the watchdog freed CPU 0."""
+    from sweeps.calibrate.kernel_log import parse_run
+
+    console = REAL.read_text()
+    ins = K.parse_instruments(console)
+    assert ins.policy == "handoff_rfc_v2" and ins.sched_at_handover == "idle" and not ins.unknown
+    assert [p for _, p in ins.handed_over] == [96]
+    assert {p: by for p, (_, by) in ins.skip_by.items()} == {101: "reaper", 98: "reaper", 102: "reaper",
+                                                            97: "reaper", 100: "reaper", 95: "reaper", 96: "exit"}
+    cols = K.kernel_columns(console, spec(), "handoff_rfc_v2", "idle", "pgtables")
+    assert cols["kill_to_handover_s"] == "0.001" and cols["instrument_errors"] == ""
+    assert (cols["skip_by_reaper"], cols["skip_by_exit"]) == (6, 1)
+    run = parse_run(console, ("children",))
+    assert run.outcome["lockup"] and run.outcome["kills"] == 7 and run.end_reason == "stall"
