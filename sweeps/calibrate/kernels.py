@@ -16,6 +16,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -244,10 +245,13 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
     if "@@oomsweep-dmesg-begin" in text:
         text = text.split("@@oomsweep-dmesg-begin", 1)[1]
     kills: dict[int, float] = {}
+    stall_at = math.inf  # the watchdog's stall declaration: after it, it kills the children itself
     for raw in text.splitlines():
         m = _LINE.match(raw.strip())
         if m and (k := _KILLED.search(m.group(2))):
             kills.setdefault(int(k.group(1)), float(m.group(1)))
+        elif m and m.group(2).startswith("oomsweep: stall t=") and stall_at == math.inf:
+            stall_at = float(m.group(1))
     errors = []
     if ins.unknown:
         errors.append(f"the kernel did not know {', '.join(ins.unknown)}")
@@ -266,6 +270,8 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "sched_at_handover": sched,
         "skip_after": skip_after,
         "handovers": ins.handovers,
+        "kills_before_stall": sum(1 for t in kills.values() if t < stall_at),
+        "handovers_before_stall": sum(1 for t, _ in ins.handed_over if t < stall_at),
         "handed_over": ins.handovers > 0,
         "handover_pids": " ".join(str(p) for _, p in ins.handed_over),
         "kill_to_handover_s": " ".join(f"{d:.3f}" for d in to_handover),
@@ -381,14 +387,15 @@ def summarize(csv_path: str | Path) -> str:
             key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
             groups.setdefault(key, []).append(r)
     head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
-            "P(lockup) [95% CI]", "kills", "handovers", "handovers/kill", "MMF_OOM_SKIP by (victims)",
+            "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
             "kill->handover median/max"]
     rows = [head]
     for key, rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "ok"]
         n, k = len(ok), sum(r["lockup"] == "True" for r in ok)
-        kills = sum(int(r["kills"] or 0) for r in ok)
-        hand = sum(int(r["handovers"] or 0) for r in ok)
+        # kills and handovers before the watchdog's stall declaration (it kills the children itself after)
+        kills = sum(int(r.get("kills_before_stall") or r["kills"] or 0) for r in ok)
+        hand = sum(int(r.get("handovers_before_stall") or r["handovers"] or 0) for r in ok)
         by_exit = sum(int(r["skip_by_exit"] or 0) for r in ok)
         by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
         by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
@@ -404,7 +411,32 @@ def summarize(csv_path: str | Path) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-|-".join("-" * w for w in widths))
-    return "\n".join("| " + ln + " |" for ln in lines)
+    note = "\n\n* before the watchdog's stall declaration (after it the watchdog kills the children itself)."
+    return "\n".join("| " + ln + " |" for ln in lines) + note
+
+
+def rescan(csv_path: str | Path) -> int:
+    """Recompute every row's instrument columns from its console excerpt (after a parser change)."""
+    import csv
+
+    path = Path(csv_path)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    fields: list[str] = []
+    for r in rows:
+        console = (path.parent / r["log"]).read_text()
+        spec = KernelSpec(name=r["kernel"], image=Path(), release=r["kernel_release"], hz=0, preempt="",
+                          preempt_dynamic=False, policies=(), instruments=(), patch_hash=r["patch_hash"],
+                          build_hash="", sched_features="")
+        r.update(kernel_columns(console, spec, r["kernel_policy"], r["sched_at_handover"], r["skip_after"]))
+        fields += [k for k in r if k not in fields]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", required=True)
     t = sub.add_parser("table", help="the reference table of a runs.csv")
     t.add_argument("csv")
+    r = sub.add_parser("rescan", help="recompute a runs.csv's instrument columns from its console excerpts")
+    r.add_argument("csv")
     a = p.parse_args(argv)
+    if a.cmd == "rescan":
+        print(f"{rescan(a.csv)} rows rescanned")
+        return 0
     if a.cmd == "table":
         print(summarize(a.csv))
         return 0

@@ -235,5 +235,6 @@ def test_a_real_boot_of_handoff_rfc_v2_with_the_hack():
     cols = K.kernel_columns(console, spec(), "handoff_rfc_v2", "idle", "pgtables")
     assert cols["kill_to_handover_s"] == "0.001" and cols["instrument_errors"] == ""
     assert (cols["skip_by_reaper"], cols["skip_by_exit"]) == (6, 1)
+    assert (cols["kills_before_stall"], cols["handovers_before_stall"]) == (7, 1)
     run = parse_run(console, ("children",))
     assert run.outcome["lockup"] and run.outcome["kills"] == 7 and run.end_reason == "stall"
