@@ -15,7 +15,7 @@ import sys
 
 KEEP = re.compile(
     r"^@@oomsweep|oomsweep: |Memory cgroup out of memory|invoked oom-killer|oom_reaper: |"
-    r"self-detected stall|detected stalls on CPUs|blocked for more than|RT throttling activated|Kernel panic|"
+    r"Handed over|self-detected stall|detected stalls on CPUs|blocked for more than|RT throttling activated|Kernel panic|"
     r"^--- /proc/softirqs|^\s+(TIMER|RCU):|^\s+CPU0"
 )
 

@@ -13,14 +13,36 @@ from typing import Sequence
 import pandas as pd
 
 from sweeps.analysis import summary
-from sweeps.analysis.stats import PairedDiff, paired_difference
+from sweeps.analysis.stats import (
+    PairedDiff,
+    PairingGain,
+    adjust_p_values,
+    censored_quantile,
+    paired_difference,
+    paired_difference_counts,
+    pairing_gain,
+)
 from sweeps.analysis.summary import SUMMARY_COLUMNS
 from sweeps.errors import InputError, UnknownColumn
 from sweeps.spec.identity import param_column
 
-__all__ = ["TABLE_COLUMNS", "policy_table", "compare_policies", "format_table", "format_text", "resolve_column"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "policy_table",
+    "compare_policies",
+    "compare_pairs",
+    "compare_by",
+    "compare_pairing_gain",
+    "stall_censored",
+    "stored_horizon",
+    "horizons_from_scenarios",
+    "format_table",
+    "format_text",
+    "resolve_column",
+]
 
-TABLE_COLUMNS = ("policy", *SUMMARY_COLUMNS)
+CENSORING_COLUMNS = ("censored", "median_stall_km_s")
+TABLE_COLUMNS = ("policy", *SUMMARY_COLUMNS, *CENSORING_COLUMNS)
 
 
 def _ok_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,22 +63,158 @@ def resolve_column(df: pd.DataFrame, key: str) -> str:
     raise UnknownColumn(f"{key}: no such column{hint}")
 
 
-def policy_table(df: pd.DataFrame, by: Sequence[str] = (), policies: Sequence[str] = ()) -> pd.DataFrame:
+def horizons_from_scenarios(df: pd.DataFrame) -> dict[str, float]:
+    """cell_id -> horizon_s, read from each cell's scenario_json (one parse per cell)."""
+    import json
+
+    if "scenario_json" not in df.columns or "cell_id" not in df.columns:
+        return {}
+    cells = df.drop_duplicates("cell_id")[["cell_id", "scenario_json"]]
+    out = {}
+    for cid, text in cells.itertuples(index=False, name=None):
+        try:
+            out[str(cid)] = float(json.loads(text)["horizon_s"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return out
+
+
+def stored_horizon(output, sweep: str) -> float | None:
+    """horizon_s of a stored sweep, read from the first row's scenario_json (one row of one file):
+    the horizon is the same in every cell unless the sweep varies it, and then it is a key column."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    from sweeps.storage.dataset import readable_files
+
+    for f in readable_files(output, sweep, on_bad=None):  # the readers name the bad files
+        try:
+            batch = next(pq.ParquetFile(f).iter_batches(batch_size=1, columns=["scenario_json"]), None)
+        except (pa.ArrowException, OSError):  # damaged pages under a sound footer: another file will do
+            continue
+        if batch is not None and batch.num_rows:
+            try:
+                return float(json.loads(batch.column(0)[0].as_py())["horizon_s"])
+            except (TypeError, ValueError, KeyError):
+                return None
+    return None
+
+
+def stall_censored(df: pd.DataFrame, horizon_s: float | dict[str, float] | None = None) -> pd.Series | None:
+    """Which rows' max_stall_s was cut off by the horizon (right-censored): the run reached its
+    horizon (sim_time_s >= horizon_s) while the OOM was unresolved (a lockup, or a victim still
+    pending). Such a stall lasted at least max_stall_s. None when the horizon is unknown.
+
+    ``horizon_s``: one horizon for every row, a dict cell_id -> horizon, or None to read it from a
+    ``horizon_s`` key column or the rows' scenario_json.
+    """
+    if "sim_time_s" not in df.columns:
+        return None
+    if "horizon_s" in df.columns:  # a sweep that varies the horizon: each row says its own
+        h = df["horizon_s"].astype(float)
+    else:
+        if horizon_s is None:
+            horizon_s = horizons_from_scenarios(df)
+            if not horizon_s:
+                return None
+        if isinstance(horizon_s, dict):
+            h = df["cell_id"].astype(str).map(horizon_s).astype(float)
+        else:
+            h = pd.Series(float(horizon_s), index=df.index)
+    unresolved = df["lockup"].astype(bool)
+    if "victims_pending_at_end" in df.columns:
+        unresolved = unresolved | (df["victims_pending_at_end"].fillna(0) > 0)
+    return (df["sim_time_s"].astype(float) >= h - 1e-9) & unresolved
+
+
+def _censoring_columns(ok: pd.DataFrame, keys: list[str], censored: pd.Series | None) -> pd.DataFrame:
+    """Per (*keys): rows whose stall the horizon cut off, and the Kaplan-Meier median stall that
+    treats them as censored (inf: more than half were cut off; nan: the horizon is unknown)."""
+    records = []
+    for values, group in ok.groupby(keys, sort=False, dropna=False, observed=True):
+        values = values if isinstance(values, tuple) else (values,)
+        stall = group["max_stall_s"].tolist() if "max_stall_s" in group else []
+        cut = censored.loc[group.index] if censored is not None else None
+        records.append({
+            **dict(zip(keys, values)),
+            "censored": int(cut.sum()) if cut is not None else math.nan,
+            "median_stall_km_s": censored_quantile(stall, cut.tolist(), 0.5) if cut is not None and stall else math.nan,
+        })
+    return pd.DataFrame(records, columns=[*keys, *CENSORING_COLUMNS])
+
+
+def policy_table(
+    df: pd.DataFrame,
+    by: Sequence[str] = (),
+    policies: Sequence[str] = (),
+    horizon_s: float | dict[str, float] | None = None,
+) -> pd.DataFrame:
     """Lockup probability (Wilson 95 % interval), stall quantiles, kills and handovers per policy [x keys].
 
-    Columns: *by (as column names), policy, then sweeps.analysis.summary.SUMMARY_COLUMNS; sorted
-    by the *by values, then policies in the sweep's order (`policies`), others as first seen.
+    Columns: *by (as column names), policy, then sweeps.analysis.summary.SUMMARY_COLUMNS, then
+    censored (rows whose stall the horizon cut off, see stall_censored) and median_stall_km_s (the
+    Kaplan-Meier median that treats those as censored); sorted by the *by values, then policies in
+    the sweep's order (`policies`), others as first seen.
     """
     by_cols = [resolve_column(df, k) for k in by]
-    return summary.policy_table(df, by_cols, policies)
+    table = summary.policy_table(df, by_cols, policies)
+    keys = [*by_cols, "policy"]
+    ok = _ok_rows(df)
+    if table.empty or ok.empty:
+        for c in CENSORING_COLUMNS:
+            table[c] = pd.Series(dtype=float)
+        return table
+    cens = _censoring_columns(ok, keys, stall_censored(ok, horizon_s))
+    cens["policy"] = cens["policy"].astype(str)
+    return table.merge(cens, on=keys, how="left", sort=False)
 
 
-def compare_policies(df: pd.DataFrame, a: str, b: str) -> PairedDiff:
-    """P(lockup | a) - P(lockup | b) over the (cell_id, replicate) pairs both policies ran with status ok.
+def compare_pairs(df: pd.DataFrame, a: str, b: str, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The (cell_id, replicate) pairs both policies ran with status ok: lockup_a, lockup_b, *extra."""
+    _check_policies(df, a, b)
+    ok = _ok_rows(df)
+    key = ["cell_id", "replicate"]
+    left = ok.loc[ok["policy"] == a, [*key, *extra, "lockup"]].drop_duplicates(key)
+    right = ok.loc[ok["policy"] == b, [*key, "lockup"]].drop_duplicates(key)
+    return left.merge(right, on=key, suffixes=("_a", "_b"))
 
-    The pairs share their seed (common random numbers), so the paired interval (Newcombe) and
-    McNemar's exact test apply. Rows present for one policy only are left out.
+
+def _table_of_pairs(pairs: pd.DataFrame) -> tuple[int, int, int, int]:
+    la, lb = pairs["lockup_a"].astype(bool), pairs["lockup_b"].astype(bool)
+    return int((la & lb).sum()), int((la & ~lb).sum()), int((~la & lb).sum()), int((~la & ~lb).sum())
+
+
+def compare_pairing_gain(df: pd.DataFrame, a: str, b: str) -> PairingGain:
+    """How much the shared seeds cut the variance of P(a) - P(b) on this sweep (stats.pairing_gain)."""
+    return pairing_gain(*_table_of_pairs(compare_pairs(df, a, b)))
+
+
+def compare_by(df: pd.DataFrame, a: str, b: str, by: str, method: str = "holm") -> pd.DataFrame:
+    """The paired comparison per value of one key, with McNemar p-values adjusted over those values
+    (``method``: "holm" controls the family-wise error rate, "fdr_bh" the false discovery rate).
+
+    Columns: <key column>, n_pairs, diff, ci_low, ci_high, a_only, b_only, p, p_adj, significant
+    (p_adj <= 0.05). The intervals are per-value 95 % intervals, not adjusted.
     """
+    if method not in ("holm", "fdr_bh"):
+        raise InputError(f"{method}: the adjustment is 'holm' or 'fdr_bh'")
+    col = resolve_column(df, by)
+    pairs = compare_pairs(df, a, b, extra=[col])
+    rows = []
+    for value, group in pairs.groupby(col, sort=True, dropna=False, observed=True):
+        d = paired_difference_counts(*_table_of_pairs(group))
+        rows.append({col: value, "n_pairs": d.n_pairs, "diff": d.diff, "ci_low": d.low, "ci_high": d.high,
+                     "a_only": d.b, "b_only": d.c, "p": d.p_value})
+    table = pd.DataFrame(rows, columns=[col, "n_pairs", "diff", "ci_low", "ci_high", "a_only", "b_only", "p"])
+    table["p_adj"] = adjust_p_values(table["p"].tolist(), method)
+    table["significant"] = table["p_adj"] <= 0.05
+    return table
+
+
+def _check_policies(df: pd.DataFrame, a: str, b: str) -> None:
     policies = sorted(str(p) for p in df["policy"].unique()) if "policy" in df else []
     for name in (a, b):
         if name not in policies:
@@ -65,11 +223,15 @@ def compare_policies(df: pd.DataFrame, a: str, b: str) -> PairedDiff:
             raise InputError(f"{name}: no rows for this policy{hint}; policies: {', '.join(policies) or 'none'}")
     if a == b:
         raise InputError(f"{a}: compare two different policies")
-    ok = _ok_rows(df)
-    key = ["cell_id", "replicate"]
-    left = ok.loc[ok["policy"] == a, [*key, "lockup"]].drop_duplicates(key)
-    right = ok.loc[ok["policy"] == b, [*key, "lockup"]].drop_duplicates(key)
-    pairs = left.merge(right, on=key, suffixes=("_a", "_b"))
+
+
+def compare_policies(df: pd.DataFrame, a: str, b: str) -> PairedDiff:
+    """P(lockup | a) - P(lockup | b) over the (cell_id, replicate) pairs both policies ran with status ok.
+
+    The pairs share their seed (common random numbers), so the paired interval (Newcombe) and
+    McNemar's exact test apply. Rows present for one policy only are left out.
+    """
+    pairs = compare_pairs(df, a, b)
     return paired_difference(pairs["lockup_a"].astype(bool).tolist(), pairs["lockup_b"].astype(bool).tolist())
 
 
@@ -82,11 +244,16 @@ def _cell_text(v: object, column: str) -> str:
         return str(int(v))
     if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v, "dtype").kind == "f"):
         x = float(v)
-        if column in ("lockup_probability", "ci_low", "ci_high", "handed_over_rate"):
+        if math.isinf(x):
+            return "> horizon" if column.endswith("_km_s") else str(x)
+        if column in ("lockup_probability", "ci_low", "ci_high", "handed_over_rate", "diff"):
             return f"{x:.4f}"
-        if column not in SUMMARY_COLUMNS:  # a grid value: as the sweep file writes it (0.0, 0.02)
+        if column in ("p", "p_adj"):
+            return f"{x:.4f}" if x >= 1e-4 or x == 0 else f"{x:.1e}"
+        if column not in TABLE_COLUMNS:  # a grid value: as the sweep file writes it (0.0, 0.02)
             return repr(x)
-        if x == int(x) and abs(x) < 1e15 and column not in ("median_stall_s", "p99_stall_s", "mean_kills"):
+        if x == int(x) and abs(x) < 1e15 and column not in ("median_stall_s", "p99_stall_s", "mean_kills",
+                                                              "median_stall_km_s"):
             return str(int(x))
         return f"{x:.3g}" if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-3) else f"{x:.3f}"
     return str(v)

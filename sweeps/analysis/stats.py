@@ -30,6 +30,10 @@ __all__ = [
     "wilson_half_width",
     "adaptive_needs_more",
     "adaptive_next_batch",
+    "censored_quantile",
+    "PairingGain",
+    "pairing_gain",
+    "adjust_p_values",
 ]
 
 
@@ -307,3 +311,99 @@ def adaptive_next_batch(counts: Sequence[tuple[int, int]], scheduled: int, adapt
     if not counts or any(adaptive_needs_more(k, n, adaptive.ci_half_width, confidence) for k, n in counts):
         return min(adaptive.batch, adaptive.max - scheduled)
     return 0
+
+
+def censored_quantile(values: Sequence[float], censored: Sequence[bool], q: float) -> float:
+    """q-quantile of a duration some of whose values are right-censored (a stall still open when the
+    run hit its horizon: the true stall is at least the value). Kaplan-Meier estimate
+    (scipy.stats.ecdf on CensoredData): the smallest t with S(t) <= 1 - q.
+
+    math.inf when the estimate never falls that far, i.e. the quantile lies beyond the longest
+    observation (the table says "> horizon"); nan with no values. Kept apart from quantile(): with no
+    censored value both give the same order statistic for q = 0.5 only up to interpolation, so the
+    tables say which one they show.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q!r}")
+    pairs = []
+    for v, c in zip(values, censored, strict=True):
+        if v is None:
+            continue
+        x = float(v)
+        if not math.isnan(x):
+            pairs.append((x, bool(c)))
+    if not pairs:
+        return math.nan
+    exact = [x for x, c in pairs if not c]
+    right = [x for x, c in pairs if c]
+    if not exact:
+        return math.inf
+    from scipy.stats import CensoredData, ecdf
+
+    sf = ecdf(CensoredData(uncensored=exact, right=right)).sf
+    target = 1.0 - q
+    for t, s in zip(sf.quantiles, sf.probabilities):
+        if s <= target + 1e-12:
+            return float(t)
+    return math.inf
+
+
+@dataclass(frozen=True)
+class PairingGain:
+    """How much common random numbers cut the variance of P(a) - P(b), measured on the pairs.
+
+    var_paired: per-pair variance of the difference of the two outcomes; var_independent: what it
+    would be with independent seeds (p_a (1 - p_a) + p_b (1 - p_b)). ratio = var_paired /
+    var_independent, with a 95 % interval from a parametric bootstrap of the 2x2 table of pairs;
+    1 / ratio is how many times more runs independent seeds would need for the same interval width.
+    """
+
+    n_pairs: int
+    var_paired: float
+    var_independent: float
+    ratio: float
+    low: float
+    high: float
+
+
+def pairing_gain(e: int, f: int, g: int, h: int, *, resamples: int = 2000, seed: int = 0) -> PairingGain:
+    """PairingGain from the 2x2 table of pairs: e both, f a only, g b only, h neither."""
+    import numpy as np
+
+    for name, v in (("e", e), ("f", f), ("g", g), ("h", h)):
+        _check_counts(v, v)
+    n = e + f + g + h
+    if n == 0:
+        return PairingGain(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+
+    def ratio(t):
+        t = np.asarray(t, dtype=float)
+        e_, f_, g_, h_ = t[..., 0], t[..., 1], t[..., 2], t[..., 3]
+        pa, pb = (e_ + f_) / n, (e_ + g_) / n
+        vp = (f_ + g_) / n - ((f_ - g_) / n) ** 2
+        vi = pa * (1 - pa) + pb * (1 - pb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return vp, vi, vp / vi
+
+    vp, vi, r = (float(x) for x in ratio([e, f, g, h]))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    boot = rng.multinomial(n, np.array([e, f, g, h], dtype=float) / n, size=resamples)
+    rb = ratio(boot)[2]
+    rb = rb[np.isfinite(rb)]
+    lo, hi = (float(x) for x in np.percentile(rb, [2.5, 97.5])) if rb.size else (math.nan, math.nan)
+    return PairingGain(n, vp, vi, r, lo, hi)
+
+
+def adjust_p_values(p_values: Sequence[float], method: str = "holm") -> list[float]:
+    """p-values adjusted for testing many cells at once (statsmodels multipletests):
+    "holm" controls the family-wise error rate, "fdr_bh" (Benjamini-Hochberg) the false discovery
+    rate. nan stays nan and is left out of the family."""
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    ps = np.asarray([math.nan if v is None else float(v) for v in p_values], dtype=float)
+    out = np.full(ps.shape, math.nan)
+    ok = ~np.isnan(ps)
+    if ok.any():
+        out[ok] = multipletests(ps[ok], method=method)[1]
+    return [float(v) for v in out]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sweeps.calibrate import kernels
 from sweeps.calibrate.translate import DEBIAN_6_1, KernelFacts, ReproPlan, kernel_facts, match_kernel, translate
 from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
 from sweeps.spec.oommodel_api import model_input_errors
@@ -186,7 +187,9 @@ class CalibrateOptions:
     seed: int = 0
     match_kernel: bool = False
     accel: str = "auto"  # "auto" | "kvm" | "tcg"
-    kernel: str | None = None
+    kernel: str | None = None  # an image path, or the name of a kernel built by infra/kernels/build.sh
+    kernel_policy: str | None = None  # a built kernel's oomsweep.policy= (default: policy)
+    skip_after: str = "pgtables"  # handoff_rfc_v2 on a built kernel: "pgtables" | "close"
     profile: str | None = None  # machine profile of the model side (model_profile decides when None)
     boot_timeout: float | None = None  # default 60 + 2 x horizon_s
     logs: str | None = None  # default OUTPUT/calibrate-logs/<sweep>
@@ -207,6 +210,8 @@ class _Prepared:
     output: Path
     sweep: str
     options: dict[str, Any]  # the model policy's options
+    kspec: Any = None  # kernels.KernelSpec of a kernel built by infra/kernels/build.sh, else None
+    kernel_policy: str | None = None  # the oomsweep.policy= that kernel boots with
 
 
 def _sweep_name(path: Path) -> str:
@@ -313,18 +318,37 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
     options = POLICIES[args.policy].check_options({})
 
-    kernel, missing = None, None
-    try:
-        kernel = qemu.find_kernel(args.kernel)
-    except qemu.QemuError as exc:
-        missing = exc  # refusals do not need the kernel: translate against Debian's 6.1 facts first
-    facts = kernel_facts(kernel) if kernel else DEBIAN_6_1
-    if args.match_kernel:
-        scenario, changes = match_kernel(scenario, facts)
-        for ch in changes:
-            _say(f"--match-kernel: {ch}", err)
-        scenario = Scenario.from_dict(scenario).to_dict()
-    plan = translate(scenario, facts, args.seed)  # refuses before anything runs
+    kernel, missing, kspec = None, None, None
+    if kernels.is_name(args.kernel):
+        # a kernel built by infra/kernels/build.sh: its manifest fixes HZ, preemption and the policies
+        kspec = kernels.load(args.kernel)
+        kernel = kspec.image
+        facts = KernelFacts(kspec.release, kspec.hz)
+        if args.match_kernel:
+            scenario, changes = kernels.match_scenario(scenario, kspec)
+            for ch in changes:
+                _say(f"--match-kernel: {ch}", err)
+            scenario = Scenario.from_dict(scenario).to_dict()
+        # refuses (a policy the kernel lacks, a preemption model it was not built with) before booting
+        plan, _, kpolicy, _ = kernels.boot_plan(scenario, kspec, args.kernel_policy or args.policy,
+                                                skip_after=args.skip_after, seed=args.seed)
+        kernel_policy = kpolicy
+    else:
+        kernel_policy = None
+        if args.kernel_policy or args.skip_after != "pgtables":
+            raise UsageError("--kernel-policy/--skip-after: need a kernel built by infra/kernels/build.sh "
+                             f"(--kernel NAME; defined: {', '.join(kernels.defined())})")
+        try:
+            kernel = qemu.find_kernel(args.kernel)
+        except qemu.QemuError as exc:
+            missing = exc  # refusals do not need the kernel: translate against Debian's 6.1 facts first
+        facts = kernel_facts(kernel) if kernel else DEBIAN_6_1
+        if args.match_kernel:
+            scenario, changes = match_kernel(scenario, facts)
+            for ch in changes:
+                _say(f"--match-kernel: {ch}", err)
+            scenario = Scenario.from_dict(scenario).to_dict()
+        plan = translate(scenario, facts, args.seed)  # refuses before anything runs
     if args.runs and missing is not None:
         raise missing
     if not args.runs:
@@ -347,7 +371,8 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     # One writer per sweep (kernel replicate numbers are taken from what is stored).
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
-        return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, accel, plan, output, sweep, options), out, err)
+        return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, accel, plan, output, sweep, options,
+                                                          kspec, kernel_policy), out, err)
 
 
 def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err: TextIO) -> int:
@@ -421,16 +446,25 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
     failures = 0
     for i in range(args.runs):
         rep = first + i
-        run_plan = translate(prep.scenario, prep.facts, args.seed + rep)  # run r draws its start offsets from seed + r
+        if prep.kspec is None:
+            run_plan = translate(prep.scenario, prep.facts, args.seed + rep)  # run r draws its start offsets from seed + r
+            cmdline = run_plan.cmdline()
+        else:
+            run_plan, cmdline, _, _ = kernels.boot_plan(prep.scenario, prep.kspec, prep.kernel_policy,
+                                                        skip_after=args.skip_after, seed=args.seed + rep)
         conf = run_plan.conf_text(rep)
         b = qemu.boot(prep.kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
-                      cmdline=run_plan.cmdline(), accelerator=accel, limit_s=limit)
+                      cmdline=cmdline, accelerator=accel, limit_s=limit)
         log = logs / f"{cal.execution_id}-run{rep}.log"
         log.write_text(b.console)
         outcome, status, error, note = _read_boot(b, prep.plan, limit)
+        kopts: dict[str, Any] = {"release": prep.facts.release, "accelerator": accel}
+        if prep.kspec is not None:
+            status, error, note = _patched_kernel_row(b.console, prep, args.skip_after, outcome, kopts,
+                                                     status, error, note)
         failures += status != "ok"
         writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
-                                        options={"release": prep.facts.release, "accelerator": accel},
+                                        options=kopts,
                                         replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
                                         error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
                                         accelerator=accel, release=prep.facts.release)])
@@ -481,6 +515,27 @@ def _summarise(args: CalibrateOptions, prep: _Prepared, cal: Calibration, out: T
     _say(format_summary(summary_table(df)), out)
     if not args.no_mlflow:
         _log_mlflow(prep.output, prep.sweep, cal, args.mlflow_uri, err)
+
+
+def _patched_kernel_row(console: str, prep: _Prepared, skip_after: str, outcome: dict[str, Any] | None,
+                        kopts: dict[str, Any], status: str, error: str, note: str) -> tuple[str, str, str]:
+    """A built kernel's row: its instruments' handovers and MMF_OOM_SKIP setter, its policy and patch set."""
+    kspec, kernel_policy = prep.kspec, prep.kernel_policy
+    sched = prep.scenario["victim"]["sched_at_handover"]
+    cols = kernels.kernel_columns(console, kspec, kernel_policy, sched, skip_after)
+    kopts.update({"kernel": kspec.name, "kernel_policy": kernel_policy, "skip_after": skip_after,
+                  "sched_at_handover": cols["sched_at_handover"], "patch_hash": kspec.patch_hash,
+                  "build_hash": kspec.build_hash[:12]})
+    if outcome is not None:
+        outcome["handovers"] = cols["handovers"]  # "Handed over N to exit path." lines
+        outcome["handed_over"] = cols["handed_over"]
+        if cols["skip_by_first"] != "none":  # the kernel's own printk, not the log heuristic
+            outcome["oom_skip_by"] = outcome["released_by"] = cols["skip_by_first"]
+    if cols["instrument_errors"] and status == "ok":
+        status, error = "error", cols["instrument_errors"]
+    note += (f"; {kspec.name} policy {kernel_policy}: handovers {cols['handovers']}"
+             + (f" (kill->handover {cols['kill_to_handover_s']} s)" if cols["kill_to_handover_s"] else ""))
+    return status, error, note
 
 
 def _outcome_dict(outcome: Any) -> dict[str, Any]:

@@ -28,7 +28,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="set machine.hz and machine.softirq to the kernel's (for both model and kernel)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                    help="QEMU accelerator (auto: KVM only if a short probe boot works, else TCG)")
-    p.add_argument("--kernel", help="kernel image (default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--kernel", help="kernel image, or the name of a kernel built by infra/kernels/build.sh "
+                                    "(e.g. 5.10-oomsweep; default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
+    p.add_argument("--kernel-policy",
+                   help="a built kernel's oomsweep.policy= (default: --policy); refused if the kernel lacks it")
+    p.add_argument("--skip-after", default="pgtables", choices=("pgtables", "close"),
+                   help="handoff_rfc_v2 on a built kernel: MMF_OOM_SKIP after the page tables or after ->close()")
     p.add_argument("--profile", help="machine profile of the model side (default: the scenario's machine.profile, "
                                      "else qemu_tcg; qemu_kvm, when measured, for a KVM boot)")
     p.add_argument("--boot-timeout", type=float,
@@ -39,12 +44,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-
 def options(args: argparse.Namespace) -> CalibrateOptions:
     """The parsed flags as the command's options."""
     return CalibrateOptions(
         scenario=args.scenario, runs=args.runs, seeds=args.seeds, policy=args.policy, output=args.output,
         sweep=args.sweep, seed=args.seed, match_kernel=args.match_kernel, accel=args.accel, kernel=args.kernel,
+        kernel_policy=args.kernel_policy, skip_after=args.skip_after,
         profile=args.profile, boot_timeout=args.boot_timeout, logs=args.logs, mlflow_uri=args.mlflow_uri,
         no_mlflow=args.no_mlflow,
     )

@@ -19,7 +19,9 @@ from sweeps.errors import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
+    EXIT_FAILED,
     EXIT_OK,
+    InputError,
     Interrupted,
     OomsweepError,
     UsageError,
@@ -90,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", metavar="B")
     c.add_argument("--sweep")
     c.add_argument("--all-executions", action="store_true", help=ALL_EXECUTIONS_HELP)
+
+    c.add_argument("--by", metavar="KEY", help="compare per value of this key, p-values adjusted over the values")
+    c.add_argument("--adjust", choices=("holm", "fdr_bh"), default="holm",
+                   help="with --by: Holm (family-wise error rate, default) or Benjamini-Hochberg (false discovery rate)")
+
+    ex = sub.add_parser("explain", help="where in the sweep a policy locks up: PRIM box, tree, key ranking")
+    ex.add_argument("output", metavar="OUTPUT")
+    ex.add_argument("--sweep")
+    ex.add_argument("--policy", required=True, metavar="P", help="the policy whose lockups to explain")
+    ex.add_argument("--against", metavar="Q", help="explain where P locks up and Q does not (same cell and seed)")
+    ex.add_argument("--sweep-file", metavar="SWEEP.yaml",
+                    help="the sweep file: with a saltelli sample design, adds Sobol indices")
+    ex.add_argument("--box", type=int, metavar="I", help="report box I of the peeling trajectory (default: best F1)")
+    ex.add_argument("--plots", metavar="DIR", help="where to write the PNGs (default: explain-<sweep>/)")
+    ex.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ex.add_argument("--no-mlflow", action="store_true", help="do not log to the sweep's MLflow parent run")
 
     sub.add_parser("policies", help="list the policies the model knows")
 
@@ -169,14 +187,15 @@ def _declared_policies(output: str, sweep: str) -> list[str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.analysis.report import format_table, format_text, policy_table, resolve_column
+    from sweeps.analysis.report import format_table, format_text, policy_table, resolve_column, stored_horizon
     from sweeps.analysis.summary import INTERVAL_NOTE
     from sweeps.storage.dataset import pick_sweep
 
     name = pick_sweep(args.output, args.sweep)
     df, sel, left_out = _selected(args.output, name, args.all_executions, exclude=("scenario_json",))
     policies = _declared_policies(args.output, name)
-    table = policy_table(df, by=args.by, policies=policies)
+    table = policy_table(df, by=args.by, policies=policies,
+                         horizon_s=stored_horizon(args.output, name))
     by_cols = [resolve_column(df, k) for k in args.by]
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
@@ -238,12 +257,96 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from sweeps.storage.dataset import pick_sweep
 
     name = pick_sweep(args.output, args.sweep)
-    df, sel, _ = _selected(args.output, name, args.all_executions,
-                           columns=["policy", "cell_id", "replicate", "lockup", "status"])
+    cols = ["policy", "cell_id", "replicate", "lockup", "status"]
+    if args.by:
+        from sweeps.spec.identity import param_column
+
+        cols.append(param_column(args.by))
+    import pyarrow as pa
+
+    try:
+        df, sel, _ = _selected(args.output, name, args.all_executions, columns=cols)
+    except (pa.ArrowInvalid, KeyError):
+        if args.by:
+            raise UsageError(f"--by: {args.by}: no such key column in sweep {name}") from None
+        raise
     d = compare_policies(df, args.a, args.b)  # an unknown policy: InputError, exit 2
     print(f"sweep {name}: {args.a} vs {args.b} over {d.n_pairs} paired (cell, replicate) rows; {sel.header}")
     print(f"  P(lockup | {args.a}) - P(lockup | {args.b}) = {d.diff:+.4f}  95% CI [{d.low:+.4f}, {d.high:+.4f}]")
     print(f"  discordant pairs: {args.a} only {d.b}, {args.b} only {d.c};  McNemar exact p = {d.p_value:.4g}")
+    print(_pairing_text(df, args.a, args.b))
+    if args.by:
+        from sweeps.analysis.report import compare_by, format_table
+
+        table = compare_by(df, args.a, args.b, args.by, args.adjust)
+        label = {"holm": "Holm (family-wise error rate)", "fdr_bh": "Benjamini-Hochberg (false discovery rate)"}
+        import textwrap
+
+        print()
+        print(textwrap.fill(f"by {args.by}: McNemar p per value; p_adj: {label[args.adjust]} over the "
+                            f"{len(table)} values (statsmodels); significant = p_adj <= 0.05; intervals "
+                            f"are per-value 95 %", width=72, break_on_hyphens=False))
+        print(format_table(table))
+    return EXIT_OK
+
+
+def _pairing_text(df, a: str, b: str) -> str:
+    from sweeps.analysis.report import compare_pairing_gain
+
+    g = compare_pairing_gain(df, a, b)
+    if g.n_pairs == 0 or g.ratio != g.ratio:
+        return "  pairing: no variance to compare (no lockup in either policy)"
+    return (f"  pairing: the shared seeds leave {g.ratio:.2f} [{g.low:.2f}, {g.high:.2f}] of the variance\n"
+            f"  independent seeds would give the difference; those would need\n"
+            f"  {1 / g.ratio:.1f}x the runs for the same interval width")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from sweeps.storage.dataset import pick_sweep, read_sweep
+
+    name = pick_sweep(args.output, args.sweep)
+    design = None
+    if args.sweep_file:
+        from sweeps.spec.grid import sample_design
+        from sweeps.run.runner import load_sweep_checked
+
+        spec = load_sweep_checked(args.sweep_file, _max_rows(None), True)
+        if spec.name != name:
+            raise UsageError(f"--sweep-file: {args.sweep_file} is sweep {spec.name!r}, not {name!r}")
+        if spec.sample is not None and spec.sample.method == "saltelli":
+            design = sample_design(spec.sample)
+    if args.box is not None and args.box < 0:
+        raise UsageError("--box: must be >= 0")
+    df = read_sweep(args.output, name, exclude=("scenario_json",))
+    from sweeps.analysis import explain as X
+
+    try:
+        e = X.explain(df, args.policy, args.against, sweep=name, select=args.box, saltelli_design=design)
+    except InputError as exc:  # no such policy, no lockup to explain, a design point not run yet
+        raise UsageError(f"--policy: {exc}" if "policy" in str(exc) else str(exc)) from None
+    text = X.format_explanation(e)
+    if args.sweep_file and design is None:
+        text += "\n\n(no Sobol indices: the sweep's sample design is not saltelli)"
+    print(text)
+    plots = Path(args.plots or f"explain-{name}")
+    figures = X.explanation_figures(e, plots)
+    print("\nplots: " + ", ".join(str(p) for p in figures))
+    if not args.no_mlflow:
+        from sweeps.tracking.explain_log import log_explanation
+
+        eids = sorted((str(v) for v in df["execution_id"].dropna().unique()), reverse=True)
+        stem = args.policy if args.against is None else f"{args.policy}_not_{args.against}"
+        try:
+            run_id = log_explanation(args.mlflow_uri, name, eids, text, figures, X.explanation_metrics(e),
+                                     f"explain_{stem}")
+        except Exception as exc:  # the text and PNGs are out already; a tracking failure is said, not fatal
+            print(f"oomsweep explain: MLflow not updated: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        if run_id is None:
+            print(f"oomsweep explain: no MLflow parent run of sweep {name!r}; nothing logged "
+                  f"(log the sweep first: oomsweep log {args.output} --sweep {name})", file=sys.stderr)
+        else:
+            print(f"logged to MLflow parent run {run_id} (artifacts under explain/)")
     return EXIT_OK
 
 
@@ -304,6 +407,7 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "compare": cmd_compare,
+    "explain": cmd_explain,
     "policies": cmd_policies,
     "validate": cmd_validate,
     "log": cmd_log,

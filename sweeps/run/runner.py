@@ -38,7 +38,8 @@ from sweeps.storage.provenance import provenance
 
 DEFAULT_MAX_ROWS = 1_000_000
 # What the per-policy table needs (scenario_json and the rest stay unread).
-SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over")
+SUMMARY_COLUMNS = ("policy", "status", "lockup", "max_stall_s", "kills", "handed_over", "sim_time_s",
+                   "victims_pending_at_end")
 
 
 @dataclass(frozen=True)
@@ -604,7 +605,7 @@ def _replicates_text(spec: Any) -> str:
     if not spec.replicate_start:
         return f"{spec.replicates} replicates"
     first = spec.replicate_start
-    return (f"{spec.replicates} replicates (block {first // spec.replicates}: replicates "
+    return (f"{spec.replicates} replicates (block {first // spec.replicates}: "
             f"{first}..{first + spec.replicates - 1})")
 
 
@@ -905,11 +906,14 @@ def _final_table(output: Path, spec: Any, plan: Plan, out: TextIO):
     from sweeps.analysis.report import format_table, policy_table
     from sweeps.analysis.summary import INTERVAL_NOTE
 
-    df = _current_rows(output, spec, plan, columns=SUMMARY_COLUMNS)
+    varied = list(spec.grid) + (list(spec.sample.params) if spec.sample else [])
+    columns = SUMMARY_COLUMNS + (("horizon_s",) if "horizon_s" in varied else ())
+    df = _current_rows(output, spec, plan, columns=columns)
     if df.empty:
         _print("no rows stored", out)
         return None
-    table = policy_table(df, policies=[p.label for p in spec.policies])
+    table = policy_table(df, policies=[p.label for p in spec.policies],
+                         horizon_s=spec.base.get("horizon_s"))
     _print(f"{covers_text(spec, len(df))}\n{format_table(table)}\n({INTERVAL_NOTE})", out)
     return table
 

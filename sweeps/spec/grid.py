@@ -6,11 +6,14 @@ the base with one point's values applied, identified by `sweeps.spec.identity.ce
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from sweeps.errors import SweepError
 from sweeps.spec.identity import cell_id
 from sweeps.spec.keypath import apply_params
 from sweeps.spec.model import SampleSpec, SweepSpec
@@ -18,6 +21,8 @@ from sweeps.spec.model import SampleSpec, SweepSpec
 __all__ = [
     "Cell",
     "axes",
+    "SAMPLE_METHODS",
+    "sample_design",
     "sample_points",
     "grid_points",
     "expand_cells",
@@ -58,42 +63,84 @@ def axes(spec: "SweepSpec") -> list[list[tuple[tuple[str, Any], ...]]]:
     return out
 
 
-def sample_points(sample: "SampleSpec | None") -> list[dict[str, Any]]:
-    """The sample points of a SampleSpec, deterministic in its seed.
+SAMPLE_METHODS = ("lhs", "random", "sobol", "saltelli")
 
-    lhs: one value in each of n equal strata per parameter, strata paired at random (McKay 1979);
-    random: independent uniform draws. Ranges: uniform [lo, hi], loguniform [lo, hi] (lo > 0),
-    int [lo, hi] (inclusive).
-    """
-    if sample is None or sample.n == 0 or not sample.params:
-        return []
+
+def _unit_design(sample: "SampleSpec") -> "Any":
+    """The design in the unit cube, one column per parameter, in the order of sample.params."""
     import numpy as np
 
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(sample.seed)))
+    d = len(sample.params)
     n = sample.n
-    keys = list(sample.params)
-    unit = np.empty((n, len(keys)))
-    for j in range(len(keys)):
+    if sample.method == "saltelli":
+        from SALib.sample import sobol as salib_sobol
+
+        problem = {"num_vars": d, "names": list(sample.params), "bounds": [[0.0, 1.0]] * d}
+        # N (D + 2) points: A, B and the D matrices A with column i from B (Saltelli 2010); no
+        # second-order indices. Scrambled Sobol' sequence, seeded.
+        return salib_sobol.sample(problem, n, calc_second_order=False, scramble=True, seed=sample.seed)
+    if sample.method == "sobol":
+        from scipy.stats import qmc
+
+        return qmc.Sobol(d, scramble=True, seed=sample.seed).random(n)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(sample.seed)))
+    unit = np.empty((n, d))
+    for j in range(d):
         if sample.method == "lhs":
             unit[:, j] = (rng.permutation(n) + rng.random(n)) / n
         else:
             unit[:, j] = rng.random(n)
-    points: list[dict[str, Any]] = []
-    for i in range(n):
-        point: dict[str, Any] = {}
-        for j, key in enumerate(keys):
-            (kind, (lo, hi)), = sample.params[key].items()
-            u = float(unit[i, j])
-            if kind == "uniform":
-                point[key] = float(lo + u * (hi - lo))
-            elif kind == "loguniform":
-                point[key] = float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
-            elif kind == "int":
-                point[key] = int(min(hi, lo + math.floor(u * (hi - lo + 1))))
-            else:  # parse_sweep rejects other kinds; keep the function total for hand-built specs
-                raise _error(f"sample.params.{key}", f"unknown range kind {kind!r}")
-        points.append(point)
-    return points
+    return unit
+
+
+def _from_unit(key: str, rng: dict, u: float) -> Any:
+    (kind, arg), = rng.items()
+    if kind == "choice":
+        return copy.deepcopy(arg[min(len(arg) - 1, int(math.floor(u * len(arg))))])
+    lo, hi = arg
+    if kind == "uniform":
+        return float(lo + u * (hi - lo))
+    if kind == "loguniform":
+        return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+    if kind == "int":
+        return int(min(hi, lo + math.floor(u * (hi - lo + 1))))
+    raise SweepError(f"sample.params.{key}", f"unknown range kind {kind!r}")  # parse_sweep rejects it first
+
+
+def sample_design(sample: "SampleSpec | None") -> list[dict[str, Any]]:
+    """Every point of the sample design, in design order, repeats included.
+
+    lhs: one value in each of n equal strata per parameter, strata paired at random (McKay 1979);
+    random: independent uniform draws; sobol: n points of a scrambled Sobol' sequence (scipy.stats.qmc;
+    n a power of 2); saltelli: the n (D + 2) points of Saltelli's design for first-order and total
+    Sobol indices (SALib). Ranges: uniform [lo, hi], loguniform [lo, hi] (lo > 0), int [lo, hi]
+    (inclusive), choice [v1, v2, ...] (a category: the unit interval cut into equal parts).
+    With choice or int keys, a design can name one point twice (a Saltelli matrix that takes a
+    column from B where B has the same category as A): see sample_points().
+    """
+    if sample is None or sample.n == 0 or not sample.params:
+        return []
+    unit = _unit_design(sample)
+    keys = list(sample.params)
+    return [
+        {key: _from_unit(key, sample.params[key], float(unit[i, j])) for j, key in enumerate(keys)}
+        for i in range(unit.shape[0])
+    ]
+
+
+def sample_points(sample: "SampleSpec | None") -> list[dict[str, Any]]:
+    """The distinct points of the sample design, in order of first appearance (deterministic in
+    the seed). Each becomes one cell per grid point: a point named twice by the design is one
+    scenario, so one cell_id, run once; analyses that need the design (Sobol indices) map the design
+    back to its points with sample_design()."""
+    seen: set[str] = set()
+    out = []
+    for point in sample_design(sample):
+        text = json.dumps(point, sort_keys=True, default=str)
+        if text not in seen:
+            seen.add(text)
+            out.append(point)
+    return out
 
 
 def canonical_scenario(d: dict) -> dict:
@@ -135,5 +182,10 @@ def count_cells(spec: "SweepSpec") -> int:
     """Number of cells expand_cells() yields, without expanding them."""
     n = math.prod(len(axis) for axis in axes(spec))
     if spec.sample is not None and spec.sample.n > 0 and spec.sample.params:
-        n *= spec.sample.n
+        if spec.sample.method in ("lhs", "random") and not any(
+            "choice" in r or "int" in r for r in spec.sample.params.values()
+        ):
+            n *= spec.sample.n  # continuous draws: no two points alike
+        else:
+            n *= len(sample_points(spec.sample))
     return n

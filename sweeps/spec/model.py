@@ -54,7 +54,7 @@ class Adaptive:
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """Random or Latin-hypercube points over parameter ranges, crossed with the grid."""
+    """Points of a sample design (lhs, random, sobol, saltelli) over numeric ranges and categories, crossed with the grid."""
 
     method: str
     n: int

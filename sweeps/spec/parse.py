@@ -38,7 +38,8 @@ TOP_LEVEL_KEYS = ("name", "base", "grid", "zip", "sample", "policies", "replicat
 _REQUIRED = ("name", "base", "policies", "replicates")
 _SAMPLE_KEYS = ("method", "n", "seed", "params")
 _MLFLOW_KEYS = ("experiment", "max_cell_runs")
-_RANGE_KINDS = ("uniform", "loguniform", "int")
+_RANGE_KINDS = ("uniform", "loguniform", "int", "choice")
+_SAMPLE_METHODS = ("lhs", "random", "sobol", "saltelli")
 
 
 # ------------------------------------------------------------------ values
@@ -241,14 +242,18 @@ def _parse_sample(raw: Any, base: dict, grid: dict[str, tuple], sweep_seed: int)
         return None
     _check_keys(_mapping(raw, "sample"), _SAMPLE_KEYS, "sample")
     m = _validate(_SampleModel, raw, "sample")
-    if m.method not in ("lhs", "random"):
-        raise SweepError("sample.method", f"must be 'lhs' or 'random', got {m.method!r}{_closest(m.method, ('lhs', 'random'))}")
+    if m.method not in _SAMPLE_METHODS:
+        raise SweepError("sample.method", f"must be 'lhs', 'random', 'sobol' or 'saltelli', got {m.method!r}"
+                         f"{_closest(m.method, _SAMPLE_METHODS)}")
     if m.n == 0 and not m.params:
         return None
     if m.n == 0:
         raise SweepError("sample.n", "must be >= 1 when sample.params is given")
     if not m.params:
         raise SweepError("sample.params", "must name at least one key when sample.n > 0")
+    if m.method in ("sobol", "saltelli") and m.n & (m.n - 1):
+        raise SweepError("sample.n", f"must be a power of 2 for method {m.method} (a Sobol' sequence "
+                         f"loses its balance otherwise), got {m.n}")
     params: dict[str, dict] = {}
     for key, rng in m.params.items():
         path = f"sample.params.{key}"
@@ -262,10 +267,20 @@ def _parse_sample(raw: Any, base: dict, grid: dict[str, tuple], sweep_seed: int)
                 raise SweepError(path, f"also varied by grid key '{g}': vary it in one place")
         rng = _mapping(rng, path)
         if len(rng) != 1:
-            raise SweepError(path, f"must be one of {{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}, {{int: [lo, hi]}}")
+            raise SweepError(path, "must be one of {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {int: [lo, hi]}, "
+                             "{choice: [v1, v2, ...]}")
         (kind, bounds), = rng.items()
         if kind not in _RANGE_KINDS:
             raise SweepError(f"{path}.{kind}", f"unknown range kind{_closest(kind, _RANGE_KINDS)}")
+        if kind == "choice":
+            if not (isinstance(bounds, list) and len(bounds) >= 2):
+                raise SweepError(f"{path}.choice", f"must be a list of at least two values, got {bounds!r}")
+            texts = [canonical_json(v) for v in bounds]
+            for i, t in enumerate(texts):
+                if texts.index(t) != i:
+                    raise SweepError(f"{path}.choice[{i}]", f"duplicate value {bounds[i]!r} (also at [{texts.index(t)}])")
+            params[key] = {"choice": list(bounds)}
+            continue
         if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds)):
             raise SweepError(f"{path}.{kind}", f"must be [lo, hi] (two numbers), got {bounds!r}")
         lo, hi = bounds

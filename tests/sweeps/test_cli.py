@@ -254,6 +254,50 @@ def test_plain_progress_lines_and_summary():
     assert lines[-1].startswith("oomsweep: done: rows=25 failed=1 skipped=5") and lines[-1].endswith("a=2 b=1")
 
 
+@pytest.mark.slow
+def test_explain_on_a_small_saltelli_sweep_prints_a_box_and_logs_to_mlflow(write_sweep, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(
+        tmp_path, name="disc", grid={}, policies=["handoff_rfc_v2", "upstream_4_19"], replicates=2,
+        sample={"method": "saltelli", "n": 4, "seed": 3, "params": {
+            "reaper.busy_elsewhere_p": {"uniform": [0.0, 0.3]},
+            "victim.sched_at_handover": {"choice": ["unchanged", "idle"]},
+        }},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["run", str(path), "--serial", "--mlflow-uri", uri]) == 0
+    capsys.readouterr()
+    argv = ["explain", "results", "--policy", "handoff_rfc_v2", "--against", "upstream_4_19",
+            "--sweep-file", str(path), "--plots", "plots", "--mlflow-uri", uri]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "PRIM" in out and "keys ranked" in out and "Sobol indices" in out
+    assert (tmp_path / "plots" / "prim_tradeoff_handoff_rfc_v2_not_upstream_4_19.png").stat().st_size > 0
+    run_id = out.split("logged to MLflow parent run ")[1].split()[0]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    names = {a.path for a in client.list_artifacts(run_id, "explain")}
+    assert "explain/explain_handoff_rfc_v2_not_upstream_4_19.txt" in names
+    assert "explain/prim_tradeoff_handoff_rfc_v2_not_upstream_4_19.png" in names
+    metrics = client.get_run(run_id).data.metrics
+    assert 0 < metrics["explain.handoff_rfc_v2_not_upstream_4_19.box_density"] <= 1
+    assert client.get_run(run_id).data.tags["oomsweep.role"] == "parent"
+    # bad input: one line, exit 2, before any work
+    assert main(["explain", "results", "--policy", "handoff_rfc_v3", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "handoff_rfc_v3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_by_says_the_adjustment(stored, capsys):
+    capsys.readouterr()
+    assert main(["compare", "results", "upstream_4_19", "timeout_backoff", "--by", "victim.sched_at_handover",
+                 "--adjust", "fdr_bh"]) == 0
+    out = capsys.readouterr().out
+    assert "Benjamini-Hochberg" in out and "p_adj" in out and "idle" in out and "unchanged" in out
+    assert "pairing" in out
+    assert main(["compare", "results", "upstream_4_19", "timeout_backoff", "--by", "victim.sched_at_handovr"]) == 2
+
 # ---------------------------------------------------------------------------------------------
 # A bug is not bad input; a closed stdout is not an error
 

@@ -62,7 +62,7 @@ def test_quick_sweep_end_to_end(ray_session, write_sweep, tmp_path, monkeypatch)
     for policy, n, lockups, median_stall, mean_kills in rows:
         assert table.loc[policy, "n"] == n == 20
         assert table.loc[policy, "lockups"] == lockups
-        assert table.loc[policy, "p"] == pytest.approx(lockups / n)
+        assert table.loc[policy, "lockup_probability"] == pytest.approx(lockups / n)
         assert table.loc[policy, "median_stall_s"] == pytest.approx(median_stall)
         assert table.loc[policy, "mean_kills"] == pytest.approx(mean_kills)
     for policy in rows:

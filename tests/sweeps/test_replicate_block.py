@@ -32,7 +32,7 @@ def test_blocks_add_fresh_replicates_and_a_rerun_adds_nothing(sweep, tmp_path, c
 
     assert main(["run", str(sweep), "--serial", "--no-mlflow", "--replicate-block", "3"]) == 0
     err = capsys.readouterr().err
-    assert "block 3: replicates 6..7" in err and "0 stored, 8 to run" in err
+    assert "2 replicates (block 3: 6..7)" in err and "0 stored, 8 to run" in err
     rows = _rows(tmp_path)
     assert len(rows) == 2 * len(first)
     new = [r for r in rows if r["replicate"] >= 2]

@@ -169,3 +169,55 @@ def test_categorical_policy_column_as_read_from_hive_partitions() -> None:
     pd.testing.assert_frame_equal(policy_table(cat), policy_table(df))
     assert compare_policies(cat, "a", "b") == compare_policies(df, "a", "b")
 
+
+# ------------------------------------------------------------------ compare --by, pairing, censoring
+
+
+def test_compare_by_adjusts_over_the_values() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from explain_synthetic import synthetic_rows
+    from sweeps.analysis.report import compare_by
+    from sweeps.analysis.stats import adjust_p_values
+
+    rows = synthetic_rows(cells=300, replicates=4, seed=2)
+    for method in ("holm", "fdr_bh"):
+        t = compare_by(rows, "fragile", "sturdy", "victim.sched_at_handover", method).set_index(
+            "victim.sched_at_handover")
+        assert list(t.index) == ["idle", "unchanged"]
+        assert t.loc["idle", "significant"] and not t.loc["unchanged", "significant"]
+        assert t["p_adj"].tolist() == pytest.approx(adjust_p_values(t["p"].tolist(), method))
+        assert (t["p_adj"] >= t["p"] - 1e-15).all()
+        both = compare_policies(rows, "fragile", "sturdy")
+        assert t["n_pairs"].sum() == both.n_pairs and t["a_only"].sum() == both.b
+    with pytest.raises(ValueError, match="holm"):
+        compare_by(rows, "fragile", "sturdy", "victim.sched_at_handover", "bonferonni")
+
+
+def test_pairing_gain_on_common_random_numbers() -> None:
+    from sweeps.analysis.report import compare_pairing_gain
+
+    g = compare_pairing_gain(make_rows(), "a", "b")
+    # b locks up whenever a does: the paired variance is the discordant share only, far below
+    # the independent one
+    assert g.ratio < 0.6 and g.high < 1.0
+
+
+def test_censored_stalls_and_km_median_in_the_table() -> None:
+    from sweeps.analysis.report import stall_censored
+
+    df = pd.DataFrame({
+        "policy": ["p"] * 4, "status": "ok", "cell_id": "c",
+        "lockup": [True, True, True, False], "max_stall_s": [100.0, 100.0, 30.0, 1.0],
+        "sim_time_s": [120.0, 120.0, 120.0, 3.0], "victims_pending_at_end": [1, 1, 0, 0],
+        "kills": 1, "handed_over": False,
+    })
+    cens = stall_censored(df, 120.0)
+    assert cens.tolist() == [True, True, True, False]
+    row = policy_table(df, horizon_s=120.0).iloc[0]
+    assert row["censored"] == 3 and row["median_stall_km_s"] == math.inf
+    assert row["median_stall_s"] == pytest.approx(65.0)  # the plain median of the observed values
+    assert "> horizon" in format_table(policy_table(df, horizon_s=120.0))
+    assert math.isnan(policy_table(df.drop(columns="sim_time_s")).iloc[0]["median_stall_km_s"])

@@ -192,9 +192,19 @@ BAD: list[tuple[str, dict, str, str]] = [
      "sample.params.machine.rt_runtime_share", "also varied by grid key"),
     ("sample bounds", with_(sample={"n": 2, "params": {"costs.exit_ms": {"uniform": [1, 0]}}}),
      "sample.params.costs.exit_ms.uniform", "lo < hi"),
-    ("sample method", with_(sample={"method": "sobol", "n": 2, "params": {"costs.exit_ms": {"uniform": [0, 1]}}}),
-     "sample.method", "'lhs' or 'random'"),
+    ("sample method", with_(sample={"method": "halton", "n": 2, "params": {"costs.exit_ms": {"uniform": [0, 1]}}}),
+     "sample.method", "'sobol' or 'saltelli'"),
     ("sample no params", with_(sample={"n": 2}), "sample.params", "at least one key"),
+    ("sobol n", with_(sample={"method": "sobol", "n": 6, "params": {"costs.exit_ms": {"uniform": [0, 1]}}}),
+     "sample.n", "power of 2"),
+    ("saltelli n", with_(sample={"method": "saltelli", "n": 12, "params": {"costs.exit_ms": {"uniform": [0, 1]}}}),
+     "sample.n", "power of 2"),
+    ("choice one value", with_(sample={"n": 2, "params": {"machine.preempt": {"choice": ["full"]}}}),
+     "sample.params.machine.preempt.choice", "at least two values"),
+    ("choice duplicate", with_(sample={"n": 2, "params": {"machine.preempt": {"choice": ["full", "none", "full"]}}}),
+     "sample.params.machine.preempt.choice[2]", "duplicate value 'full'"),
+    ("choice bad value", with_(sample={"n": 8, "params": {"machine.preempt": {"choice": ["full", "rt"]}}}),
+     "sample.params.machine.preempt", "is not a valid scenario"),
     ("sample bad point", with_(sample={"n": 3, "params": {"machine.cpus": {"int": [0, 2]}}}),
      "sample.params.machine.cpus", "is not a valid scenario"),
     ("mlflow typo", with_(mlflow={"experimnt": "x"}), "mlflow.experimnt", "did you mean 'experiment'"),
@@ -300,3 +310,28 @@ def test_real_registry_labels_and_option_errors() -> None:
     with pytest.raises(SweepError) as e:
         parse_sweep(with_(policies=[{"timeout_backoff": {"timeot_s": 1}}]), Path("."))
     assert e.value.path == "policies[0].timeout_backoff.timeot_s" and "did you mean 'timeout_s'" in str(e.value)
+
+
+def test_sample_designs_over_numeric_and_categorical_keys() -> None:
+    params = {
+        "reaper.busy_elsewhere_p": {"uniform": [0.0, 0.1]},
+        "machine.preempt": {"choice": ["none", "voluntary", "full"]},
+        "reaper.cpus": {"choice": ["all", [0]]},
+        "costs.exit_ms": {"loguniform": [0.01, 1.0]},
+    }
+    for method, n in (("lhs", 12), ("random", 12), ("sobol", 16), ("saltelli", 8)):
+        spec = parse(with_(grid={"victim.sched_at_handover": ["unchanged", "idle"]},
+                           sample={"method": method, "n": n, "params": params}))
+        got = list(expand_cells(spec, "v"))
+        assert count_cells(spec) == len(got)
+        assert len({c.cell_id for c in got}) == len(got)  # exactly once: no two cells alike
+        values = {tuple(map(str, (c.params["machine.preempt"], c.params["reaper.cpus"]))) for c in got}
+        assert {v[0] for v in values} == {"none", "voluntary", "full"} and {v[1] for v in values} == {"all", "[0]"}
+        assert all(c.scenario["reaper"]["cpus"] in ("all", [0]) for c in got)
+        assert list(expand_cells(spec, "v")) == got  # deterministic in the seed
+    # lhs strata: each category gets n/3 points
+    spec = parse(with_(grid={}, sample={"method": "lhs", "n": 12, "params": params}))
+    counts = {}
+    for c in expand_cells(spec, "v"):
+        counts[c.params["machine.preempt"]] = counts.get(c.params["machine.preempt"], 0) + 1
+    assert counts == {"none": 4, "voluntary": 4, "full": 4}

@@ -308,3 +308,47 @@ def test_kaplan_meier_without_censoring_is_the_empirical_survival() -> None:
 def test_kaplan_meier_all_censored_or_empty_has_no_step() -> None:
     assert kaplan_meier([119.0, 119.5], [True, True]).t == ()
     assert kaplan_meier([math.nan], [False]).n == 0
+# ------------------------------------------------------------------ censoring, pairing, multiplicity
+
+
+def test_censored_quantile_is_kaplan_meier() -> None:
+    from sweeps.analysis.stats import censored_quantile
+
+    # no censoring: the KM median is the smallest t with S(t) <= 1/2, an order statistic
+    assert censored_quantile([3.0, 1.0, 2.0, 4.0], [False] * 4, 0.5) == 2.0
+    # 1, 2, 3 observed; two stalls cut at 5: S = 0.8, 0.6, 0.4 after 1, 2, 3 -> median 3
+    assert censored_quantile([1, 2, 3, 5, 5], [0, 0, 0, 1, 1], 0.5) == 3.0
+    # censoring before an event moves the estimate: 1 observed, 2 censored, 3 and 4 observed:
+    # S(1) = 3/4, S(3) = 3/4 * 1/2 = 3/8 -> median 3 (the naive median of all values is 3 too, the
+    # 0.25-quantile separates them: KM says 1, not 2)
+    assert censored_quantile([1, 2, 3, 4], [0, 1, 0, 0], 0.25) == 1.0
+    assert censored_quantile([1, 2, 3, 4], [0, 1, 0, 0], 0.5) == 3.0
+    # more than half cut off: the median is beyond the horizon
+    assert censored_quantile([1, 120, 120], [0, 1, 1], 0.5) == math.inf
+    assert math.isnan(censored_quantile([], [], 0.5))
+
+
+def test_pairing_gain_measures_what_shared_seeds_save() -> None:
+    import numpy as np
+
+    from sweeps.analysis.stats import pairing_gain
+
+    same = pairing_gain(30, 0, 0, 70)
+    assert same.ratio == 0.0 and same.var_independent == pytest.approx(2 * 0.3 * 0.7)
+    rng = np.random.default_rng(3)
+    a, b = rng.random(4000) < 0.3, rng.random(4000) < 0.2  # independent: no gain
+    e, f, g = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+    ind = pairing_gain(e, f, g, 4000 - e - f - g)
+    assert ind.low <= 1.0 <= ind.high and 0.9 < ind.ratio < 1.1
+    # the per-pair variance of the difference is what the paired interval uses
+    d = paired_difference_counts(e, f, g, 4000 - e - f - g)
+    assert ind.var_paired == pytest.approx(((f + g) / 4000) - d.diff ** 2)
+
+
+def test_adjust_p_values_holm_and_benjamini_hochberg() -> None:
+    from sweeps.analysis.stats import adjust_p_values
+
+    assert adjust_p_values([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06])
+    assert adjust_p_values([0.01, 0.04, 0.03], "fdr_bh") == pytest.approx([0.03, 0.04, 0.04])
+    out = adjust_p_values([0.01, None, 0.5], "holm")
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)

@@ -1,0 +1,485 @@
+"""The calibration kernels built by infra/kernels/build.sh, and what their instruments print.
+
+Why it is built this way:
+- A kernel is named (`5.10-oomsweep`), not a path: its manifest (written by build.sh next to the
+  image) says what it was built from and what it can do: CONFIG_HZ and the preemption model (fixed
+  at build time on 5.10, which has no PREEMPT_DYNAMIC), the `oomsweep.policy=` values its patch
+  series implements, its test instruments, and the patch set's hash that every row carries.
+- A policy the kernel does not implement is refused before any boot (the kernel itself would only
+  print "oomsweep: unknown parameter value" and run its default, which must never become a row).
+  The definition file (infra/kernels/defs/NAME.env) answers that even before the kernel is built.
+- The kernel's instruments are parsed here, not in the 6.1 parser: "Handed over N to exit path."
+  (Handa's printk, one per handover the reaper made), "oomsweep: MMF_OOM_SKIP pid=N by=exit|reaper"
+  (who set the flag on each victim, exactly) and "oomsweep: policy=..." (what the kernel ran).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeps.errors import InputError
+
+INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
+BUILD_SH = INFRA / "build.sh"
+
+_HANDED = re.compile(r"Handed over (\d+) to exit path\.")
+_SKIP = re.compile(r"oomsweep: MMF_OOM_SKIP pid=(\d+) by=(\w+)")
+_POLICY = re.compile(r"oomsweep: policy=(\S+) skip_after=(\S+) sched_at_handover=(\S+)")
+_HANDOVER_POINT = re.compile(r"oomsweep: handover point pid=(\d+)")
+_UNKNOWN = re.compile(r"oomsweep: unknown parameter value '([^']*)'")
+_LINE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
+
+SCHED_AT_HANDOVER = ("unchanged", "idle")
+SKIP_AFTER = ("pgtables", "close")
+
+
+class KernelError(InputError):
+    """A kernel name, policy or option the built kernels cannot serve (refused before booting)."""
+
+    label = "refused"
+
+
+def cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oomsweep" / "kernels"
+    return Path(os.environ.get("OOMSWEEP_KERNELS_CACHE", default))
+
+
+def defined() -> dict[str, dict[str, str]]:
+    """NAME -> the variables of infra/kernels/defs/NAME.env (what build.sh would build)."""
+    out = {}
+    for f in sorted((INFRA / "defs").glob("*.env")):
+        env: dict[str, str] = {}
+        for line in f.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+            env[k] = " ".join(shlex.split(v))
+        out[f.stem] = env
+    return out
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A built kernel, from its manifest.json."""
+
+    name: str
+    image: Path
+    release: str
+    hz: int
+    preempt: str  # "full" | "voluntary" | "none": CONFIG_PREEMPT*, what every boot runs
+    preempt_dynamic: bool
+    policies: tuple[str, ...]
+    instruments: tuple[str, ...]
+    patch_hash: str
+    build_hash: str
+    sched_features: str
+
+    @property
+    def default_policy(self) -> str:
+        return self.policies[0] if self.policies else ""
+
+    def check(self, policy: str | None, sched_at_handover: str = "unchanged", skip_after: str = "pgtables") -> str:
+        """The policy to boot (default: the kernel's own); refuses what this kernel does not have."""
+        policy = policy or self.default_policy
+        if policy not in self.policies:
+            raise KernelError(f"--kernel-policy: {self.name} has no policy {policy!r} "
+                              f"(it has: {', '.join(self.policies)})")
+        if sched_at_handover not in SCHED_AT_HANDOVER:
+            raise KernelError(f"victim.sched_at_handover: {sched_at_handover!r} is not one of {SCHED_AT_HANDOVER}")
+        if sched_at_handover != "unchanged" and "sched_at_handover" not in self.instruments:
+            raise KernelError(f"victim.sched_at_handover: {self.name} has no oomsweep.sched_at_handover= hack")
+        if skip_after not in SKIP_AFTER:
+            raise KernelError(f"skip_after: {skip_after!r} is not one of {SKIP_AFTER}")
+        if skip_after != "pgtables" and policy != "handoff_rfc_v2":
+            raise KernelError(f"skip_after: {skip_after!r} applies to handoff_rfc_v2 only (policy {policy!r})")
+        return policy
+
+    def cmdline_extra(self, policy: str, sched_at_handover: str = "unchanged", skip_after: str = "pgtables") -> str:
+        """The boot parameters that select the policy and the instruments."""
+        return (f"oomsweep.policy={policy} oomsweep.skip_after={skip_after} "
+                f"oomsweep.sched_at_handover={sched_at_handover}")
+
+
+def load(name: str) -> KernelSpec:
+    """The built kernel NAME (cache_dir()/NAME/manifest.json); a clear error if it is not built."""
+    defs = defined()
+    if name not in defs:
+        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: {', '.join(defs) or 'none'})")
+    manifest = cache_dir() / name / "manifest.json"
+    if not manifest.is_file():
+        raise KernelError(f"--kernel: {name} is not built: run infra/kernels/build.sh {name} "
+                          f"(or `oomsweep kernels build {name}`)")
+    m = json.loads(manifest.read_text())
+    return KernelSpec(
+        name=m["name"], image=Path(m["image"]), release=m["kernel_release"], hz=int(m["hz"]),
+        preempt=m["preempt"], preempt_dynamic=bool(m.get("preempt_dynamic")), policies=tuple(m["policies"]),
+        instruments=tuple(m.get("instruments", ())), patch_hash=m.get("patch_hash", ""),
+        build_hash=m.get("build_hash", ""), sched_features=m.get("sched_features", ""),
+    )
+
+
+def is_name(value: str | None) -> bool:
+    """True if `value` names a kernel of infra/kernels/defs (not a path to an image)."""
+    return bool(value) and "/" not in str(value) and str(value) in defined()
+
+
+def match_scenario(scenario: dict, spec: KernelSpec) -> tuple[dict, list[str]]:
+    """--match-kernel for a built kernel: machine.hz, machine.softirq and (no PREEMPT_DYNAMIC) machine.preempt."""
+    from sweeps.calibrate.translate import KernelFacts, match_kernel
+
+    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz))
+    if not spec.preempt_dynamic and sc["machine"].get("preempt") != spec.preempt:
+        changes.append(f"machine.preempt: {sc['machine'].get('preempt')!r} -> {spec.preempt!r}")
+        sc["machine"]["preempt"] = spec.preempt
+    return sc, changes
+
+
+def policies_of(name: str) -> tuple[str, ...]:
+    """The policies NAME implements, from its definition (no build needed)."""
+    defs = defined()
+    if name not in defs:
+        raise KernelError(f"--kernel: unknown kernel {name!r} (defined: {', '.join(defs) or 'none'})")
+    return tuple(defs[name].get("POLICIES", "").split())
+
+
+def build(names: list[str] | None = None, *, stream=None) -> int:
+    """Run infra/kernels/build.sh (all kernels, or `names`); its output goes to `stream`'s fd if given."""
+    cmd = [str(BUILD_SH)] + list(names or [])
+    return subprocess.run(cmd).returncode
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """What the patched kernel's own printks say about one boot (times: printk seconds)."""
+
+    policy: str                                 # from "oomsweep: policy=" ("" if the kernel printed none)
+    skip_after: str
+    sched_at_handover: str
+    unknown: tuple[str, ...]                    # values the kernel did not know
+    handed_over: tuple[tuple[float, int], ...]  # (t, pid) of "Handed over N to exit path."
+    skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "kill")
+    handover_points: dict[int, float]           # pid -> t the victim's exit path reached the handover point
+
+    @property
+    def handovers(self) -> int:
+        return len(self.handed_over)
+
+
+def parse_instruments(console: str) -> Instruments:
+    text = console.replace("\r", "")
+    if "@@oomsweep-dmesg-begin" in text:  # the whole kernel log, printed by /init at the end
+        text = text.split("@@oomsweep-dmesg-begin", 1)[1].split("@@oomsweep-dmesg-end", 1)[0]
+    policy = skip_after = sched = ""
+    unknown: list[str] = []
+    handed: list[tuple[float, int]] = []
+    skip: dict[int, tuple[float, str]] = {}
+    points: dict[int, float] = {}
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if not m:
+            continue
+        t, msg = float(m.group(1)), m.group(2)
+        if mm := _HANDED.search(msg):
+            handed.append((t, int(mm.group(1))))
+        elif mm := _SKIP.search(msg):
+            skip.setdefault(int(mm.group(1)), (t, mm.group(2)))
+        elif mm := _HANDOVER_POINT.search(msg):
+            points.setdefault(int(mm.group(1)), t)
+        elif mm := _POLICY.search(msg):
+            policy, skip_after, sched = mm.group(1), mm.group(2), mm.group(3)
+        elif mm := _UNKNOWN.search(msg):
+            unknown.append(mm.group(1))
+    return Instruments(policy, skip_after, sched, tuple(dict.fromkeys(unknown)), tuple(dict.fromkeys(handed)),
+                       skip, points)
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring a scenario on a patched kernel (the reference datasets of calibration/reference/).
+
+_KILLED = re.compile(r"Killed process (\d+) ")
+
+
+def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_after: str = "pgtables",
+              seed: int = 0, match: bool = False):
+    """(plan, cmdline, policy, sched_at_handover) for one boot of `scenario` on `spec`; refuses before booting.
+
+    The scenario's victim.sched_at_handover becomes the kernel's oomsweep.sched_at_handover= (the
+    6.1 translation refuses anything but "unchanged": the stock kernel has no hack); machine.preempt
+    must be the kernel's preemption model, and machine.hz its CONFIG_HZ.
+    """
+    import dataclasses
+
+    from sweeps.calibrate.translate import KernelFacts, translate
+    from sweeps.errors import CalibrationRefused
+
+    facts = KernelFacts(spec.release, spec.hz)
+    if match:  # --match-kernel: machine.hz, machine.softirq (and machine.preempt) become the kernel's
+        scenario, _ = match_scenario(scenario, spec)
+    sched = scenario["victim"]["sched_at_handover"]
+    policy = spec.check(policy, sched, skip_after)
+    if not spec.preempt_dynamic and scenario["machine"]["preempt"] != spec.preempt:
+        raise CalibrationRefused("machine.preempt", f"{scenario['machine']['preempt']!r}: {spec.name} is built with "
+                                 f"preemption model {spec.preempt!r} (no PREEMPT_DYNAMIC on this kernel)")
+    sc = json.loads(json.dumps(scenario))
+    sc["victim"]["sched_at_handover"] = "unchanged"  # the kernel does it: oomsweep.sched_at_handover=
+    plan = translate(sc, facts, seed)
+    sysctls = tuple((spec.sched_features if p == "/sys/kernel/debug/sched/features" and spec.sched_features else p, v)
+                    for p, v in plan.sysctls)
+    plan = dataclasses.replace(plan, sysctls=sysctls)
+    cmdline = plan.cmdline() + " " + spec.cmdline_extra(policy, sched, skip_after)
+    return plan, cmdline, policy, sched
+
+
+def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip_after: str) -> dict:
+    """The handover columns of a kernel row, from the patched kernel's instruments."""
+    ins = parse_instruments(console)
+    text = console.replace("\r", "")
+    if "@@oomsweep-dmesg-begin" in text:
+        text = text.split("@@oomsweep-dmesg-begin", 1)[1]
+    kills: dict[int, float] = {}
+    stall_at = math.inf  # the watchdog's stall declaration: after it, it kills the children itself
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if m and (k := _KILLED.search(m.group(2))):
+            kills.setdefault(int(k.group(1)), float(m.group(1)))
+        elif m and m.group(2).startswith("oomsweep: stall t=") and stall_at == math.inf:
+            stall_at = float(m.group(1))
+    errors = []
+    if ins.unknown:
+        errors.append(f"the kernel did not know {', '.join(ins.unknown)}")
+    if ins.policy and (ins.policy, ins.sched_at_handover) != (policy, sched):
+        errors.append(f"the kernel ran policy={ins.policy} sched_at_handover={ins.sched_at_handover}, "
+                      f"not {policy}/{sched}")
+    if not ins.policy:
+        errors.append("no 'oomsweep: policy=' line: not an oomsweep kernel, or the log was cut")
+    to_handover = [t - kills[p] for t, p in ins.handed_over if p in kills]
+    by = [ins.skip_by[p][1] for p in sorted(kills, key=kills.get) if p in ins.skip_by]
+    return {
+        "kernel": spec.name,
+        "kernel_release": spec.release,
+        "patch_hash": spec.patch_hash,
+        "kernel_policy": policy,
+        "sched_at_handover": sched,
+        "skip_after": skip_after,
+        "handovers": ins.handovers,
+        "kills_before_stall": sum(1 for t in kills.values() if t < stall_at),
+        "handovers_before_stall": sum(1 for t, _ in ins.handed_over if t < stall_at),
+        "handed_over": ins.handovers > 0,
+        "handover_pids": " ".join(str(p) for _, p in ins.handed_over),
+        "kill_to_handover_s": " ".join(f"{d:.3f}" for d in to_handover),
+        "skip_by_first": by[0] if by else "none",
+        "skip_by_exit": by.count("exit"),
+        "skip_by_reaper": by.count("reaper"),
+        "skip_by_timeout": by.count("timeout"),
+        "handover_points": len(ins.handover_points),
+        "instrument_errors": "; ".join(errors),
+    }
+
+
+def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: int, out_dir: str | Path, *,
+            skip_after: str = "pgtables", accel: str = "auto", seed: int = 0, sched_at_handover: str | None = None,
+            boot_timeout: float | None = None, match: bool = False, say=print) -> list[dict]:
+    """Boot `kernel` `runs` times on a scenario; rows (with console excerpts) go to OUT/runs.csv and OUT/logs/.
+
+    The stand-alone driver of the reference datasets; `oomsweep calibrate --kernel` is the
+    dataset-writing path. Row columns: the 6.1 parser's outcome (lockup, kills, stall) plus the
+    instruments' handover columns.
+    """
+    import csv
+    import shlex as _shlex
+    import sys
+    import time
+
+    from oommodel import Scenario
+
+    from sweeps.calibrate import qemu
+    from sweeps.calibrate.kernel_log import KernelLogError, parse_run
+
+    sys.path.insert(0, str(INFRA.parent / "qemu"))
+    from excerpt_log import excerpt  # type: ignore[import-not-found]
+
+    spec = load(kernel)
+    scenario = Scenario.from_yaml(Path(scenario_path)).to_dict()
+    if sched_at_handover is not None:
+        scenario["victim"]["sched_at_handover"] = sched_at_handover
+    plan, cmdline, policy, sched = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed, match=match)
+    accelerator = qemu.choose_accelerator(spec.image, accel)
+    out = Path(out_dir)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    base = qemu.base_initramfs()
+    limit = boot_timeout or 60.0 + 2.0 * plan.horizon_s
+    rows = []
+    for i in range(runs):
+        run_plan, cmdline, _, _ = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed + i,
+                                         match=match)
+        b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
+                      cmdline=cmdline, accelerator=accelerator, limit_s=limit)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
+        (out / "logs" / f"{tag}.log").write_text(excerpt(b.console))
+        row = {"scenario": Path(scenario_path).name, "run": i, "seed": seed + i, "accelerator": accelerator,
+               "wall_s": round(b.wall_s, 1), "status": "ok", "error": ""}
+        row.update(kernel_columns(b.console, spec, policy, sched, skip_after))
+        try:
+            r = parse_run(b.console, plan.groups)
+            o = r.outcome
+            row.update({"lockup": bool(o["lockup"]), "lockup_reason": o["lockup_reason"], "kills": o["kills"],
+                        "max_stall_s": round(o["max_stall_s"], 3), "rcu_stalls": r.rcu_stalls,
+                        "hung_tasks": r.hung_tasks, "rt_throttled": r.rt_throttled, "end_reason": r.end_reason})
+            if r.errors:
+                row.update(status="error", error="; ".join(r.errors))
+            elif r.settings_failed:
+                row.update(status="error", error="kernel settings failed: " + ", ".join(r.settings_failed))
+            elif b.timed_out and not r.end_reason:
+                row.update(status="timeout", error=f"boot exceeded {limit:.0f} s")
+        except KernelLogError as exc:
+            row.update(status="timeout" if b.timed_out else "error", error=str(exc))
+        if row["instrument_errors"] and row["status"] == "ok":
+            row.update(status="error", error=row["instrument_errors"])
+        row["log"] = f"logs/{tag}.log"
+        row["command"] = " ".join(_shlex.quote(c) for c in b.command)
+        rows.append(row)
+        say(f"boot {i + 1}/{runs} {policy} sched_at_handover={sched} skip_after={skip_after}: {row['status']} "
+            f"lockup={row.get('lockup')} kills={row.get('kills')} handovers={row['handovers']} "
+            f"skip_by_first={row['skip_by_first']} kill->handover={row['kill_to_handover_s'] or '-'} "
+            f"wall {b.wall_s:.0f} s {row['error']}")
+        path = out / "runs.csv"
+        new = not path.exists()
+        fields = list(row)
+        if not new:
+            with path.open() as fh:
+                fields = next(csv.reader(fh))
+        with path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+    return rows
+
+
+def _wilson(k: int, n: int):
+    from sweeps.analysis.stats import wilson
+
+    return wilson(k, n)
+
+
+def summarize(csv_path: str | Path) -> str:
+    """The reference table of a runs.csv: one line per (scenario, policy, sched_at_handover, skip_after).
+
+    n counts boots with status ok; lockups with a Wilson 95 % interval; handovers per kill over all
+    kills of those boots; who set MMF_OOM_SKIP over all victims (the kernel's own printk); kill ->
+    handover times (median and max, s, printk clock).
+    """
+    import csv
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    with Path(csv_path).open() as fh:
+        for r in csv.DictReader(fh):
+            key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
+            groups.setdefault(key, []).append(r)
+    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
+            "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
+            "kill->handover median/max"]
+    rows = [head]
+    for key, rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        n, k = len(ok), sum(r["lockup"] == "True" for r in ok)
+        # kills and handovers before the watchdog's stall declaration (it kills the children itself after)
+        kills = sum(int(r.get("kills_before_stall") or r["kills"] or 0) for r in ok)
+        hand = sum(int(r.get("handovers_before_stall") or r["handovers"] or 0) for r in ok)
+        by_exit = sum(int(r["skip_by_exit"] or 0) for r in ok)
+        by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
+        by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
+        k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
+        ci = _wilson(k, n) if n else None
+        rows.append([
+            key[0], key[1], key[2], key[3], key[4], str(n), str(len(rs) - n), str(k),
+            f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
+            f"{hand / kills:.3f}" if kills else "-",
+            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else ""),
+            f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-|-".join("-" * w for w in widths))
+    note = "\n\n* before the watchdog's stall declaration (after it the watchdog kills the children itself)."
+    return "\n".join("| " + ln + " |" for ln in lines) + note
+
+
+def rescan(csv_path: str | Path) -> int:
+    """Recompute every row's instrument columns from its console excerpt (after a parser change)."""
+    import csv
+
+    path = Path(csv_path)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    fields: list[str] = []
+    for r in rows:
+        console = (path.parent / r["log"]).read_text()
+        spec = KernelSpec(name=r["kernel"], image=Path(), release=r["kernel_release"], hz=0, preempt="",
+                          preempt_dynamic=False, policies=(), instruments=(), patch_hash=r["patch_hash"],
+                          build_hash="", sched_features="")
+        r.update(kernel_columns(console, spec, r["kernel_policy"], r["sched_at_handover"], r["skip_after"]))
+        fields += [k for k in r if k not in fields]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sweeps.calibrate.kernels")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="infra/kernels/build.sh [NAME ...]")
+    b.add_argument("names", nargs="*")
+    m = sub.add_parser("measure", help="boot a built kernel N times on a scenario; CSV + console excerpts")
+    m.add_argument("scenario")
+    m.add_argument("--kernel", required=True)
+    m.add_argument("--policy")
+    m.add_argument("--sched-at-handover", choices=SCHED_AT_HANDOVER, help="override victim.sched_at_handover")
+    m.add_argument("--skip-after", default="pgtables", choices=SKIP_AFTER)
+    m.add_argument("--runs", type=int, default=1)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    m.add_argument("--boot-timeout", type=float)
+    m.add_argument("--match-kernel", action="store_true", help="set machine.hz and machine.softirq to the kernel's")
+    m.add_argument("--out", required=True)
+    t = sub.add_parser("table", help="the reference table of a runs.csv")
+    t.add_argument("csv")
+    r = sub.add_parser("rescan", help="recompute a runs.csv's instrument columns from its console excerpts")
+    r.add_argument("csv")
+    a = p.parse_args(argv)
+    if a.cmd == "rescan":
+        print(f"{rescan(a.csv)} rows rescanned")
+        return 0
+    if a.cmd == "table":
+        print(summarize(a.csv))
+        return 0
+    if a.cmd == "build":
+        return build(a.names)
+    try:
+        rows = measure(a.scenario, a.kernel, a.policy, a.runs, a.out, skip_after=a.skip_after, accel=a.accel,
+                       seed=a.seed, sched_at_handover=a.sched_at_handover, boot_timeout=a.boot_timeout,
+                       match=a.match_kernel)
+    except (KernelError, ValueError) as exc:
+        print(f"refused: {exc}")
+        return 2
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
