@@ -83,7 +83,7 @@ def test_quick_sweep_end_to_end(ray_session, write_sweep, tmp_path, monkeypatch)
             per_policy.setdefault(r.data.tags.get("mlflow.runName", r.info.run_name), r)
     assert len(per_policy) >= 2
     ps = sorted(r.data.metrics["lockup_probability"] for r in per_policy.values())
-    assert ps == sorted(float(table.loc[p, "p"]) for p in table.index)
+    assert ps == sorted(float(table.loc[p, "lockup_probability"]) for p in table.index)
     assert client.list_artifacts(parents[0].info.run_id)  # sweep YAML, tables, plots
 
     # Rerun: nothing new; raising replicates runs only the new rows.
