@@ -321,6 +321,7 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
         run_plan, cmdline, _, _ = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed + i,
                                          match=match)
         b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
+                      smp=run_plan.smp,
                       cmdline=cmdline, accelerator=accelerator, limit_s=limit)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
