@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps.cli import calibrate, history, verify
+    from sweeps.cli import calibrate, calibrate_fit, history, verify
 
     history.register(sub)
     calibrate.register(sub)
+    calibrate_fit.register(sub)
     verify.register(sub)
     return p
 
@@ -413,6 +414,7 @@ COMMANDS = {
     "log": cmd_log,
     "history": lambda args: _lazy("history")(args),
     "calibrate": lambda args: _lazy("calibrate")(args),
+    "calibrate-fit": lambda args: _lazy("calibrate_fit")(args),
     "verify": lambda args: _lazy("verify")(args),
 }
 
@@ -428,15 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["calibrate", "fit"]:  # a sub-command of calibrate, whose first argument is otherwise a file
-        from sweeps.calibrate import fit_command
-
-        try:
-            code = fit_command.main(argv[2:])
-            sys.stdout.flush()
-            return code
-        except BrokenPipeError:
-            return _stdout_closed()
+    if argv[:2] == ["calibrate", "fit"]:  # `calibrate`'s first argument is otherwise a scenario file
+        argv = ["calibrate-fit", *argv[2:]]  # sweeps/cli/calibrate_fit.py
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args)
@@ -454,15 +449,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(Interrupted.label, file=sys.stderr)
         return EXIT_INTERRUPTED
     except OomsweepError as exc:
-        print(f"oomsweep {args.command}: {exc.label}: {one_line(exc)}", file=sys.stderr)
+        print(f"oomsweep {_shown(args)}: {exc.label}: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         from sweeps.spec.oommodel_api import model_input_errors
 
         if isinstance(exc, model_input_errors()):  # a scenario or policy option the model rejects
-            print(f"oomsweep {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            print(f"oomsweep {_shown(args)}: error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise  # a bug of oomsweep: the traceback, and Python's exit 1
+
+
+def _shown(args: argparse.Namespace) -> str:
+    """The command as the user typed it (`calibrate fit` for the parser's `calibrate-fit`)."""
+    return getattr(args, "shown_as", None) or args.command
 
 
 def _stdout_closed() -> int:

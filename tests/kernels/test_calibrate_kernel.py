@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from sweeps.cli.calibrate import register, run
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDA = ROOT / "configs" / "scenarios" / "handa-2018-11-14.yaml"
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    p = argparse.ArgumentParser(prog="oomsweep")
-    register(p.add_subparsers(dest="command"))
-    args = p.parse_args(argv)
-    out, err = io.StringIO(), io.StringIO()
-    return run(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -36,17 +27,17 @@ def built(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_policy_the_kernel_lacks_is_refused_before_booting(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_oom_lock",
+def test_a_policy_the_kernel_lacks_is_refused_before_booting(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_oom_lock",
                          "--match-kernel", "--runs", "1", "--seeds", "0", "--output", str(built / "ds"),
                          "--no-mlflow"])
     assert code == 2 and "no policy 'handoff_oom_lock'" in err, err
     assert not (built / "ds").exists()
 
 
-def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built):
+def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built, oomsweep_cli):
     # --runs 0: translation and refusals only; the model runs the same (hz/softirq/preempt-matched) scenario
-    code, out, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
+    code, out, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
                            "--match-kernel", "--runs", "0", "--seeds", "1", "--output", str(built / "ds"),
                            "--no-mlflow"])
     assert code == 0, err
@@ -54,20 +45,20 @@ def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built):
     assert "kernel 5.10.223-oomsweep-test" in err
 
 
-def test_the_stock_kernel_still_refuses_the_hack(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--runs", "0", "--seeds", "0", "--match-kernel",
+def test_the_stock_kernel_still_refuses_the_hack(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--runs", "0", "--seeds", "0", "--match-kernel",
                          "--output", str(built / "ds"), "--no-mlflow"])
     assert code == 2 and "victim.sched_at_handover" in err
 
 
-def test_kernel_policy_needs_a_built_kernel(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel-policy", "handoff_rfc_v2", "--runs", "0",
+def test_kernel_policy_needs_a_built_kernel(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel-policy", "handoff_rfc_v2", "--runs", "0",
                          "--seeds", "0", "--output", str(built / "ds"), "--no-mlflow"])
     assert code == 2 and "need a kernel built by infra/kernels/build.sh" in err
 
 
-def test_an_unbuilt_kernel_names_the_build_command(tmp_path, monkeypatch):
+def test_an_unbuilt_kernel_names_the_build_command(tmp_path, monkeypatch, oomsweep_cli):
     monkeypatch.setenv("OOMSWEEP_KERNELS_CACHE", str(tmp_path / "empty"))
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
                          "--runs", "1", "--seeds", "0", "--output", str(tmp_path / "ds"), "--no-mlflow"])
     assert code == 2 and "not built: run infra/kernels/build.sh 5.10-oomsweep" in err
