@@ -210,6 +210,44 @@ def test_a_summary_without_a_source_is_refused(tmp_path):
         load_reference(tmp_path)
 
 
+def _one_run_reference(tmp_path: Path, scenario: str, run: dict) -> Path:
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "x.yaml").write_text((SCEN / f"{scenario}.yaml").read_text())
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump({
+        "scenarios": {"x": {"scenario": "scenarios/x.yaml", "runs": [run]}}}))
+    return tmp_path
+
+
+def test_a_run_booted_with_another_topology_than_its_scenario_is_refused(tmp_path):
+    # idle-victim-throttling says shared_llc; a boot with one core per socket had 8 LLCs
+    run = {"id": "a", "summary": {"lockup": False}, "source": "test", "smp": "8,sockets=8,cores=1,threads=1"}
+    with pytest.raises(ReferenceError, match=r"scenarios\.x\.runs\[0\]\.smp: booted with -smp 8,sockets=8.*"
+                                             r"core_per_socket, but the scenario's machine.topology is shared_llc"):
+        load_reference(_one_run_reference(tmp_path, "idle-victim-throttling", run))
+
+
+def test_a_run_without_smp_counts_as_plain_smp_and_its_log_must_show_the_scenarios_llc_groups(tmp_path):
+    # the core_per_socket scenario with a run that has no smp: it was booted plain (shared_llc): refused
+    run = {"id": "a", "summary": {"lockup": False}, "source": "test"}
+    with pytest.raises(ReferenceError, match=r"runs\[0\]\.smp: booted with plain -smp 8"):
+        load_reference(_one_run_reference(tmp_path, "idle-victim-throttling-core-per-socket", run))
+    # a log whose guest printed one shared L3 cannot stand for a core_per_socket scenario, whatever smp says
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text(
+        (REFERENCE / "logs" / "idle-victim-throttling" / "2026-12-02-run2.log").read_text())
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump({"scenarios": {"x": {"scenario": "scenarios/x.yaml", "runs": [
+        {"id": "a", "log": "logs/a.log", "smp": "8,sockets=8,cores=1,threads=1"}]}}}))
+    with pytest.raises(ReferenceError, match=r"runs\[0\]\.log: the guest showed 8 CPUs, 1 socket\(s\), 1 LLC group"):
+        load_reference(tmp_path)
+
+
+def test_the_reference_runs_record_the_topology_they_were_booted_with():
+    ref = load_reference(REFERENCE)
+    tops = {n: {r.provenance["topology"] for r in s.runs} for n, s in ref.scenarios.items()}
+    assert tops["idle-victim-throttling-core-per-socket"] == {"core_per_socket"}
+    assert tops["idle-victim-no-throttling"] == {"shared_llc"}  # plain -smp 8, before the smp key existed
+
+
 # ------------------------------------------------------------------------------------------ command
 
 
