@@ -127,7 +127,9 @@ def agreement_counts(table: Sequence[Any]) -> str:
 
 _HEADER = ("# Written by `oomsweep calibrate fit` (sweeps/calibrate/fit_command.py): refit rather than edit.\n"
            "# `values` are what `machine.profile` fills in; `sources` say which kernel runs each came from;\n"
-           "# `check` is the agreement table at these values. docs/calibration.md explains the method.\n")
+           "# `check` is the agreement table at these values. docs/calibration.md explains the method.\n"
+           "# These values replace the model's defaults (the bare_metal profile, oommodel/scenario.py) in scenarios\n"
+           "# with this machine.profile; each source's `note` says how the value relates to that default.\n")
 
 
 def _profile_path(name: str) -> Path:
@@ -143,6 +145,8 @@ def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], 
     from sweeps.storage.provenance import git_sha
     accels = sorted({str(r.provenance.get("accelerator", "")) for s in ref.scenarios.values() for r in s.runs})
     kernels = sorted({str(r.provenance.get("kernel", "")) for s in ref.scenarios.values() for r in s.runs})
+    notes = {t.key: t.note for t in ref.plan if t.note}
+    boots = {r.id: r.provenance.get("topology", "") for s in ref.scenarios.values() for r in s.runs}
     sources = {}
     for r in results:
         sources[r.key] = {
@@ -154,8 +158,11 @@ def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], 
             "interval_text": r.interval_text(),
             "at_bound": r.at_bound,
             "runs": list(r.runs),
+            "boot_topology": sorted({boots.get(i, "") for i in r.runs} - {""}),  # QEMU -smp of those runs
             "method": r.method,
         }
+        if r.key in notes:
+            sources[r.key]["note"] = notes[r.key]  # the manifest's word on this value vs the bare_metal default
     return {
         "name": name,
         "description": f"costs measured on QEMU {'/'.join(a.upper() for a in accels if a)} boots of "

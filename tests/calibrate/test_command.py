@@ -40,6 +40,15 @@ def test_model_rows_only(tmp_path, oomsweep_cli):
     assert len(df) == 2 and set(df["source"]) == {"model"} and set(df["policy"]) == {"upstream_6_1"}
     assert sorted(df["replicate"]) == [0, 1] and df["seed"].nunique() == 2
     assert "model" in out and "upstream_6_1" in out
+    # the model side runs the TCG profile by default: its fitted values, not the bare-metal defaults
+    import json
+
+    from oommodel.profiles import profile_values
+
+    machine, costs = (json.loads(df["scenario_json"].iloc[0])[k] for k in ("machine", "costs"))
+    tcg = profile_values("qemu_tcg")
+    assert machine["profile"] == "qemu_tcg" and machine["ksoftirqd_wake_hz"] == tcg["machine.ksoftirqd_wake_hz"]
+    assert costs["unmap_ms_per_gb"] == tcg["costs.unmap_ms_per_gb"] != 34.0
     argv[argv.index("--seeds") + 1] = "3"  # one more replicate; the stored two are not redone
     code, _, err = oomsweep_cli(argv)
     assert code == 0 and "1 replicate(s) simulated (2 already stored)" in err
