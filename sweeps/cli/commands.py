@@ -359,6 +359,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
         desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
+        print(f"    kernel base: {pol.kernel_base}")
         for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
