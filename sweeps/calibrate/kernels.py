@@ -9,8 +9,10 @@ Why it is built this way:
   print "oomsweep: unknown parameter value" and run its default, which must never become a row).
   The definition file (infra/kernels/defs/NAME.env) answers that even before the kernel is built.
 - The kernel's instruments are parsed here, not in the 6.1 parser: "Handed over N to exit path."
-  (Handa's printk, one per handover the reaper made), "oomsweep: MMF_OOM_SKIP pid=N by=exit|reaper"
-  (who set the flag on each victim, exactly) and "oomsweep: policy=..." (what the kernel ran).
+  (Handa's printk, one per handover the reaper made), "oomsweep: MMF_OOM_SKIP pid=N by=exit|reaper|
+  timeout|direct|kill" (who set the flag on each victim, exactly; `direct`: an allocator under
+  direct_reap, `timeout`: a deadline or a stall back-off) and "oomsweep: policy=..." (what the
+  kernel ran).
 """
 
 from __future__ import annotations
@@ -90,8 +92,11 @@ class KernelSpec:
         """The policy to boot (default: the kernel's own); refuses what this kernel does not have."""
         policy = policy or self.default_policy
         if policy not in self.policies:
+            stale = ""
+            if policy in defined().get(self.name, {}).get("POLICIES", "").split():
+                stale = f"; its definition has it: the build is older, run infra/kernels/build.sh {self.name}"
             raise KernelError(f"--kernel-policy: {self.name} has no policy {policy!r} "
-                              f"(it has: {', '.join(self.policies)})")
+                              f"(it has: {', '.join(self.policies)}){stale}")
         if sched_at_handover not in SCHED_AT_HANDOVER:
             raise KernelError(f"victim.sched_at_handover: {sched_at_handover!r} is not one of {SCHED_AT_HANDOVER}")
         if sched_at_handover != "unchanged" and "sched_at_handover" not in self.instruments:
@@ -165,7 +170,7 @@ class Instruments:
     sched_at_handover: str
     unknown: tuple[str, ...]                    # values the kernel did not know
     handed_over: tuple[tuple[float, int], ...]  # (t, pid) of "Handed over N to exit path."
-    skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "kill")
+    skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "timeout" | "direct" | "kill")
     handover_points: dict[int, float]           # pid -> t the victim's exit path reached the handover point
 
     @property
@@ -279,6 +284,7 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "skip_by_exit": by.count("exit"),
         "skip_by_reaper": by.count("reaper"),
         "skip_by_timeout": by.count("timeout"),
+        "skip_by_direct": by.count("direct"),
         "handover_points": len(ins.handover_points),
         "instrument_errors": "; ".join(errors),
     }
@@ -399,13 +405,15 @@ def summarize(csv_path: str | Path) -> str:
         by_exit = sum(int(r["skip_by_exit"] or 0) for r in ok)
         by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
         by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
+        by_direct = sum(int(r.get("skip_by_direct") or 0) for r in ok)
         k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
         ci = _wilson(k, n) if n else None
         rows.append([
             key[0], key[1], key[2], key[3], key[4], str(n), str(len(rs) - n), str(k),
             f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
             f"{hand / kills:.3f}" if kills else "-",
-            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else ""),
+            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else "")
+            + (f", direct {by_direct}" if by_direct else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
