@@ -57,3 +57,22 @@ def test_upstream_5_10_is_the_4_19_exit_path_with_the_6_1_reaper_start() -> None
     assert pol.oom_reaper_delay_s == new.oom_reaper_delay_s == 2.0
     assert pol.exit_sched_move_resched and pol.memcg_oom_lock_killable
     assert not pol.reaper_reaps_mlocked  # 5.10's __oom_reap_task_mm() still skips VM_LOCKED vmas
+
+
+def test_adding_a_policy_leaves_every_other_policys_outcomes_alone(monkeypatch) -> None:
+    # Random streams are keyed by name, never by a policy's place in the registry: the registry without
+    # upstream_5_10 (main before it) gives the same outcomes for its neighbours.
+    from pathlib import Path
+    from types import MappingProxyType
+
+    import oommodel.policies as registry
+    from oommodel import Scenario, simulate
+
+    sc = Scenario.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "handa-2018-11-14.yaml")
+    names = ("upstream_4_19", "direct_reap", "upstream_6_1")
+    now = [dataclasses.asdict(simulate(sc, p, 3)) for p in names]
+    monkeypatch.setattr(registry, "POLICIES",
+                        MappingProxyType({k: v for k, v in registry.POLICIES.items() if k != "upstream_5_10"}))
+    with pytest.raises(PolicyError):
+        simulate(sc, "upstream_5_10", 3)
+    assert [dataclasses.asdict(simulate(sc, p, 3)) for p in names] == now
