@@ -36,6 +36,8 @@ _SKIP = re.compile(r"oomsweep: MMF_OOM_SKIP pid=(\d+) by=(\w+)")
 _POLICY = re.compile(r"oomsweep: policy=(\S+) skip_after=(\S+) sched_at_handover=(\S+)")
 _HANDOVER_POINT = re.compile(r"oomsweep: handover point pid=(\d+)")
 _UNKNOWN = re.compile(r"oomsweep: unknown parameter value '([^']*)'")
+_GAVE_UP = re.compile(r"Gave up waiting for process (\d+) ")  # Handa's stall back-off (stall_backoff, direct_reap)
+_DIRECT = re.compile(r"oomsweep: direct reap pid=(\d+) by pid=(\d+)")
 _LINE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
 
 SCHED_AT_HANDOVER = ("unchanged", "idle")
@@ -172,6 +174,8 @@ class Instruments:
     handed_over: tuple[tuple[float, int], ...]  # (t, pid) of "Handed over N to exit path."
     skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "timeout" | "direct" | "kill")
     handover_points: dict[int, float]           # pid -> t the victim's exit path reached the handover point
+    gave_up: tuple[tuple[float, int], ...] = ()  # (t, pid) of "Gave up waiting for process N" (a stall back-off)
+    direct_reaps: tuple[tuple[float, int], ...] = ()  # (t, victim pid) of "oomsweep: direct reap pid=N by pid=M"
 
     @property
     def handovers(self) -> int:
@@ -187,6 +191,8 @@ def parse_instruments(console: str) -> Instruments:
     handed: list[tuple[float, int]] = []
     skip: dict[int, tuple[float, str]] = {}
     points: dict[int, float] = {}
+    gave_up: list[tuple[float, int]] = []
+    direct: list[tuple[float, int]] = []
     for raw in text.splitlines():
         m = _LINE.match(raw.strip())
         if not m:
@@ -196,6 +202,10 @@ def parse_instruments(console: str) -> Instruments:
             handed.append((t, int(mm.group(1))))
         elif mm := _SKIP.search(msg):
             skip.setdefault(int(mm.group(1)), (t, mm.group(2)))
+        elif mm := _GAVE_UP.search(msg):
+            gave_up.append((t, int(mm.group(1))))
+        elif mm := _DIRECT.search(msg):
+            direct.append((t, int(mm.group(1))))
         elif mm := _HANDOVER_POINT.search(msg):
             points.setdefault(int(mm.group(1)), t)
         elif mm := _POLICY.search(msg):
@@ -203,7 +213,7 @@ def parse_instruments(console: str) -> Instruments:
         elif mm := _UNKNOWN.search(msg):
             unknown.append(mm.group(1))
     return Instruments(policy, skip_after, sched, tuple(dict.fromkeys(unknown)), tuple(dict.fromkeys(handed)),
-                       skip, points)
+                       skip, points, tuple(dict.fromkeys(gave_up)), tuple(dict.fromkeys(direct)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,6 +295,8 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "skip_by_reaper": by.count("reaper"),
         "skip_by_timeout": by.count("timeout"),
         "skip_by_direct": by.count("direct"),
+        "stall_give_ups": len(ins.gave_up),
+        "direct_reaps": len(ins.direct_reaps),
         "handover_points": len(ins.handover_points),
         "instrument_errors": "; ".join(errors),
     }
@@ -406,6 +418,7 @@ def summarize(csv_path: str | Path) -> str:
         by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
         by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
         by_direct = sum(int(r.get("skip_by_direct") or 0) for r in ok)
+        gave_up = sum(int(r.get("stall_give_ups") or 0) for r in ok)
         k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
         ci = _wilson(k, n) if n else None
         rows.append([
@@ -413,7 +426,7 @@ def summarize(csv_path: str | Path) -> str:
             f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
             f"{hand / kills:.3f}" if kills else "-",
             f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else "")
-            + (f", direct {by_direct}" if by_direct else ""),
+            + (f", direct {by_direct}" if by_direct else "") + (f"; gave up {gave_up}" if gave_up else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -164,12 +164,27 @@ def test_instruments_are_counted_once_from_dmesg():
     assert cols["instrument_errors"] == ""
 
 
+def test_the_console_excerpt_keeps_handas_give_up_line():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "infra" / "qemu"))
+    from excerpt_log import excerpt
+
+    line = "[   15.000000] Gave up waiting for process 102 (oomrepro) total-vm:1kB, anon-rss:0kB"
+    assert excerpt(f"[    1.0] random boot noise\n{line}\n") == line + "\n"
+
+
 def test_direct_reaps_and_stall_back_offs_are_counted_by_who_set_the_flag():
+    later = ("[   14.900000] oomsweep: direct reap pid=101 by pid=110 (oomrepro), now anon-rss:0kB\n"
+             "[   15.000000] Gave up waiting for process 102 (oomrepro) total-vm:1kB, anon-rss:0kB, file-rss:0kB, "
+             "shmem-rss:0kB\n"
+             "[   15.000000] oomsweep: MMF_OOM_SKIP pid=102 by=timeout\n")
     console = CONSOLE.replace("policy=handoff_rfc_v2", "policy=direct_reap").replace(
-        "MMF_OOM_SKIP pid=101 by=reaper", "MMF_OOM_SKIP pid=101 by=direct") + \
-        "[   15.000000] oomsweep: MMF_OOM_SKIP pid=102 by=timeout\n"
+        "MMF_OOM_SKIP pid=101 by=reaper", "MMF_OOM_SKIP pid=101 by=direct").replace(
+        "@@oomsweep-dmesg-end", later + "@@oomsweep-dmesg-end")
     cols = K.kernel_columns(console, spec(policies=("direct_reap",)), "direct_reap", "idle", "pgtables")
     assert cols["skip_by_first"] == "direct" and cols["skip_by_direct"] == 1 and cols["skip_by_reaper"] == 0
+    assert cols["stall_give_ups"] == 1 and cols["direct_reaps"] == 1 and cols["skip_by_timeout"] == 1
     assert cols["instrument_errors"] == ""
 
 
