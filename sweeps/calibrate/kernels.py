@@ -276,6 +276,7 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
     if not ins.policy:
         errors.append("no 'oomsweep: policy=' line: not an oomsweep kernel, or the log was cut")
     to_handover = [t - kills[p] for t, p in ins.handed_over if p in kills]
+    to_give_up = [t - kills[p] for t, p in ins.gave_up if p in kills]
     by = [ins.skip_by[p][1] for p in sorted(kills, key=kills.get) if p in ins.skip_by]
     return {
         "kernel": spec.name,
@@ -296,6 +297,7 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "skip_by_timeout": by.count("timeout"),
         "skip_by_direct": by.count("direct"),
         "stall_give_ups": len(ins.gave_up),
+        "kill_to_give_up_s": " ".join(f"{d:.3f}" for d in to_give_up),
         "direct_reaps": len(ins.direct_reaps),
         "handover_points": len(ins.handover_points),
         "instrument_errors": "; ".join(errors),
@@ -419,6 +421,7 @@ def summarize(csv_path: str | Path) -> str:
         by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
         by_direct = sum(int(r.get("skip_by_direct") or 0) for r in ok)
         gave_up = sum(int(r.get("stall_give_ups") or 0) for r in ok)
+        k2g = [float(x) for r in ok for x in (r.get("kill_to_give_up_s") or "").split()]
         k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
         ci = _wilson(k, n) if n else None
         rows.append([
@@ -426,7 +429,8 @@ def summarize(csv_path: str | Path) -> str:
             f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
             f"{hand / kills:.3f}" if kills else "-",
             f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else "")
-            + (f", direct {by_direct}" if by_direct else "") + (f"; gave up {gave_up}" if gave_up else ""),
+            + (f", direct {by_direct}" if by_direct else "") + (f"; gave up {gave_up}" if gave_up else "")
+            + (f" ({min(k2g):.0f}-{max(k2g):.0f} s after the kill)" if k2g else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -185,6 +185,7 @@ def test_direct_reaps_and_stall_back_offs_are_counted_by_who_set_the_flag():
     cols = K.kernel_columns(console, spec(policies=("direct_reap",)), "direct_reap", "idle", "pgtables")
     assert cols["skip_by_first"] == "direct" and cols["skip_by_direct"] == 1 and cols["skip_by_reaper"] == 0
     assert cols["stall_give_ups"] == 1 and cols["direct_reaps"] == 1 and cols["skip_by_timeout"] == 1
+    assert cols["kill_to_give_up_s"] == "4.000"  # pid 102 was killed at 11.0
     assert cols["instrument_errors"] == ""
 
 
