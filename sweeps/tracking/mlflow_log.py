@@ -75,6 +75,8 @@ __all__ = [
     "LogPlan",
     "plan_log",
     "runs_view_path",
+    "active_experiment_ids",
+    "headline",
     "TAG_EXECUTION",
     "TAG_SWEEP",
     "TAG_ROLE",
@@ -506,6 +508,17 @@ def _view_state(policies: Sequence[str], grid: Sequence[str]) -> str:
     return json.dumps(state)
 
 
+HEADLINE_DIGITS = 4  # significant digits of the parent's headline metrics
+
+
+def headline(value: float) -> float:
+    """A parent-run headline number rounded to HEADLINE_DIGITS significant digits (0.1625, not
+    0.16249999999): what the runs table shows is read, not recomputed. The children keep the
+    exact summary, so the compare view and `oomsweep report` agree to the last digit."""
+    v = float(value)
+    return v if not math.isfinite(v) or v == 0 else float(f"{v:.{HEADLINE_DIGITS}g}")
+
+
 def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
     """'block K' of a fixed-replicate run (--replicate-block K), 'adaptive' otherwise."""
     if spec is not None and not isinstance(spec.replicates, int):
@@ -569,10 +582,10 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
     }
     for r in table.to_dict("records"):  # headline: one number per policy, its interval beside it
         key = mlflow_key(f"lockup_p/{r['policy']}")
-        metrics[key] = r["lockup_probability"]
-        metrics[f"{key}.ci_low"] = r["ci_low"]
-        metrics[f"{key}.ci_high"] = r["ci_high"]
-        metrics[f"{key}.n"] = r["n"]
+        metrics[key] = headline(r["lockup_probability"])
+        metrics[f"{key}.ci_low"] = headline(r["ci_low"])
+        metrics[f"{key}.ci_high"] = headline(r["ci_high"])
+        metrics[f"{key}.n"] = int(r["n"])
     block = _block_text(provenance, spec)
     covers = _covers(sweep, block, spec, provenance, summary)
     common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
@@ -833,7 +846,9 @@ def _existing_parents(client: Any, experiment_ids: Sequence[str], sweep: str, ex
     return found
 
 
-def _active_experiment_ids(client: Any) -> list[str]:
+def active_experiment_ids(client: Any) -> list[str]:
+    """Ids of every active experiment in the store, all pages (search_experiments' default filter
+    is active ones only): where an execution's runs may be, whatever experiment name logged them."""
     ids, token = [], None
     while True:
         page = client.search_experiments(max_results=1000, page_token=token)
@@ -1004,7 +1019,7 @@ def _write(plan: LogPlan, curves: Mapping[str, KaplanMeier], *, uri: str, output
         say(f"MLflow: creating the tracking database {new_db} (first use; takes a few seconds)")
     with _talking_to(uri, "opening the store"), _quiet_mlflow_setup():
         client = MlflowClient(tracking_uri=uri)
-        experiment_ids = _active_experiment_ids(client)
+        experiment_ids = active_experiment_ids(client)
     with _talking_to(uri, "looking up earlier logging of this execution"):
         earlier = _existing_parents(client, experiment_ids, sweep, execution_id)
         for run in earlier:

@@ -218,8 +218,11 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     # The parent carries the headline: each policy's probability and interval, names sorting together.
     for policy, p in by_policy.items():
         key = mlflow_key(f"lockup_p/{policy}")
-        assert parent.data.metrics[key] == p
-        assert parent.data.metrics[f"{key}.ci_low"] <= p <= parent.data.metrics[f"{key}.ci_high"]
+        assert parent.data.metrics[key] == float(f"{p:.4g}")  # 4 significant digits: read, not recomputed
+        low, high = parent.data.metrics[f"{key}.ci_low"], parent.data.metrics[f"{key}.ci_high"]
+        assert low <= p <= high and len(repr(low).lstrip("0.").rstrip("0")) <= 4
+        n = next(c.data.metrics["n"] for c in children if c.data.params["policy"] == policy)
+        assert parent.data.metrics[f"{key}.n"] == n == int(n)
 
 
 def test_second_call_for_a_logged_execution_is_a_no_op(env):
