@@ -519,6 +519,7 @@ class _Executed:
     rows_written: int
     interrupted: bool = False
     fail_message: str = ""
+    store_warmup: Any = None  # sweeps.tracking.mlflow_log.StoreWarmup, started with the rows
 
 
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
@@ -658,6 +659,10 @@ def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _
         if plan.pending or prep.adaptive:
             if own_executor:
                 ex = _make_executor(opts)
+            if not opts.no_mlflow:  # MLflow's imports and a new store's tables, while the rows run
+                from sweeps.tracking.mlflow_log import StoreWarmup
+
+                executed.store_warmup = StoreWarmup(opts.mlflow_uri)
             stop.install()
             progress = Progress(plan.pending, [p.label for p in spec.policies], stream=err, skipped=prep.stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
@@ -724,7 +729,8 @@ def _summarise(prep: _Prepared, executed: _Executed, opts: RunOptions, out: Text
         if not opts.no_mlflow:
             _update_record(output, spec.name, prep.execution_id, err, mlflow={"state": "none"})
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started)
+        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started,
+                                 warmup=executed.store_warmup)
     if opts.no_mlflow or not executed.rows_written or result.tracking is not None:  # the store is not known down
         _finish_earlier_logging(output, spec, prep.execution_id, opts, err, prep.started)
 
@@ -818,7 +824,7 @@ def _ui_link(uri: str, ui_path: str) -> str:
 
 
 def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, started: float, *,
-           same_spec: bool = True) -> Any:
+           same_spec: bool = True, warmup: Any = None) -> Any:
     """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet).
 
     The execution record says "logging" while this runs, so that a driver killed now leaves a
@@ -839,6 +845,7 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             max_cell_runs=spec.mlflow.max_cell_runs if same_spec else None,
             experiment=spec.mlflow.experiment if same_spec else None,
             say=lambda msg: _print(msg, err),
+            warmup=warmup,
         )
     except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -29,7 +29,7 @@ from sweeps.storage import dataset as storage
 from sweeps.tracking import mlflow_log as tracking
 from sweeps.analysis.stats import wilson
 from sweeps.errors import TrackingError
-from sweeps.tracking.mlflow_log import log_sweep, mlflow_key
+from sweeps.tracking.mlflow_log import log_sweep, mlflow_key, view_state_of
 from sweeps.spec.model import SweepSpec
 from sweeps.spec.parse import parse_sweep
 
@@ -191,7 +191,9 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     assert parent.info.run_name.startswith(f"{SWEEP} block 0 · ")
     exp_tags = MlflowClient(uri).get_experiment(result.experiment_id).tags
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
-    view = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])
+    envelope = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])  # a saved view, listed in the Views menu
+    assert envelope["name"] and envelope["createdAt"] > 0
+    view = view_state_of(exp_tags["mlflow.sharedViewState.oomsweep"])
     assert "metrics.`lockup_p/upstream_4_19`" in view["selectedColumns"]
     assert "params.`victim.sched_at_handover`" in view["selectedColumns"]
     assert result.ui_path.endswith("workflowType=machine_learning&viewStateShareKey=oomsweep")
