@@ -541,8 +541,14 @@ def _say_estimate_error(prep: _Prepared, executed: _Executed, err: TextIO) -> No
     if est is None or executed.interrupted or executed.fail_message or result.write_error:
         return
     off = 100 * (est["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _print(f"the dry run estimated {est['seconds']:.0f} s ({est['low_s']:.0f}..{est['high_s']:.0f}) "
-           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
+           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %; load average "
+           f"{est.get('load_average', float('nan')):.1f} then, {load:.1f} now)", err)
+    # The Parquet provenance of this execution holds the estimate (dry_run_estimate); its record, the outcome.
+    _update_record(prep.output, prep.spec.name, prep.execution_id, err,
+                   dry_run_estimate={**est, "actual_s": round(result.wall_s, 1), "off_percent": round(off, 1),
+                                     "load_average_after": round(load, 2)})
 
 
 def _prepare(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float) -> _Prepared:

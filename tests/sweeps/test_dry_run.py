@@ -25,3 +25,28 @@ def test_dry_run_sample_skips_stored_rows(write_sweep, tmp_path) -> None:
     stored = {(t.cell_id, t.policy, t.replicate) for t in everything[:5]}
     rest, pending = sample_pending_rows(spec, 1000, stored)
     assert pending == 7 and not stored & {(t.cell_id, t.policy, t.replicate) for t in rest}
+
+
+def test_a_run_after_its_dry_run_says_and_records_how_far_the_estimate_was_off(write_sweep, tmp_path) -> None:
+    """Serial executor in-process (no Ray, no subprocess): the dry run's estimate is left for the
+    run, which prints estimate vs actual and stores both in its execution record."""
+    import io
+
+    from sweeps.run.runner import RunOptions, run_sweep
+    from sweeps.storage import executions
+
+    path = write_sweep(tmp_path, replicates=2)
+    output = tmp_path / "results"
+    opts = dict(output=str(output), no_mlflow=True, executor="serial")
+    dry = io.StringIO()
+    assert run_sweep(path, RunOptions(dry_run=True, **opts), stdout=dry, stderr=io.StringIO()).exit_code == 0
+    assert "dry run: estimated wall time" in dry.getvalue()
+    err = io.StringIO()
+    res = run_sweep(path, RunOptions(**opts), stdout=io.StringIO(), stderr=err)
+    assert res.exit_code == 0
+    assert "the dry run estimated" in err.getvalue() and "they took" in err.getvalue()
+    (record,) = executions.read_records(output, res.sweep)
+    est = record["dry_run_estimate"]
+    assert est["rows"] == 2 * 2 * 2 and est["actual_s"] > 0 and est["low_s"] <= est["seconds"] <= est["high_s"]
+    # off_percent = (estimate - actual) / actual, of the unrounded times (each stored to 0.1 s)
+    assert abs(est["seconds"] - est["actual_s"] * (1 + est["off_percent"] / 100)) <= 0.15
