@@ -10,6 +10,7 @@ do not depend on batching, workers or order.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RowFailed, StorageWriteError, SweepError
+from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RayAddressError, RowFailed, StorageWriteError, SweepError
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
@@ -1010,8 +1011,9 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
         if opts.executor == "serial":
             ex = SerialExecutor(fail_fast=False, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
         else:
-            ex = RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
-                             target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+            ex = _start_ray_for_dry_run(opts, out)
+            if ex is None:
+                return None
     startup_s = time.monotonic() - t0
     queue = list(sample)
     walls: list[float] = []
@@ -1071,6 +1073,28 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
     except OSError:
         pass
     return estimate
+
+
+def _start_ray_for_dry_run(opts: RunOptions, out: TextIO) -> Any:
+    """The Ray executor the run will use, started for the sample; one more try if the first start
+    times out (Ray waits a hard-coded 30 s for its raylet, which a loaded machine can miss: seen
+    twice at load average 14-27 here). None, said in one line, when it does not start."""
+    import ray
+
+    last = ""
+    for attempt in (1, 2):
+        try:
+            return RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
+                               target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+        except RayAddressError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on a start-up timeout
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+    _print(f"dry run: Ray did not start twice ({last}); nothing was timed; try again when the "
+           f"machine is less loaded", out)
+    return None
 
 
 def _read_estimate(output: Path, spec: Any, pending: int) -> dict | None:

@@ -534,8 +534,12 @@ def _view_state(policies: Sequence[str], grid: Sequence[str], created_ms: int) -
     metrics = [_column("metrics", m) for m in ("lockup_probability", "ci_low", "ci_high", "lockups", "n",
                                                 "median_stall_s")]
     params = [_column("params", "policy"), *(_column("params", mlflow_key(c)) for c in grid)]
-    state = {"selectedColumns": [*headline, *metrics, *params], "orderByKey": "attributes.start_time",
-             "orderByAsc": False}
+    columns = [*headline, *metrics, *params]
+    # Widths: the whole key readable (the UI's default cuts `lockup_p/handoff_rfc_v2` to `lockup_p/hando`);
+    # order: as listed here (the UI's own is alphabetical within metrics and within params).
+    widths = {c: max(90, 7 * len(c.split("`")[1]) + 40) for c in columns}
+    state = {"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths,
+             "orderByKey": "attributes.start_time", "orderByAsc": False}
     return json.dumps({"name": VIEW_NAME, "createdAt": created_ms, "updatedAt": created_ms,
                        "state": json.dumps(state)})
 
@@ -1048,7 +1052,7 @@ def log_sweep(
         max_cell_runs = spec.mlflow.max_cell_runs if spec is not None else 2000
     threads = _child_threads(uri, threads)
     if say is not None:
-        say(f"MLflow: summarising the stored rows of {sweep} (phase 1 of 3: scan, tables, plots)")
+        say(f"MLflow: summarising the stored rows of {sweep} (phase 1 of 3)")
     summary = _scan(output, sweep, spec, execution_id)
     if summary.rows == 0:
         raise TrackingError(f"nothing to log: no rows of sweep {sweep!r} under {output}")
