@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RayAddressError, RowFailed, StorageWriteError, SweepError
+from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RayAddressError, RowFailed, RunFailure, StorageWriteError, SweepError
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
@@ -621,13 +621,7 @@ def _make_executor(opts: RunOptions) -> Any:
     """The executor --serial or Ray asks for (Ray started here, after all validation)."""
     if opts.executor == "serial":
         return SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
-    return RayExecutor(
-        address=opts.address,
-        workers=opts.workers,
-        fail_fast=opts.fail_fast,
-        target_batch_s=opts.target_batch_s,
-        row_timeout=opts.row_timeout,
-    ).start()
+    return _start_ray(opts, fail_fast=opts.fail_fast)
 
 
 def _feeder(prep: _Prepared, register: Callable[[Any, int], None]) -> FixedFeeder | AdaptiveFeeder:
@@ -1011,8 +1005,10 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
         if opts.executor == "serial":
             ex = SerialExecutor(fail_fast=False, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
         else:
-            ex = _start_ray_for_dry_run(opts, out)
-            if ex is None:
+            try:
+                ex = _start_ray(opts, fail_fast=False)
+            except RunFailure as exc:
+                _print(f"dry run: {exc}; nothing was timed", out)
                 return None
     startup_s = time.monotonic() - t0
     queue = list(sample)
@@ -1075,26 +1071,30 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
     return estimate
 
 
-def _start_ray_for_dry_run(opts: RunOptions, out: TextIO) -> Any:
-    """The Ray executor the run will use, started for the sample; one more try if the first start
-    times out (Ray waits a hard-coded 30 s for its raylet, which a loaded machine can miss: seen
-    twice at load average 14-27 here). None, said in one line, when it does not start."""
+RAY_START_TRIES = 2
+
+
+def _start_ray(opts: RunOptions, fail_fast: bool) -> Any:
+    """The Ray executor, started; one more try when a start times out. Ray waits a hard-coded 30 s
+    for its raylet (ray/_private/node.py), which a loaded machine misses: seen three times at load
+    average 12-27 on the shared 2-core machine, for the dry run and for the run. RunFailure (one
+    line, exit 1, nothing run) when no try worked; a cluster that cannot be joined is the user's
+    RayAddressError at once."""
     import ray
 
     last = ""
-    for attempt in (1, 2):
+    for _ in range(RAY_START_TRIES):
         try:
-            return RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
+            return RayExecutor(address=opts.address, workers=opts.workers, fail_fast=fail_fast,
                                target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
         except RayAddressError:
             raise
-        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on a start-up timeout
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
             last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             with contextlib.suppress(Exception):
                 ray.shutdown()
-    _print(f"dry run: Ray did not start twice ({last}); nothing was timed; try again when the "
-           f"machine is less loaded", out)
-    return None
+    raise RunFailure(f"the local Ray did not start ({RAY_START_TRIES} tries; last: {last}); nothing was "
+                     f"run: try again when the machine is less loaded")
 
 
 def _read_estimate(output: Path, spec: Any, pending: int) -> dict | None:

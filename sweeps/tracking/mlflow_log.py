@@ -749,6 +749,13 @@ def _short_keys(grid: Sequence[str]) -> dict[str, str]:
     return {c: (s if last.count(s) == 1 else c) for c, s in zip(grid, last)}
 
 
+# The order a child's metrics are logged in: MLflow 3.17's compare view plots the first metric the
+# runs share, in the store's order (which is this one) on its parallel-coordinates axis; it took
+# `n` when SUMMARY_COLUMNS' order was used.
+_CHILD_METRIC_ORDER = ("lockup_probability", "ci_low", "ci_high",
+                       *(m for m in (*METRICS, FAILED_METRIC) if m not in ("lockup_probability", "ci_low", "ci_high")))
+
+
 def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
                  common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
     plans = []
@@ -763,7 +770,7 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
         if options:
             params["policy_options"] = _value(json.dumps(options, sort_keys=True))
         plans.append(_RunPlan(policy, {**common, TAG_ROLE: "policy", TAG_CHILD: f"policy:{policy}"}, params,
-                              {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+                              {m: r[m] for m in _CHILD_METRIC_ORDER}))
     if with_cells:
         for r in cells.to_dict("records"):
             params = {mlflow_key(c): _value(r[c]) for c in grid}
@@ -772,7 +779,7 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
                     "oomsweep.cell_index": str(int(r["cell_index"]))}
             keys = " ".join(_fmt_key_value(short[c], r[c]) for c in grid)
             name = f"{r['policy']} · cell {int(r['cell_index'])}" + (f": {keys}" if keys else "")
-            plans.append(_RunPlan(name[:250], tags, params, {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+            plans.append(_RunPlan(name[:250], tags, params, {m: r[m] for m in _CHILD_METRIC_ORDER}))
     return plans
 
 

@@ -50,3 +50,32 @@ def test_a_run_after_its_dry_run_says_and_records_how_far_the_estimate_was_off(w
     assert est["rows"] == 2 * 2 * 2 and est["actual_s"] > 0 and est["low_s"] <= est["seconds"] <= est["high_s"]
     # off_percent = (estimate - actual) / actual, of the unrounded times (each stored to 0.1 s)
     assert abs(est["seconds"] - est["actual_s"] * (1 + est["off_percent"] / 100)) <= 0.15
+
+
+def test_a_ray_start_that_times_out_is_tried_once_more_then_said_in_one_line(monkeypatch) -> None:
+    """Ray waits a hard-coded 30 s for its raylet; on a loaded machine that start fails with a bare
+    Exception. The run and the dry run try once more, then stop with one line (RunFailure, exit 1)."""
+    import pytest
+
+    from sweeps.errors import RunFailure
+    from sweeps.execution.ray_executor import RayExecutor
+    from sweeps.run import runner
+
+    tries = []
+
+    def timing_out(self):
+        tries.append(self)
+        if len(tries) < 2:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+        return self
+
+    monkeypatch.setattr(RayExecutor, "start", timing_out)
+    started = runner._start_ray(runner.RunOptions(), fail_fast=False)
+    assert started is tries[-1] and len(tries) == 2  # the second try is the executor used
+
+    def always(self):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(RayExecutor, "start", always)
+    with pytest.raises(RunFailure, match=r"local Ray did not start \(2 tries; last: The current node timed out"):
+        runner._start_ray(runner.RunOptions(), fail_fast=False)
