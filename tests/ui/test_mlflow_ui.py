@@ -67,9 +67,25 @@ def ui(finished_sweep):
 
 
 def _headers(page) -> list[str]:
-    """Column headers the runs table renders (ag-grid draws only the columns in view: the browser
-    window is wide enough for all of oomsweep's)."""
-    return [t.strip() for t in page.locator("[role=columnheader]").all_inner_texts() if t.strip()]
+    """Column headers of the runs table, scrolled through from left to right: ag-grid draws only
+    the columns in view, and oomsweep's view makes its columns wide enough to read
+    `lockup_p/handoff_rfc_v2` whole, so with MLflow's assistant panel open they do not all fit."""
+    seen: list[str] = []
+    viewport = page.locator(".ag-body-horizontal-scroll-viewport").first
+    for step in range(12):
+        for t in page.locator("[role=columnheader]").all_inner_texts():
+            if t.strip() and t.strip() not in seen:
+                seen.append(t.strip())
+        if not viewport.count():
+            break
+        at_end = viewport.evaluate("v => { const before = v.scrollLeft; v.scrollLeft += v.clientWidth * 0.8; "
+                                   "return v.scrollLeft === before; }")
+        page.wait_for_timeout(400)
+        if at_end:
+            break
+    if viewport.count():
+        viewport.evaluate("v => { v.scrollLeft = 0; }")
+    return seen
 
 
 def test_the_printed_link_opens_the_runs_table_with_lockup_metrics_and_grid_keys(finished_sweep, ui, browser,
