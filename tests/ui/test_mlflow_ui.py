@@ -138,8 +138,16 @@ def test_a_bare_click_lands_on_genai_until_model_training_is_chosen_then_the_vie
     page.get_by_text("Model training", exact=True).first.click()  # the sidebar switch, top left
     page.wait_for_function("window.localStorage.getItem('mlflow.workflowType_v1') === '\"machine_learning\"'")
     page.goto(f"{ui}/#/experiments")
+    page.get_by_text("Experiments", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
     page.get_by_role("link", name="uiquick", exact=True).first.click()
-    page.get_by_text("Run Name").first.wait_for()
+    try:
+        page.wait_for_url(lambda url: "/runs" in url)
+        page.locator("[role=columnheader]").first.wait_for()
+    except Exception:
+        _shot(page, tmp_path, "mlflow-bare-click-model-training-FAILED.png")
+        (tmp_path / "failed-url.txt").write_text(page.url)
+        raise
     page.wait_for_timeout(1500)
     assert "/runs" in page.url and "workflowType=machine_learning" in page.url
     _shot(page, tmp_path, "mlflow-bare-click-model-training.png")
