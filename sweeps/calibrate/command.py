@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -181,7 +182,7 @@ class CalibrateOptions:
     scenario: str
     runs: int = 1  # kernel boots
     seeds: int = 20  # model replicates
-    policy: str = "upstream_6_1"
+    policy: str | None = None  # model policy; None: resolve_model_policy() picks the kernel's
     output: str = DEFAULT_OUTPUT
     sweep: str | None = None  # default calibrate-<scenario file stem>
     seed: int = 0
@@ -299,6 +300,28 @@ def model_profile(requested: str | None, accelerator: str, scenario: Mapping[str
     return "qemu_tcg", "model side: machine profile qemu_tcg (costs measured on TCG boots; --profile to change)"
 
 
+DEFAULT_MODEL_POLICY = "upstream_6_1"  # the stock Debian 6.1 image of infra/qemu
+
+
+def resolve_model_policy(policy: str | None, kernel_policy: str | None, kernel: str | None) -> str:
+    """The model policy to put beside the boots: --policy if given, else the policy the kernel boots.
+
+    That is --kernel-policy, else a built kernel's default policy (`5.10-oomsweep`: `upstream_5_10`),
+    when the model has a policy of that name; else `upstream_6_1`, the stock 6.1 image's.
+    """
+    from oommodel import POLICIES
+
+    if policy:
+        return policy
+    candidates = [kernel_policy]
+    if kernels.is_name(kernel):
+        candidates.append(kernels.load(str(kernel)).default_policy)
+    for name in candidates:
+        if name and name in POLICIES:
+            return name
+    return DEFAULT_MODEL_POLICY
+
+
 def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
@@ -308,6 +331,7 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
 
     if args.runs < 0 or args.seeds < 0:
         raise UsageError("--runs/--seeds: must be >= 0")
+    args = dataclasses.replace(args, policy=resolve_model_policy(args.policy, args.kernel_policy, args.kernel))
     path = Path(args.scenario)
     raw = _read_yaml(path)
     scenario = Scenario.from_dict(raw).to_dict()

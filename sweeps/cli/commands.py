@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps.cli import calibrate, history, verify
+    from sweeps.cli import calibrate, history, kernels, verify
 
     history.register(sub)
     calibrate.register(sub)
+    kernels.register(sub)
     verify.register(sub)
     return p
 
@@ -360,6 +361,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
         desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
+        print(f"    kernel base: {pol.kernel_base}")
         for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
@@ -414,6 +416,7 @@ COMMANDS = {
     "log": cmd_log,
     "history": lambda args: _lazy("history")(args),
     "calibrate": lambda args: _lazy("calibrate")(args),
+    "kernels": lambda args: _lazy("kernels")(args),
     "verify": lambda args: _lazy("verify")(args),
 }
 

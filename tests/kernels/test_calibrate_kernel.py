@@ -71,3 +71,28 @@ def test_an_unbuilt_kernel_names_the_build_command(tmp_path, monkeypatch):
     code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
                          "--runs", "1", "--seeds", "0", "--output", str(tmp_path / "ds"), "--no-mlflow"])
     assert code == 2 and "not built: run infra/kernels/build.sh 5.10-oomsweep" in err
+
+
+@pytest.mark.parametrize("flags", [["--kernel-policy", "upstream_5_10"], []])
+def test_the_kernels_stock_policy_is_compared_with_the_models_upstream_5_10(built, flags):
+    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", *flags, "--match-kernel",
+                         "--runs", "0", "--seeds", "1", "--output", str(built / "ds"), "--no-mlflow"])
+    assert code == 0, err
+    assert "1 model replicate(s) of upstream_5_10" in err
+
+
+def test_the_model_policy_follows_the_kernel_unless_given(built):
+    from sweeps.calibrate.command import resolve_model_policy
+
+    assert resolve_model_policy(None, None, None) == "upstream_6_1"            # the stock 6.1 image
+    assert resolve_model_policy(None, None, "5.10-oomsweep") == "upstream_5_10"  # the build's default
+    assert resolve_model_policy(None, "direct_reap", "5.10-oomsweep") == "direct_reap"
+    assert resolve_model_policy("upstream_4_19", "upstream_5_10", "5.10-oomsweep") == "upstream_4_19"
+
+
+def test_a_new_policy_on_an_old_build_is_refused_with_the_rebuild_command(built):
+    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--kernel-policy", "stall_backoff",
+                         "--match-kernel", "--runs", "1", "--seeds", "0", "--output", str(built / "ds"),
+                         "--no-mlflow"])
+    assert code == 2 and "no policy 'stall_backoff'" in err and "run infra/kernels/build.sh 5.10-oomsweep" in err
+    assert not (built / "ds").exists()
