@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import textwrap
 from typing import Sequence
 
 import pandas as pd
@@ -306,7 +307,7 @@ def format_text(table: pd.DataFrame, covers: str = "", by: Sequence[str] = ()) -
     `covers` (which execution / block / rows the numbers are of) is the first line.
     """
     head = ("policy", "n", "lockups", "P(lockup) [Wilson 95 %]", "p50 s", "p99 s")
-    lines = [covers] if covers else []
+    lines = textwrap.wrap(covers, TEXT_WIDTH, break_on_hyphens=False) if covers else []
     groups = [((), table)] if not by else list(table.groupby(list(by), sort=False, dropna=False))
     for key, part in groups:
         if by:

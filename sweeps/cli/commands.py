@@ -206,11 +206,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     executions = df["execution_id"].nunique() if "execution_id" in df else 0
     reps = f"replicates {int(df['replicate'].min())}..{int(df['replicate'].max())}" if len(df) else "no replicates"
     not_ok = int((df['status'] != 'ok').sum())
+    ran = f"{executions} execution{'s' if executions != 1 else ''}"
     if sel.filter is not None and not left_out:  # the latest configuration is every stored row
-        covers = (f"sweep {name}: every stored row, all blocks pooled ({reps}, {executions} execution(s)): "
+        covers = (f"sweep {name}: every stored row, all blocks pooled ({reps}, {ran}): "
                   f"{len(df)} rows, {not_ok} not ok")
     else:  # rows of other configurations left out (named on stderr), or every configuration pooled
-        covers = f"sweep {name}: {len(df)} rows, {not_ok} not ok; {sel.header} ({reps}, {executions} execution(s))"
+        covers = f"sweep {name}: {len(df)} rows, {not_ok} not ok; {sel.header} ({reps}, {ran})"
     if args.format == "text":
         print(format_text(table, covers, by_cols))
     else:

@@ -10,6 +10,7 @@ do not depend on batching, workers or order.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RowFailed, StorageWriteError, SweepError
+from sweeps.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfirmationNeeded, RayAddressError, RowFailed, RunFailure, StorageWriteError, SweepError
 from sweeps.execution.batching import DEFAULT_ROW_TIMEOUT_S, STATUS_LOST, Batch, SerialExecutor, execute_batch
 from sweeps.execution.ray_executor import RayExecutor
 from sweeps.run.progress import Progress
@@ -519,6 +520,7 @@ class _Executed:
     rows_written: int
     interrupted: bool = False
     fail_message: str = ""
+    store_warmup: Any = None  # sweeps.tracking.mlflow_log.StoreWarmup, started with the rows
 
 
 def _run(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float, executor: Any) -> RunResult:
@@ -540,8 +542,14 @@ def _say_estimate_error(prep: _Prepared, executed: _Executed, err: TextIO) -> No
     if est is None or executed.interrupted or executed.fail_message or result.write_error:
         return
     off = 100 * (est["seconds"] - result.wall_s) / max(result.wall_s, 1e-9)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _print(f"the dry run estimated {est['seconds']:.0f} s ({est['low_s']:.0f}..{est['high_s']:.0f}) "
-           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %)", err)
+           f"for these {est['rows']} rows; they took {result.wall_s:.0f} s ({off:+.0f} %; load average "
+           f"{est.get('load_average', float('nan')):.1f} then, {load:.1f} now)", err)
+    # The Parquet provenance of this execution holds the estimate (dry_run_estimate); its record, the outcome.
+    _update_record(prep.output, prep.spec.name, prep.execution_id, err,
+                   dry_run_estimate={**est, "actual_s": round(result.wall_s, 1), "off_percent": round(off, 1),
+                                     "load_average_after": round(load, 2)})
 
 
 def _prepare(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextIO, started: float) -> _Prepared:
@@ -613,13 +621,7 @@ def _make_executor(opts: RunOptions) -> Any:
     """The executor --serial or Ray asks for (Ray started here, after all validation)."""
     if opts.executor == "serial":
         return SerialExecutor(fail_fast=opts.fail_fast, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
-    return RayExecutor(
-        address=opts.address,
-        workers=opts.workers,
-        fail_fast=opts.fail_fast,
-        target_batch_s=opts.target_batch_s,
-        row_timeout=opts.row_timeout,
-    ).start()
+    return _start_ray(opts, fail_fast=opts.fail_fast)
 
 
 def _feeder(prep: _Prepared, register: Callable[[Any, int], None]) -> FixedFeeder | AdaptiveFeeder:
@@ -658,6 +660,10 @@ def _execute(prep: _Prepared, opts: RunOptions, err: TextIO, executor: Any) -> _
         if plan.pending or prep.adaptive:
             if own_executor:
                 ex = _make_executor(opts)
+            if not opts.no_mlflow:  # MLflow's imports and a new store's tables, while the rows run
+                from sweeps.tracking.mlflow_log import StoreWarmup
+
+                executed.store_warmup = StoreWarmup(opts.mlflow_uri)
             stop.install()
             progress = Progress(plan.pending, [p.label for p in spec.policies], stream=err, skipped=prep.stored_here)
             for batch in ex.stream(RowSimulator(), feeder.take, should_stop=stop, on_idle=writer.tick):
@@ -724,7 +730,8 @@ def _summarise(prep: _Prepared, executed: _Executed, opts: RunOptions, out: Text
         if not opts.no_mlflow:
             _update_record(output, spec.name, prep.execution_id, err, mlflow={"state": "none"})
     elif not opts.no_mlflow:  # one parent run per execution that produced rows
-        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started)
+        result.tracking = _track(output, spec, prep.execution_id, opts, err, prep.started,
+                                 warmup=executed.store_warmup)
     if opts.no_mlflow or not executed.rows_written or result.tracking is not None:  # the store is not known down
         _finish_earlier_logging(output, spec, prep.execution_id, opts, err, prep.started)
 
@@ -818,7 +825,7 @@ def _ui_link(uri: str, ui_path: str) -> str:
 
 
 def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: TextIO, started: float, *,
-           same_spec: bool = True) -> Any:
+           same_spec: bool = True, warmup: Any = None) -> Any:
     """Log to MLflow from the driver; a failure never loses the sweep (it is in Parquet).
 
     The execution record says "logging" while this runs, so that a driver killed now leaves a
@@ -839,6 +846,7 @@ def _track(output: Path, spec: Any, execution_id: str, opts: RunOptions, err: Te
             max_cell_runs=spec.mlflow.max_cell_runs if same_spec else None,
             experiment=spec.mlflow.experiment if same_spec else None,
             say=lambda msg: _print(msg, err),
+            warmup=warmup,
         )
     except Exception as exc:  # noqa: BLE001 - any tracking failure is reported once, never fatal
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -997,8 +1005,11 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
         if opts.executor == "serial":
             ex = SerialExecutor(fail_fast=False, target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout)
         else:
-            ex = RayExecutor(address=opts.address, workers=opts.workers, fail_fast=False,
-                             target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+            try:
+                ex = _start_ray(opts, fail_fast=False)
+            except RunFailure as exc:
+                _print(f"dry run: {exc}; nothing was timed", out)
+                return None
     startup_s = time.monotonic() - t0
     queue = list(sample)
     walls: list[float] = []
@@ -1058,6 +1069,32 @@ def _dry_run(spec: Any, cells, done, plan: Plan, opts: RunOptions, out: TextIO, 
     except OSError:
         pass
     return estimate
+
+
+RAY_START_TRIES = 2
+
+
+def _start_ray(opts: RunOptions, fail_fast: bool) -> Any:
+    """The Ray executor, started; one more try when a start times out. Ray waits a hard-coded 30 s
+    for its raylet (ray/_private/node.py), which a loaded machine misses: seen three times at load
+    average 12-27 on the shared 2-core machine, for the dry run and for the run. RunFailure (one
+    line, exit 1, nothing run) when no try worked; a cluster that cannot be joined is the user's
+    RayAddressError at once."""
+    import ray
+
+    last = ""
+    for _ in range(RAY_START_TRIES):
+        try:
+            return RayExecutor(address=opts.address, workers=opts.workers, fail_fast=fail_fast,
+                               target_batch_s=opts.target_batch_s, row_timeout=opts.row_timeout).start()
+        except RayAddressError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+    raise RunFailure(f"the local Ray did not start ({RAY_START_TRIES} tries; last: {last}); nothing was "
+                     f"run: try again when the machine is less loaded")
 
 
 def _read_estimate(output: Path, spec: Any, pending: int) -> dict | None:

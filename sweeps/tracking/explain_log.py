@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from sweeps.tracking.mlflow_log import TAG_EXECUTION, TAG_ROLE, TAG_SWEEP, resolve_tracking_uri
+from sweeps.tracking.mlflow_log import TAG_EXECUTION, TAG_ROLE, TAG_SWEEP, active_experiment_ids, resolve_tracking_uri
 
 __all__ = ["find_parent_run", "log_explanation"]
 
@@ -20,13 +20,7 @@ __all__ = ["find_parent_run", "log_explanation"]
 def find_parent_run(client, sweep: str, execution_ids: Sequence[str]):
     """The newest finished or running parent run of ``sweep`` whose execution id is in
     ``execution_ids`` (the newest execution first); None when the sweep was never logged."""
-    experiments, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        experiments += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            break
+    experiments = active_experiment_ids(client)
     for eid in execution_ids:
         found = []
         for i in range(0, len(experiments), 100):

@@ -68,6 +68,7 @@ __all__ = [
     "TrackingError",
     "TrackingResult",
     "log_sweep",
+    "StoreWarmup",
     "resolve_tracking_uri",
     "grid_columns",
     "mlflow_key",
@@ -75,6 +76,9 @@ __all__ = [
     "LogPlan",
     "plan_log",
     "runs_view_path",
+    "active_experiment_ids",
+    "headline",
+    "view_state_of",
     "TAG_EXECUTION",
     "TAG_SWEEP",
     "TAG_ROLE",
@@ -360,26 +364,43 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     dataset = open_dataset(output, sweep, files)
     first_cols = [c for c in ["cell_index", *summary.grid] if c in columns]
     # One file at a time, in the dataset's order: a dataset-wide scan reads files ahead while the
-    # batches are summarised (measured: most of the dataset's decoded columns live at once).
+    # batches are summarised (measured: most of the dataset's decoded columns live at once). The
+    # batches of small files are pooled up to _SCAN_BATCH_ROWS rows before they are summarised: a
+    # sweep writes one file per few hundred rows, and the pandas group-bys cost per call, not per
+    # row (the quick sweep: 105 files of ~6 rows; one call instead of 105 took its scan from 14.7 s
+    # to 3 s on the loaded 2-core machine).
+    pending: list[pa.RecordBatch] = []
+
+    def flush() -> None:
+        if pending:
+            frame = pa.Table.from_batches(pending, schema=pending[0].schema).to_pandas()
+            pending.clear()
+            for col in ("policy", "status", "cell_id"):
+                if col in frame.columns:
+                    frame[col] = frame[col].astype(str)
+            _scan_batch(summary, frame, first_cols, execution_id)
+
     for fragment in dataset.get_fragments(filter=expr):
         summarised = False
+        mine = 0  # batches of this fragment in `pending`
         try:
             for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=expr,
                                              batch_size=_SCAN_BATCH_ROWS, use_threads=False):
                 if batch.num_rows == 0:
                     continue
-                frame = batch.to_pandas()
-                for col in ("policy", "status", "cell_id"):
-                    if col in frame.columns:
-                        frame[col] = frame[col].astype(str)
-                _scan_batch(summary, frame, first_cols, execution_id)
-                summarised = True
+                pending.append(batch)
+                mine += 1
+                if sum(b.num_rows for b in pending) >= _SCAN_BATCH_ROWS:
+                    flush()
+                    summarised, mine = True, 0
         except (pa.ArrowException, OSError) as exc:  # damaged pages under a sound footer
             cause = f"damaged data ({error_text(exc)})"
             if summarised:  # part of its rows are in the totals: nothing honest to log
                 raise TrackingError(f"{fragment.path}: {cause}; run `oomsweep run` on the sweep to set it "
                                     f"aside and recompute its rows, then log again") from None
+            del pending[len(pending) - mine:]  # none of its rows counted: the file is left out
             warn_skipped(Path(fragment.path), cause)
+    flush()
     return summary
 
 
@@ -479,13 +500,21 @@ EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's "model training" expe
 _HEADLINE_POLICIES = 8  # parent headline metrics shown as table columns for at most this many policies
 
 
+VIEW_NAME = "oomsweep: lockup metrics and grid keys"  # how the view is listed in the runs tab's Views menu
+
+
 def runs_view_path(experiment_id: str) -> str:
     """The UI path (after http://host:port) that opens an experiment on oomsweep's runs table.
 
-    MLflow 3.17's UI picks GenAI or model training per browser (the `workflowType` URL parameter,
-    else localStorage, default GenAI), not per experiment, and shows no metric column by default;
-    this link asks for model training and for the column set stored in the experiment tag
-    mlflow.sharedViewState.oomsweep (see _view_state).
+    What MLflow 3.17.2's UI does (read in its built bundle, mlflow/server/js/build/static/js):
+    the experiment page routes by a *workflow type* that is per browser: the URL parameter
+    `workflowType`, else localStorage `mlflow.workflowType_v1` (written only by the sidebar's
+    GenAI | Model training switch), else `genai`. The experiment tag `mlflow.experimentKind` is
+    read only when a feature flag is off, and that flag is compiled on; `/server-info` carries no
+    default either. So no tag, experiment field or server flag makes a bare click open the runs:
+    this link asks for model training. The runs table's default columns are Source, Models and
+    Dataset (no metric); `viewStateShareKey` applies the saved view oomsweep stores in the
+    experiment tag mlflow.sharedViewState.oomsweep (see _view_state).
     """
     return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
@@ -494,16 +523,42 @@ def _column(kind: str, key: str) -> str:
     return f"{kind}.`{key}`"  # the UI's column id: metrics.`lockup_probability`
 
 
-def _view_state(policies: Sequence[str], grid: Sequence[str]) -> str:
+def _view_state(policies: Sequence[str], grid: Sequence[str], created_ms: int) -> str:
     """The runs table oomsweep wants first: the parent's headline lockup_p/<policy>, each child's
-    probability, interval and counts, its policy and grid keys; newest runs first."""
+    probability, interval and counts, its policy and grid keys; newest runs first.
+
+    Stored as MLflow 3.17's saved-view envelope ({name, createdAt, updatedAt, state}), not as a
+    bare state: the UI loads either through `viewStateShareKey`, but lists only envelopes in the
+    runs tab's Views menu, where a user who came in by a bare click can pick it."""
     headline = [_column("metrics", mlflow_key(f"lockup_p/{p}")) for p in policies[:_HEADLINE_POLICIES]]
     metrics = [_column("metrics", m) for m in ("lockup_probability", "ci_low", "ci_high", "lockups", "n",
                                                 "median_stall_s")]
     params = [_column("params", "policy"), *(_column("params", mlflow_key(c)) for c in grid)]
-    state = {"selectedColumns": [*headline, *metrics, *params], "orderByKey": "attributes.start_time",
-             "orderByAsc": False}
-    return json.dumps(state)
+    columns = [*headline, *metrics, *params]
+    # Widths: the whole key readable (the UI's default cuts `lockup_p/handoff_rfc_v2` to `lockup_p/hando`);
+    # order: as listed here (the UI's own is alphabetical within metrics and within params).
+    widths = {c: max(90, 7 * len(c.split("`")[1]) + 40) for c in columns}
+    state = {"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths,
+             "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return json.dumps({"name": VIEW_NAME, "createdAt": created_ms, "updatedAt": created_ms,
+                       "state": json.dumps(state)})
+
+
+def view_state_of(tag_value: str) -> dict:
+    """The runs-table state inside a mlflow.sharedViewState.* tag (envelope or bare state)."""
+    value = json.loads(tag_value)
+    return json.loads(value["state"]) if isinstance(value, dict) and "state" in value else value
+
+
+HEADLINE_DIGITS = 4  # significant digits of the parent's headline metrics
+
+
+def headline(value: float) -> float:
+    """A parent-run headline number rounded to HEADLINE_DIGITS significant digits (0.1625, not
+    0.16249999999): what the runs table shows is read, not recomputed. The children keep the
+    exact summary, so the compare view and `oomsweep report` agree to the last digit."""
+    v = float(value)
+    return v if not math.isfinite(v) or v == 0 else float(f"{v:.{HEADLINE_DIGITS}g}")
 
 
 def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
@@ -513,6 +568,16 @@ def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
     reps = spec.replicates if spec is not None else 0
     start = int(provenance.get("replicate_start") or getattr(spec, "replicate_start", 0) or 0)
     return f"block {start // reps}" if reps else "block ?"
+
+
+def _written_ms(provenance: Mapping[str, Any]) -> int:
+    """When the execution's rows were written (provenance), in ms since the epoch; else now."""
+    import datetime as dt
+
+    with contextlib.suppress(TypeError, ValueError):
+        stamp = dt.datetime.fromisoformat(str(provenance.get("written_at")).replace("Z", "+00:00"))
+        return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).timestamp() * 1000)
+    return int(time.time() * 1000)
 
 
 def _when(provenance: Mapping[str, Any]) -> str:
@@ -569,10 +634,10 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
     }
     for r in table.to_dict("records"):  # headline: one number per policy, its interval beside it
         key = mlflow_key(f"lockup_p/{r['policy']}")
-        metrics[key] = r["lockup_probability"]
-        metrics[f"{key}.ci_low"] = r["ci_low"]
-        metrics[f"{key}.ci_high"] = r["ci_high"]
-        metrics[f"{key}.n"] = r["n"]
+        metrics[key] = headline(r["lockup_probability"])
+        metrics[f"{key}.ci_low"] = headline(r["ci_low"])
+        metrics[f"{key}.ci_high"] = headline(r["ci_high"])
+        metrics[f"{key}.n"] = int(r["n"])
     block = _block_text(provenance, spec)
     covers = _covers(sweep, block, spec, provenance, summary)
     common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
@@ -595,7 +660,7 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
     return LogPlan(
         experiment=experiment,
         experiment_tags={"mlflow.experimentKind": EXPERIMENT_KIND,
-                         f"mlflow.sharedViewState.{VIEW_KEY}": _view_state(policies, grid)},
+                         f"mlflow.sharedViewState.{VIEW_KEY}": _view_state(policies, grid, _written_ms(provenance))},
         parent=parent,
         children=tuple(_child_plans(summary, table, cells, grid, common, with_cells)),
         table=table, cells=cells, policies=tuple(policies), grid=tuple(grid), cell_note=cell_note,
@@ -647,12 +712,17 @@ def _grid_text(summary: _Summary, spec: SweepSpec | None) -> str:
     return summary.grid_text()
 
 
+_EXPERIMENT_ID_SLOT = "{experiment_id}"  # in the planned note; _write fills it in once the experiment is known
+
+
 def _note(sweep: str, execution_id: str, table: pd.DataFrame, covers: str, model_version: str,
           cell_note: str) -> str:
     """Run description (mlflow.note.content): one line of context and the per-policy table exactly as
     `oomsweep report --format text` prints it (a fixed-width block: columns stay apart in the UI)."""
     text = (f"**{covers}**; execution `{execution_id}`, model {model_version}. {cell_note}\n\n"
-            f"```\n{format_text(table)}\n```\n")
+            f"```\n{format_text(table)}\n```\n\n"
+            f"The runs table with these numbers as columns: *Views → {VIEW_NAME}* above it, or the "
+            f"link `{runs_view_path(_EXPERIMENT_ID_SLOT)}` after the UI's http://host:port.\n")
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 1] + "…"
 
 
@@ -679,6 +749,13 @@ def _short_keys(grid: Sequence[str]) -> dict[str, str]:
     return {c: (s if last.count(s) == 1 else c) for c, s in zip(grid, last)}
 
 
+# The order a child's metrics are logged in: MLflow 3.17's compare view plots the first metric the
+# runs share, in the store's order (which is this one) on its parallel-coordinates axis; it took
+# `n` when SUMMARY_COLUMNS' order was used.
+_CHILD_METRIC_ORDER = ("lockup_probability", "ci_low", "ci_high",
+                       *(m for m in (*METRICS, FAILED_METRIC) if m not in ("lockup_probability", "ci_low", "ci_high")))
+
+
 def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, grid: Sequence[str],
                  common: Mapping[str, str], with_cells: bool) -> list[_RunPlan]:
     plans = []
@@ -693,7 +770,7 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
         if options:
             params["policy_options"] = _value(json.dumps(options, sort_keys=True))
         plans.append(_RunPlan(policy, {**common, TAG_ROLE: "policy", TAG_CHILD: f"policy:{policy}"}, params,
-                              {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+                              {m: r[m] for m in _CHILD_METRIC_ORDER}))
     if with_cells:
         for r in cells.to_dict("records"):
             params = {mlflow_key(c): _value(r[c]) for c in grid}
@@ -702,7 +779,7 @@ def _child_plans(summary: _Summary, table: pd.DataFrame, cells: pd.DataFrame, gr
                     "oomsweep.cell_index": str(int(r["cell_index"]))}
             keys = " ".join(_fmt_key_value(short[c], r[c]) for c in grid)
             name = f"{r['policy']} · cell {int(r['cell_index'])}" + (f": {keys}" if keys else "")
-            plans.append(_RunPlan(name[:250], tags, params, {m: r[m] for m in (*METRICS, FAILED_METRIC)}))
+            plans.append(_RunPlan(name[:250], tags, params, {m: r[m] for m in _CHILD_METRIC_ORDER}))
     return plans
 
 
@@ -833,7 +910,9 @@ def _existing_parents(client: Any, experiment_ids: Sequence[str], sweep: str, ex
     return found
 
 
-def _active_experiment_ids(client: Any) -> list[str]:
+def active_experiment_ids(client: Any) -> list[str]:
+    """Ids of every active experiment in the store, all pages (search_experiments' default filter
+    is active ones only): where an execution's runs may be, whatever experiment name logged them."""
     ids, token = [], None
     while True:
         page = client.search_experiments(max_results=1000, page_token=token)
@@ -888,6 +967,51 @@ def _log_dataset(client: Any, run_id: str, cells: pd.DataFrame, source: str, nam
 # --------------------------------------------------------------------------------------------------
 
 
+class StoreWarmup:
+    """Open the MLflow store in a background thread while the sweep runs: import MLflow's store
+    and, on a new sqlite file, create its tables (MLflow's alembic migrations).
+
+    Why: on a fresh store that is most of the logging time of a small sweep (the quick sweep,
+    loaded 2-core machine: 39 s of 71 s in log_sweep, benchmarks/bench_quick_logging.py), and the
+    driver only waits on Ray meanwhile. Nothing is written but MLflow's empty tables; any failure
+    is kept for log_sweep to ignore (it opens the store again and reports a failure itself).
+    """
+
+    def __init__(self, tracking_uri: str | None) -> None:
+        self.new_db: Path | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        try:
+            self.uri = resolve_tracking_uri(tracking_uri)
+        except TrackingError as e:
+            self.uri, self.error = "", e
+            self._thread = None
+            return
+        self.new_db = _new_sqlite_store(self.uri)
+        self._thread = threading.Thread(target=self._open, name="oomsweep-mlflow-warmup", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        started = time.monotonic()
+        try:
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            from mlflow import MlflowClient
+
+            if urlsplit(self.uri).scheme.startswith("sqlite"):  # a server is asked nothing before logging
+                with _quiet_mlflow_setup():
+                    MlflowClient(tracking_uri=self.uri).search_experiments(max_results=1)
+        except BaseException as e:  # noqa: BLE001 - kept; log_sweep reports its own failure
+            self.error = e
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def wait(self) -> bool:
+        """Block until the store is open; True when it was done in the background (no error)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._thread is not None and self.error is None
+
+
 def log_sweep(
     output: Path,
     sweep: str,
@@ -899,6 +1023,7 @@ def log_sweep(
     experiment: str | None = None,
     threads: int | None = None,
     say: Callable[[str], None] | None = None,
+    warmup: StoreWarmup | None = None,
 ) -> TrackingResult:
     """Log one execution of a sweep from its Parquet rows; a no-op if that execution is logged.
 
@@ -913,7 +1038,8 @@ def log_sweep(
     logged under another experiment is found there. max_cell_runs: else spec.mlflow.max_cell_runs,
     else 2000; per-cell child runs are logged only while cells × policies <= max_cell_runs.
     `threads`: concurrent child-run loggers for a server (default 8, at most MLflow's HTTP pool
-    size, MLFLOW_HTTP_POOL_MAXSIZE); a SQLite store is written serially.
+    size, MLFLOW_HTTP_POOL_MAXSIZE); a SQLite store is written serially. `warmup`: a StoreWarmup
+    started on the same URI while the sweep ran (its table creation is then said as done).
     Raises TrackingError for any failure to record (nothing half-logged is left FINISHED), and
     ValueError for a malformed sweep name or execution_id.
     """
@@ -932,6 +1058,8 @@ def log_sweep(
     if max_cell_runs is None:
         max_cell_runs = spec.mlflow.max_cell_runs if spec is not None else 2000
     threads = _child_threads(uri, threads)
+    if say is not None:
+        say(f"MLflow: summarising the stored rows of {sweep} (phase 1 of 3)")
     summary = _scan(output, sweep, spec, execution_id)
     if summary.rows == 0:
         raise TrackingError(f"nothing to log: no rows of sweep {sweep!r} under {output}")
@@ -940,8 +1068,10 @@ def log_sweep(
                     max_cell_runs=max_cell_runs)
     curves = {p: summary.policy_group(p).survival() for p in plan.policies}
     del summary
+    if warmup is not None and warmup.uri != uri:
+        warmup = None
     return _write(plan, curves, uri=uri, output=output, sweep=sweep, execution_id=execution_id, spec=spec,
-                  provenance=provenance, threads=threads, started=started, say=say)
+                  provenance=provenance, threads=threads, started=started, say=say, warmup=warmup)
 
 
 def _new_sqlite_store(uri: str) -> Path | None:
@@ -993,18 +1123,27 @@ class _ChildProgress:
 
 def _write(plan: LogPlan, curves: Mapping[str, KaplanMeier], *, uri: str, output: Path, sweep: str,
            execution_id: str, spec: SweepSpec | None, provenance: Mapping[str, Any], threads: int,
-           started: float, say: Callable[[str], None] | None) -> TrackingResult:
+           started: float, say: Callable[[str], None] | None,
+           warmup: StoreWarmup | None = None) -> TrackingResult:
     """The store calls of a LogPlan: experiment, parent, artifacts, dataset, children, parent FINISHED."""
     _check_reachable(uri)
+    new_db = _new_sqlite_store(uri)
+    if warmup is not None and warmup.new_db is not None:
+        warmed = warmup.wait()
+        if warmed and say is not None:
+            say(f"MLflow: created the tracking database {warmup.new_db} while the sweep ran "
+                f"(first use of this store: {warmup.seconds:.0f} s)")
+        new_db = None if warmed else new_db
+    elif warmup is not None:
+        warmup.wait()
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
-    new_db = _new_sqlite_store(uri)
     if new_db is not None and say is not None:
-        say(f"MLflow: creating the tracking database {new_db} (first use; takes a few seconds)")
+        say(f"MLflow: creating the tracking database {new_db} (first use of this store; takes a few seconds)")
     with _talking_to(uri, "opening the store"), _quiet_mlflow_setup():
         client = MlflowClient(tracking_uri=uri)
-        experiment_ids = _active_experiment_ids(client)
+        experiment_ids = active_experiment_ids(client)
     with _talking_to(uri, "looking up earlier logging of this execution"):
         earlier = _existing_parents(client, experiment_ids, sweep, execution_id)
         for run in earlier:
@@ -1030,20 +1169,25 @@ def _write(plan: LogPlan, curves: Mapping[str, KaplanMeier], *, uri: str, output
             client.set_experiment_tag(experiment_id, key, value)
 
     with tempfile.TemporaryDirectory(prefix="oomsweep-mlflow-") as tmp:
+        if say is not None:
+            say("MLflow: parent run, tables and plots (phase 2 of 3)")
         _write_artifacts(Path(tmp), plan, curves, spec, provenance)
         parent_id = None
         try:
             with _talking_to(uri, "creating the parent run"):
                 now = int(time.time() * 1000)
+                parent_tags = dict(plan.parent.tags)
+                parent_tags["mlflow.note.content"] = parent_tags["mlflow.note.content"].replace(
+                    _EXPERIMENT_ID_SLOT, str(experiment_id))
                 if resumed is None:
-                    parent = client.create_run(experiment_id, start_time=now, tags=dict(plan.parent.tags),
+                    parent = client.create_run(experiment_id, start_time=now, tags=parent_tags,
                                                run_name=plan.parent.name)
                     parent_id = parent.info.run_id
                     have_params: Mapping[str, str] = {}
                 else:
                     parent_id = resumed.info.run_id
                     have_params = resumed.data.params  # params are immutable: only the missing ones
-                    for k, v in plan.parent.tags.items():
+                    for k, v in parent_tags.items():
                         if resumed.data.tags.get(k) != v:
                             client.set_tag(parent_id, k, v)
                 client.log_batch(parent_id,
@@ -1058,6 +1202,8 @@ def _write(plan: LogPlan, curves: Mapping[str, KaplanMeier], *, uri: str, output
                     _log_dataset(client, parent_id, plan.cells, str(source), f"{sweep}.cells")
             children = [dataclasses.replace(c, tags={**c.tags, PARENT_TAG: parent_id}) for c in plan.children
                         if c.tags[TAG_CHILD] not in children_done]
+            if say is not None:
+                say(f"MLflow: logging {len(children)} child runs (phase 3 of 3)")
             progress = _ChildProgress(len(children), say)
             with _talking_to(uri, "logging child runs"):
                 _log_children(client, experiment_id, children, threads, progress)

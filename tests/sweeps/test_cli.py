@@ -122,7 +122,7 @@ def test_run_prints_the_policy_table_and_report_agrees(stored, tmp_path, capsys)
     assert "policy" in out and "upstream_4_19" in out and "timeout_backoff" in out
     assert main(["report", "results"]) == 0
     rep = capsys.readouterr().out
-    assert "sweep tiny: every stored row, all blocks pooled (replicates 0..2, 1 execution(s)): 12 rows, 0 not ok" in rep
+    assert "sweep tiny: every stored row, all blocks pooled (replicates 0..2, 1 execution): 12 rows, 0 not ok" in rep
     assert out.strip().splitlines()[-2:] == rep.strip().splitlines()[-2:]  # same table rows
     assert main(["report", "results", "--by", "victim.sched_at_handover"]) == 0
     by = capsys.readouterr().out

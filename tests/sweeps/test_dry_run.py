@@ -25,3 +25,57 @@ def test_dry_run_sample_skips_stored_rows(write_sweep, tmp_path) -> None:
     stored = {(t.cell_id, t.policy, t.replicate) for t in everything[:5]}
     rest, pending = sample_pending_rows(spec, 1000, stored)
     assert pending == 7 and not stored & {(t.cell_id, t.policy, t.replicate) for t in rest}
+
+
+def test_a_run_after_its_dry_run_says_and_records_how_far_the_estimate_was_off(write_sweep, tmp_path) -> None:
+    """Serial executor in-process (no Ray, no subprocess): the dry run's estimate is left for the
+    run, which prints estimate vs actual and stores both in its execution record."""
+    import io
+
+    from sweeps.run.runner import RunOptions, run_sweep
+    from sweeps.storage import executions
+
+    path = write_sweep(tmp_path, replicates=2)
+    output = tmp_path / "results"
+    opts = dict(output=str(output), no_mlflow=True, executor="serial")
+    dry = io.StringIO()
+    assert run_sweep(path, RunOptions(dry_run=True, **opts), stdout=dry, stderr=io.StringIO()).exit_code == 0
+    assert "dry run: estimated wall time" in dry.getvalue()
+    err = io.StringIO()
+    res = run_sweep(path, RunOptions(**opts), stdout=io.StringIO(), stderr=err)
+    assert res.exit_code == 0
+    assert "the dry run estimated" in err.getvalue() and "they took" in err.getvalue()
+    (record,) = executions.read_records(output, res.sweep)
+    est = record["dry_run_estimate"]
+    assert est["rows"] == 2 * 2 * 2 and est["actual_s"] > 0 and est["low_s"] <= est["seconds"] <= est["high_s"]
+    # off_percent = (estimate - actual) / actual, of the unrounded times (each stored to 0.1 s)
+    assert abs(est["seconds"] - est["actual_s"] * (1 + est["off_percent"] / 100)) <= 0.15
+
+
+def test_a_ray_start_that_times_out_is_tried_once_more_then_said_in_one_line(monkeypatch) -> None:
+    """Ray waits a hard-coded 30 s for its raylet; on a loaded machine that start fails with a bare
+    Exception. The run and the dry run try once more, then stop with one line (RunFailure, exit 1)."""
+    import pytest
+
+    from sweeps.errors import RunFailure
+    from sweeps.execution.ray_executor import RayExecutor
+    from sweeps.run import runner
+
+    tries = []
+
+    def timing_out(self):
+        tries.append(self)
+        if len(tries) < 2:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+        return self
+
+    monkeypatch.setattr(RayExecutor, "start", timing_out)
+    started = runner._start_ray(runner.RunOptions(), fail_fast=False)
+    assert started is tries[-1] and len(tries) == 2  # the second try is the executor used
+
+    def always(self):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(RayExecutor, "start", always)
+    with pytest.raises(RunFailure, match=r"local Ray did not start \(2 tries; last: The current node timed out"):
+        runner._start_ray(runner.RunOptions(), fail_fast=False)

@@ -106,6 +106,11 @@ def test_format_text_fits_a_mail_and_folds_by_keys() -> None:
     assert all(len(line) <= 72 for line in text.splitlines())
     assert "groups.0.sched.rt_priority = 1" in text and "groups.0.sched.rt_priority = 99" in text
     assert "Wilson 95 %" in text and text.splitlines()[0] == "sweep s, block 0"
+    covers = ("sweep handoff-vs-priority: every stored row, all blocks pooled (replicates 0..199, "
+              "2 executions): 12000 rows, 0 not ok")  # what `report` puts first: folded, not cut
+    text = format_text(table, covers)
+    assert all(len(line) <= 72 for line in text.splitlines())
+    assert " ".join(text.splitlines()[:2]) == covers
 
 
 def test_format_table_folds_by_keys_and_prints_values_as_written() -> None:

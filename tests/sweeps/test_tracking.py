@@ -29,7 +29,7 @@ from sweeps.storage import dataset as storage
 from sweeps.tracking import mlflow_log as tracking
 from sweeps.analysis.stats import wilson
 from sweeps.errors import TrackingError
-from sweeps.tracking.mlflow_log import log_sweep, mlflow_key
+from sweeps.tracking.mlflow_log import log_sweep, mlflow_key, view_state_of
 from sweeps.spec.model import SweepSpec
 from sweeps.spec.parse import parse_sweep
 
@@ -191,7 +191,9 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     assert parent.info.run_name.startswith(f"{SWEEP} block 0 · ")
     exp_tags = MlflowClient(uri).get_experiment(result.experiment_id).tags
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
-    view = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])
+    envelope = json.loads(exp_tags["mlflow.sharedViewState.oomsweep"])  # a saved view, listed in the Views menu
+    assert envelope["name"] and envelope["createdAt"] > 0
+    view = view_state_of(exp_tags["mlflow.sharedViewState.oomsweep"])
     assert "metrics.`lockup_p/upstream_4_19`" in view["selectedColumns"]
     assert "params.`victim.sched_at_handover`" in view["selectedColumns"]
     assert result.ui_path.endswith("workflowType=machine_learning&viewStateShareKey=oomsweep")
@@ -218,8 +220,11 @@ def test_parent_and_one_child_per_policy_with_recomputed_metrics(env):
     # The parent carries the headline: each policy's probability and interval, names sorting together.
     for policy, p in by_policy.items():
         key = mlflow_key(f"lockup_p/{policy}")
-        assert parent.data.metrics[key] == p
-        assert parent.data.metrics[f"{key}.ci_low"] <= p <= parent.data.metrics[f"{key}.ci_high"]
+        assert parent.data.metrics[key] == float(f"{p:.4g}")  # 4 significant digits: read, not recomputed
+        low, high = parent.data.metrics[f"{key}.ci_low"], parent.data.metrics[f"{key}.ci_high"]
+        assert low <= p <= high and len(repr(low).lstrip("0.").rstrip("0")) <= 4
+        n = next(c.data.metrics["n"] for c in children if c.data.params["policy"] == policy)
+        assert parent.data.metrics[f"{key}.n"] == n == int(n)
 
 
 def test_second_call_for_a_logged_execution_is_a_no_op(env):

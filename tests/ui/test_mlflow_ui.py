@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweeps.run.runner import RunOptions, run_sweep
-from sweeps.tracking.mlflow_log import TAG_ROLE, runs_view_path
+from sweeps.tracking.mlflow_log import TAG_ROLE, VIEW_NAME, runs_view_path
 
 from ui_harness import start_mlflow_ui, stop
 
@@ -67,9 +67,25 @@ def ui(finished_sweep):
 
 
 def _headers(page) -> list[str]:
-    """Column headers the runs table renders (ag-grid draws only the columns in view: the browser
-    window is wide enough for all of oomsweep's)."""
-    return [t.strip() for t in page.locator("[role=columnheader]").all_inner_texts() if t.strip()]
+    """Column headers of the runs table, scrolled through from left to right: ag-grid draws only
+    the columns in view, and oomsweep's view makes its columns wide enough to read
+    `lockup_p/handoff_rfc_v2` whole, so with MLflow's assistant panel open they do not all fit."""
+    seen: list[str] = []
+    viewport = page.locator(".ag-body-horizontal-scroll-viewport").first
+    for step in range(12):
+        for t in page.locator("[role=columnheader]").all_inner_texts():
+            if t.strip() and t.strip() not in seen:
+                seen.append(t.strip())
+        if not viewport.count():
+            break
+        at_end = viewport.evaluate("v => { const before = v.scrollLeft; v.scrollLeft += v.clientWidth * 0.8; "
+                                   "return v.scrollLeft === before; }")
+        page.wait_for_timeout(400)
+        if at_end:
+            break
+    if viewport.count():
+        viewport.evaluate("v => { v.scrollLeft = 0; }")
+    return seen
 
 
 def test_the_printed_link_opens_the_runs_table_with_lockup_metrics_and_grid_keys(finished_sweep, ui, browser,
@@ -101,18 +117,50 @@ def test_the_printed_link_opens_the_runs_table_with_lockup_metrics_and_grid_keys
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
-def test_a_plain_experiment_link_shows_where_it_lands(finished_sweep, ui, browser, tmp_path):
-    """MLflow 3.17.2's UI decides GenAI vs model training by a browser-wide setting (URL parameter
-    `workflowType`, else localStorage, default GenAI), not by the experiment tag: a bare link to
-    the experiment lands on the GenAI overview. This records it so a UI upgrade that honours the
-    tag is noticed (then the README can drop the long link)."""
+def test_a_bare_click_lands_on_genai_until_model_training_is_chosen_then_the_views_menu_has_ours(
+        finished_sweep, ui, browser, tmp_path):
+    """MLflow 3.17.2's UI routes an experiment by a per-browser workflow type (URL parameter
+    `workflowType`, else localStorage `mlflow.workflowType_v1`, default GenAI), not by the experiment
+    tag mlflow.experimentKind (read only when a feature flag is off; it is compiled on), so a bare
+    click in a fresh browser lands on the GenAI pages. This records that (and fails when an upgrade
+    honours the tag: then the README can drop the long link), then does what the README tells a
+    user: switch to *Model training* once (remembered), click the experiment again, pick oomsweep's
+    view in the Views menu."""
     _, _, res, _ = finished_sweep
-    page = browser(f"{ui}/#/experiments/{res.tracking.experiment_id}")
-    page.get_by_text("uiquick").first.wait_for()
-    page.wait_for_timeout(3000)
-    _shot(page, tmp_path, "mlflow-bare-link.png")
-    (tmp_path / "bare-link-url.txt").write_text(page.url)
-    assert "workflowType=" in page.url
+    page = browser(f"{ui}/#/experiments")
+    page.get_by_role("link", name="uiquick", exact=True).first.click()
+    page.get_by_text("Overview", exact=True).first.wait_for()  # GenAI's side navigation
+    page.wait_for_timeout(2000)
+    _shot(page, tmp_path, "mlflow-bare-click.png")
+    assert f"/experiments/{res.tracking.experiment_id}" in page.url and "/runs" not in page.url
+    assert page.evaluate("window.localStorage.getItem('mlflow.workflowType_v1')") is None  # the default: GenAI
+
+    page.get_by_text("Model training", exact=True).first.click()  # the sidebar switch, top left
+    page.wait_for_function("window.localStorage.getItem('mlflow.workflowType_v1') === '\"machine_learning\"'")
+    page.goto(f"{ui}/#/experiments")
+    page.get_by_text("Experiments", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
+    page.get_by_role("link", name="uiquick", exact=True).first.click()
+    try:
+        page.wait_for_url(lambda url: "/runs" in url)
+        page.locator("[role=columnheader]").first.wait_for()
+    except Exception:
+        _shot(page, tmp_path, "mlflow-bare-click-model-training-FAILED.png")
+        (tmp_path / "failed-url.txt").write_text(page.url)
+        raise
+    page.wait_for_timeout(1500)
+    assert "/runs" in page.url and "workflowType=machine_learning" in page.url
+    _shot(page, tmp_path, "mlflow-bare-click-model-training.png")
+    assert "lockup_probability" not in _headers(page)  # MLflow's default columns: Source, Models, Dataset
+
+    page.get_by_role("button", name="Views").first.click()
+    page.get_by_text(VIEW_NAME).first.click()
+    page.locator("[role=columnheader]", has_text="lockup_probability").first.wait_for()
+    page.wait_for_timeout(1500)
+    _shot(page, tmp_path, "mlflow-views-menu.png")
+    headers = _headers(page)
+    for column in ("lockup_probability", "ci_low", "ci_high", *GRID):
+        assert column in headers, headers
 
 
 def test_compare_view_draws_parallel_coordinates_over_the_grid_keys(finished_sweep, ui, browser, tmp_path):
@@ -131,4 +179,6 @@ def test_compare_view_draws_parallel_coordinates_over_the_grid_keys(finished_swe
     _shot(page, tmp_path, "mlflow-compare.png")
     for key in GRID:
         assert key in text
-    assert "lockup_probability" in text
+    # The plot's metric axis starts on the answer (the first metric the runs share, in logging order).
+    axes = page.locator(".parcoords").first.text_content()
+    assert "lockup_probability" in axes and "ci_high" not in axes, axes
