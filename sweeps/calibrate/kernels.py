@@ -24,6 +24,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.calibrate import stock_kernels
 from sweeps.errors import InputError
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
@@ -81,6 +82,7 @@ class KernelSpec:
     patch_hash: str
     build_hash: str
     sched_features: str
+    stock: bool = False  # a stock Debian image (infra/qemu/kernels): no policies, no instruments
 
     @property
     def default_policy(self) -> str:
@@ -103,7 +105,9 @@ class KernelSpec:
         return policy
 
     def cmdline_extra(self, policy: str, sched_at_handover: str = "unchanged", skip_after: str = "pgtables") -> str:
-        """The boot parameters that select the policy and the instruments."""
+        """The boot parameters that select the policy and the instruments (none on a stock kernel)."""
+        if self.stock:
+            return ""
         return (f"oomsweep.policy={policy} oomsweep.skip_after={skip_after} "
                 f"oomsweep.sched_at_handover={sched_at_handover}")
 
@@ -111,8 +115,11 @@ class KernelSpec:
 def load(name: str) -> KernelSpec:
     """The built kernel NAME (cache_dir()/NAME/manifest.json); a clear error if it is not built."""
     defs = defined()
+    if name not in defs and stock_kernels.is_name(name):
+        return load_stock(name)
     if name not in defs:
-        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: {', '.join(defs) or 'none'})")
+        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: {', '.join(defs) or 'none'}; "
+                          f"stock images in infra/qemu/kernels: {', '.join(stock_kernels.defined()) or 'none'})")
     manifest = cache_dir() / name / "manifest.json"
     if not manifest.is_file():
         raise KernelError(f"--kernel: {name} is not built: run infra/kernels/build.sh {name} "
@@ -126,6 +133,27 @@ def load(name: str) -> KernelSpec:
     )
 
 
+def load_stock(name: str) -> KernelSpec:
+    """A fetched stock image (infra/qemu/fetch-kernel.sh NAME) as a KernelSpec: HZ and preemption from its config."""
+    from sweeps.calibrate.qemu import kernel_release
+    from sweeps.errors import QemuError
+
+    try:
+        image = stock_kernels.image(name)
+    except QemuError as exc:
+        raise KernelError(str(exc)) from None
+    release = kernel_release(image)
+    config = (image.parent / f"config-{release}").read_text(errors="replace")
+    hz = int(m.group(1)) if (m := re.search(r"^CONFIG_HZ=(\d+)$", config, re.M)) else 250
+    preempt = next((p for opt, p in (("CONFIG_PREEMPT", "full"), ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"))
+                    if re.search(rf"^{opt}=y$", config, re.M)), "none")
+    pkg = (image.parent / "PACKAGE").read_text().strip()
+    return KernelSpec(name=name, image=image, release=release, hz=hz, preempt=preempt,
+                      preempt_dynamic=bool(re.search(r"^CONFIG_PREEMPT_DYNAMIC=y$", config, re.M)),
+                      policies=(stock_kernels.STOCK_POLICY,), instruments=(), patch_hash="", build_hash=pkg,
+                      sched_features="", stock=True)
+
+
 def is_name(value: str | None) -> bool:
     """True if `value` names a kernel of infra/kernels/defs (not a path to an image)."""
     return bool(value) and "/" not in str(value) and str(value) in defined()
@@ -135,7 +163,7 @@ def match_scenario(scenario: dict, spec: KernelSpec) -> tuple[dict, list[str]]:
     """--match-kernel for a built kernel: machine.hz, machine.softirq and (no PREEMPT_DYNAMIC) machine.preempt."""
     from sweeps.calibrate.translate import KernelFacts, match_kernel
 
-    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz))
+    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz, stock_kernels.softirq_of(spec.release)))
     if not spec.preempt_dynamic and sc["machine"].get("preempt") != spec.preempt:
         changes.append(f"machine.preempt: {sc['machine'].get('preempt')!r} -> {spec.preempt!r}")
         sc["machine"]["preempt"] = spec.preempt
@@ -220,7 +248,7 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     from sweeps.calibrate.translate import KernelFacts, translate
     from sweeps.errors import CalibrationRefused
 
-    facts = KernelFacts(spec.release, spec.hz)
+    facts = KernelFacts(spec.release, spec.hz, stock_kernels.softirq_of(spec.release))
     if match:  # --match-kernel: machine.hz, machine.softirq (and machine.preempt) become the kernel's
         scenario, _ = match_scenario(scenario, spec)
     sched = scenario["victim"]["sched_at_handover"]
@@ -238,8 +266,72 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     return plan, cmdline, policy, sched
 
 
+_REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
+_KSOFTIRQD = re.compile(r"oomsweep: task comm=ksoftirqd/(\d+) pid=\d+ state=(\S+)")
+
+
+def softirq_columns(console: str) -> dict:
+    """What the watchdog's stall dump says about softirqs (empty without a stall declaration).
+
+    timer_frozen_cpus: CPUs whose TIMER count in /proc/softirqs did not move over the dump's 1 s
+    (their expired timers, the reaper's 2 s timer among them, wait for a starved ksoftirqd);
+    ksoftirqd_runnable: CPUs whose ksoftirqd/N was runnable (state R) but not running then.
+    """
+    text = console.replace("\r", "")
+    timers = [[int(x) for x in line.split()[1:]] for line in text.splitlines()
+              if line.strip().startswith("TIMER:")]
+    frozen = ""
+    if len(timers) >= 2 and len(timers[0]) == len(timers[1]):
+        frozen = " ".join(str(cpu) for cpu, (a, b) in enumerate(zip(timers[0], timers[1])) if a == b)
+    runnable = " ".join(m.group(1) for m in _KSOFTIRQD.finditer(text) if m.group(2) == "R")
+    # an idle NOHZ CPU's TIMER count stands still too: starved = frozen while its ksoftirqd waits to run
+    starved = " ".join(c for c in frozen.split() if c in runnable.split())
+    return {"timer_frozen_cpus": frozen, "ksoftirqd_runnable": runnable, "ksoftirqd_starved_cpus": starved}
+
+
+def stock_columns(console: str, spec: KernelSpec) -> dict:
+    """A stock kernel's row: no instruments, so MMF_OOM_SKIP is "reaper" for a victim the reaper reaped.
+
+    "oom_reaper: reaped process N" is printed only when the reaper found MMF_OOM_SKIP unset and set it
+    (as the 6.1 parser reads it, sweeps/calibrate/kernel_log.py); every other victim's flag was set by
+    its own exit_mmap(). kill_to_reap_s: kill -> reap per reaped victim (printk clock).
+    """
+    text = console.replace("\r", "")
+    if "@@oomsweep-dmesg-begin" in text:
+        text = text.split("@@oomsweep-dmesg-begin", 1)[1]
+    kills: dict[int, float] = {}
+    reaped: dict[int, float] = {}
+    stall_at = math.inf
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if not m:
+            continue
+        t, msg = float(m.group(1)), m.group(2)
+        if k := _KILLED.search(msg):
+            kills.setdefault(int(k.group(1)), t)
+        elif r := _REAPED.search(msg):
+            reaped.setdefault(int(r.group(1)), t)
+        elif msg.startswith("oomsweep: stall t=") and stall_at == math.inf:
+            stall_at = t
+    by = ["reaper" if p in reaped else "exit" for p in sorted(kills, key=kills.get)]
+    return {
+        "kernel": spec.name, "kernel_release": spec.release, "patch_hash": spec.patch_hash,
+        "kernel_policy": stock_kernels.STOCK_POLICY, "sched_at_handover": "unchanged", "skip_after": "pgtables",
+        "handovers": 0, "kills_before_stall": sum(1 for t in kills.values() if t < stall_at),
+        "handovers_before_stall": 0, "handed_over": False, "handover_pids": "", "kill_to_handover_s": "",
+        "skip_by_first": by[0] if by else "none", "skip_by_exit": by.count("exit"),
+        "skip_by_reaper": by.count("reaper"), "skip_by_timeout": 0, "handover_points": 0, "instrument_errors": "",
+        "kill_to_reap_s": " ".join(f"{reaped[p] - t:.3f}" for p, t in kills.items() if p in reaped),
+        # reaps once the watchdog's stall declaration had freed the CPU (the timer could fire only then)
+        "reaped_after_stall": sum(1 for t in reaped.values() if t >= stall_at),
+        "package": spec.build_hash,
+    }
+
+
 def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip_after: str) -> dict:
-    """The handover columns of a kernel row, from the patched kernel's instruments."""
+    """The handover columns of a kernel row, from the patched kernel's instruments (a stock kernel's: stock_columns)."""
+    if spec.stock:
+        return {**stock_columns(console, spec), **softirq_columns(console)}
     ins = parse_instruments(console)
     text = console.replace("\r", "")
     if "@@oomsweep-dmesg-begin" in text:

@@ -56,8 +56,9 @@ DEBIAN_6_1 = KernelFacts("6.1.0-NN-amd64", 250)  # Debian bookworm's build, when
 
 
 def kernel_facts(kernel: Path) -> KernelFacts:
-    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250)."""
+    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250); softirq from the release."""
     from sweeps.calibrate.qemu import kernel_release
+    from sweeps.calibrate.stock_kernels import softirq_of
 
     release = kernel_release(kernel)
     hz = 250
@@ -66,7 +67,7 @@ def kernel_facts(kernel: Path) -> KernelFacts:
         m = re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(errors="replace"), re.M)
         if m:
             hz = int(m.group(1))
-    return KernelFacts(release, hz)
+    return KernelFacts(release, hz, softirq_of(release))
 
 
 def match_kernel(scenario: Mapping[str, Any], facts: KernelFacts) -> tuple[dict[str, Any], list[str]]:
