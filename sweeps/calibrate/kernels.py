@@ -468,19 +468,24 @@ def summarize(csv_path: str | Path) -> str:
 
     n counts boots with status ok; lockups with a Wilson 95 % interval; handovers per kill over all
     kills of those boots; who set MMF_OOM_SKIP over all victims (the kernel's own printk); kill ->
-    handover times (median and max, s, printk clock).
+    handover times (median and max, s, printk clock). A stock kernel's runs.csv (it has the
+    softirq columns) adds the boots whose stall dump showed a starved ksoftirqd, and kill -> reap.
     """
     import csv
     import statistics
 
     groups: dict[tuple, list[dict]] = {}
     with Path(csv_path).open() as fh:
-        for r in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        softirq = "ksoftirqd_starved_cpus" in (reader.fieldnames or ())
+        for r in reader:
             key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
             groups.setdefault(key, []).append(r)
     head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
             "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
             "kill->handover median/max"]
+    if softirq:
+        head += ["ksoftirqd starved (boots)", "kill->reap median/max"]
     rows = [head]
     for key, rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "ok"]
@@ -500,6 +505,10 @@ def summarize(csv_path: str | Path) -> str:
             f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
+        if softirq:
+            k2r = [float(x) for r in ok for x in r["kill_to_reap_s"].split()]
+            rows[-1] += [str(sum(bool(r["ksoftirqd_starved_cpus"]) for r in ok)),
+                         f"{statistics.median(k2r):.3f} / {max(k2r):.3f} s" if k2r else "-"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-|-".join("-" * w for w in widths))

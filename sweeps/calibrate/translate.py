@@ -176,8 +176,9 @@ def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) ->
                f"{m['hz']} cannot be set on a built kernel: {facts.release} has CONFIG_HZ={facts.hz}; "
                f"set machine.hz: {facts.hz} or pass --match-kernel")
     _refuse_if(m["softirq"] != facts.softirq, "machine.softirq",
-               f"{m['softirq']!r} is not how {facts.release} handles softirqs: from 4.9 to 6.4 pending softirqs "
-               f"are left to ksoftirqd once it is awake ({facts.softirq!r}); set it or pass --match-kernel")
+               f"{m['softirq']!r} is not how {facts.release} handles softirqs ({facts.softirq!r}: from 4.9 to 6.4 "
+               f"pending softirqs are left to ksoftirqd once it is awake, before and after that they run on irq "
+               f"exit); set it or pass --match-kernel")
     oom = scenario.get("oom")
     _refuse_if(oom is None, "oom", "no memory pressure: nothing for the OOM killer to do on the kernel")
     _refuse_if(oom["domain"] != "memcg", "oom.domain",
