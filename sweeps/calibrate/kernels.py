@@ -507,6 +507,9 @@ def summarize(csv_path: str | Path) -> str:
         ])
         if softirq:
             k2r = [float(x) for r in ok for x in r["kill_to_reap_s"].split()]
+            after = sum(int(r["reaped_after_stall"] or 0) for r in ok)
+            if after:  # reaps the watchdog's stall declaration made possible (it freed the CPU)
+                rows[-1][12] += f" ({after} after the stall)"
             rows[-1] += [str(sum(bool(r["ksoftirqd_starved_cpus"]) for r in ok)),
                          f"{statistics.median(k2r):.3f} / {max(k2r):.3f} s" if k2r else "-"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

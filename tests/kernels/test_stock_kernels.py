@@ -90,3 +90,21 @@ def test_stock_rows_read_the_reaper_line_and_the_starved_ksoftirqd(tmp_path, mon
         ("reaper", 1, "0")
     assert reaped["reaped_after_stall"] == 0
     assert stuck["instrument_errors"] == "" and stuck["package"].startswith("linux-image-6.12")
+
+
+def test_a_stock_table_counts_starved_ksoftirqd_boots_and_late_reaps(tmp_path):
+    cols = ["scenario", "kernel_policy", "sched_at_handover", "skip_after", "accelerator", "status", "lockup",
+            "kills", "handovers", "skip_by_exit", "skip_by_reaper", "skip_by_timeout", "kill_to_handover_s",
+            "kill_to_reap_s", "reaped_after_stall", "ksoftirqd_starved_cpus"]
+    rows = [
+        ["i.yaml", "stock", "unchanged", "pgtables", "tcg", "ok", "True", "1", "0", "0", "1", "0", "", "21.5", "1", "0"],
+        ["i.yaml", "stock", "unchanged", "pgtables", "tcg", "ok", "False", "1", "0", "0", "1", "0", "", "2.0", "0", ""],
+        ["i.yaml", "stock", "unchanged", "pgtables", "tcg", "ok", "False", "1", "0", "1", "0", "0", "", "", "0", ""],
+    ]
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(",".join(r) for r in [cols] + rows) + "\n")
+    line = next(ln for ln in K.summarize(path).splitlines() if "i.yaml" in ln)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[7:9] == ["1", "0.33 [0.06, 0.79]"]
+    assert cells[12] == "exit 1, reaper 2 (1 after the stall)"
+    assert cells[14:] == ["1", "11.750 / 21.500 s"]
