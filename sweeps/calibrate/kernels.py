@@ -378,12 +378,14 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
 
 def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: int, out_dir: str | Path, *,
             skip_after: str = "pgtables", accel: str = "auto", seed: int = 0, sched_at_handover: str | None = None,
-            boot_timeout: float | None = None, match: bool = False, say=print) -> list[dict]:
+            boot_timeout: float | None = None, match: bool = False, settings: tuple[tuple[str, str], ...] = (),
+            say=print) -> list[dict]:
     """Boot `kernel` `runs` times on a scenario; rows (with console excerpts) go to OUT/runs.csv and OUT/logs/.
 
     The stand-alone driver of the reference datasets; `oomsweep calibrate --kernel` is the
     dataset-writing path. Row columns: the 6.1 parser's outcome (lockup, kills, stall) plus the
-    instruments' handover columns.
+    instruments' handover columns. `settings` are extra (PATH, VALUE) writes /init makes after the
+    scenario's own (e.g. 6.12's fair server runtime); a failed write makes the row an error.
     """
     import csv
     import shlex as _shlex
@@ -412,13 +414,18 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
     for i in range(runs):
         run_plan, cmdline, _, _ = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed + i,
                                          match=match)
+        if settings:
+            import dataclasses
+
+            run_plan = dataclasses.replace(run_plan, sysctls=tuple(run_plan.sysctls) + tuple(settings))
         b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
                       cmdline=cmdline, accelerator=accelerator, limit_s=limit)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
         (out / "logs" / f"{tag}.log").write_text(excerpt(b.console))
         row = {"scenario": Path(scenario_path).name, "run": i, "seed": seed + i, "accelerator": accelerator,
-               "wall_s": round(b.wall_s, 1), "status": "ok", "error": ""}
+               "wall_s": round(b.wall_s, 1), "status": "ok", "error": "",
+               "extra_settings": " ".join(f"{path}={value}" for path, value in settings)}
         row.update(kernel_columns(b.console, spec, policy, sched, skip_after))
         try:
             r = parse_run(b.console, plan.groups)
@@ -562,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--boot-timeout", type=float)
     m.add_argument("--match-kernel", action="store_true", help="set machine.hz and machine.softirq to the kernel's")
     m.add_argument("--out", required=True)
+    m.add_argument("--setting", action="append", default=[], metavar="PATH=VALUE",
+                   help="an extra write /init makes before the run (repeatable), e.g. "
+                        "/sys/kernel/debug/sched/fair_server/cpu0/runtime=0")
     t = sub.add_parser("table", help="the reference table of a runs.csv")
     t.add_argument("csv")
     r = sub.add_parser("rescan", help="recompute a runs.csv's instrument columns from its console excerpts")
@@ -575,10 +585,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "build":
         return build(a.names)
+    settings = []
+    for item in a.setting:
+        path, sep, value = item.partition("=")
+        if not sep or not path.startswith("/") or not value:
+            print(f"refused: --setting: {item!r} is not PATH=VALUE with an absolute PATH")
+            return 2
+        settings.append((path, value))
     try:
         rows = measure(a.scenario, a.kernel, a.policy, a.runs, a.out, skip_after=a.skip_after, accel=a.accel,
                        seed=a.seed, sched_at_handover=a.sched_at_handover, boot_timeout=a.boot_timeout,
-                       match=a.match_kernel)
+                       match=a.match_kernel, settings=tuple(settings))
     except (KernelError, ValueError) as exc:
         print(f"refused: {exc}")
         return 2

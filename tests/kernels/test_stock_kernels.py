@@ -108,3 +108,10 @@ def test_a_stock_table_counts_starved_ksoftirqd_boots_and_late_reaps(tmp_path):
     assert cells[7:9] == ["1", "0.33 [0.06, 0.79]"]
     assert cells[12] == "exit 1, reaper 2 (1 after the stall)"
     assert cells[14:] == ["1", "11.750 / 21.500 s"]
+
+
+def test_measure_refuses_a_setting_that_is_not_an_absolute_path_before_booting(tmp_path, capsys):
+    rc = K.main(["measure", str(IDLE_VICTIM), "--kernel", "6.12", "--out", str(tmp_path),
+                 "--setting", "fair_server/cpu0/runtime=0"])
+    assert rc == 2 and "--setting: 'fair_server/cpu0/runtime=0' is not PATH=VALUE" in capsys.readouterr().out
+    assert not (tmp_path / "runs.csv").exists()
