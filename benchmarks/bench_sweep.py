@@ -36,7 +36,7 @@ def sweep_rows(sweep: Path, rows: int):
     spec = load_sweep(sweep)
     per_rep = count_cells(spec) * len(spec.policies)
     spec = dataclasses.replace(spec, replicates=max(1, -(-rows // per_rep)))
-    cells = runner._cells_source(spec, MODEL_VERSION)
+    cells = runner.cells_source(spec, MODEL_VERSION)
     plan = runner.make_plan(spec, cells, set())
     feeder = runner.FixedFeeder(spec, cells(), set(), lambda c, n: None)
     return spec, plan, feeder.take(rows)

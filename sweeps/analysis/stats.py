@@ -378,7 +378,7 @@ def pairing_gain(e: int, f: int, g: int, h: int, *, resamples: int = 2000, seed:
 
     def ratio(t):
         t = np.asarray(t, dtype=float)
-        e_, f_, g_, h_ = t[..., 0], t[..., 1], t[..., 2], t[..., 3]
+        e_, f_, g_ = t[..., 0], t[..., 1], t[..., 2]
         pa, pb = (e_ + f_) / n, (e_ + g_) / n
         vp = (f_ + g_) / n - ((f_ - g_) / n) ** 2
         vi = pa * (1 - pa) + pb * (1 - pb)

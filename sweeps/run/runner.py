@@ -109,7 +109,7 @@ class Plan:
     pending: int  # fixed replicates: rows not stored; adaptive: lower bound
 
 
-def _cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
+def cells_source(spec: Any, model_version: str) -> Callable[[], Iterator[Any]]:
     """Re-iterable cells: materialised when small, re-expanded (deterministically) when large."""
     from sweeps.spec.grid import count_cells, expand_cells
 
@@ -562,7 +562,7 @@ def _prepare(path, spec, output: Path, opts: RunOptions, out: TextIO, err: TextI
     else:
         stored = {}
         done = dataset.done_keys(output, spec.name, on_bad)
-    cells = _cells_source(spec, model_version)
+    cells = cells_source(spec, model_version)
     plan = make_plan(spec, cells, done)
     result.cells = plan.cells
     result.rows_total = plan.rows_total
@@ -941,7 +941,7 @@ def estimate_path(output: Path, sweep: str) -> Path:
 def sample_pending_rows(spec: Any, k: int, done: set | frozenset = frozenset()) -> tuple[list[RowTask], int]:
     """--dry-run's sample: k pending rows drawn at random (seeded) from the whole grid, and the count
     of pending rows."""
-    return _sample_rows(spec, _cells_source(spec, _model_version()), done, k)
+    return _sample_rows(spec, cells_source(spec, _model_version()), done, k)
 
 
 def _sample_rows(spec: Any, cells, done, k: int) -> tuple[list[RowTask], int]:

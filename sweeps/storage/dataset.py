@@ -320,7 +320,7 @@ def read_table(
         try:
             table = dset.to_table(columns=cols, filter=filter)
             break
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError):
             bad = _damaged(output, sweep, files, cols)
             if not bad:
                 raise

@@ -9,6 +9,7 @@ replicate), so the rows the head recomputes are the rows the lost node would hav
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import subprocess
 import threading
 import time
@@ -26,7 +27,7 @@ KEY = ["cell_id", "policy", "replicate"]
 PLACEMENT = {"node_id", "worker_pid", "wall_s", "execution_id", "sweep"}
 
 
-def _sweep(tmp_path, tiny_sweep) -> "Path":
+def _sweep(tmp_path, tiny_sweep) -> Path:
     doc = yaml.safe_load(tiny_sweep.read_text())
     doc["base"] = str((tiny_sweep.parent / doc["base"]).resolve())
     doc["name"] = "node-lost"

@@ -63,7 +63,7 @@ def test_sigkill_driver_repeatedly_then_rerun(tmp_path):
 
     # What a write cut short leaves behind: a footer-less file under the .tmp name.
     some = _parquet_files(sweep_root)[0]
-    planted = some.parent / f".part-0-deadbeef.parquet.tmp"
+    planted = some.parent / ".part-0-deadbeef.parquet.tmp"
     planted.write_bytes(some.read_bytes()[: some.stat().st_size // 2])
     read_keys_everywhere(out, "killme")  # invisible to every reader
 
