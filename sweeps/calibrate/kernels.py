@@ -118,8 +118,9 @@ def load(name: str) -> KernelSpec:
     if name not in defs and stock_kernels.is_name(name):
         return load_stock(name)
     if name not in defs:
-        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: {', '.join(defs) or 'none'}; "
-                          f"stock images in infra/qemu/kernels: {', '.join(stock_kernels.defined()) or 'none'})")
+        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: "
+                          f"{', '.join(defs) or 'none'}; stock images in infra/qemu/kernels: "
+                          f"{', '.join(stock_kernels.defined()) or 'none'})")
     manifest = cache_dir() / name / "manifest.json"
     if not manifest.is_file():
         raise KernelError(f"--kernel: {name} is not built: run infra/kernels/build.sh {name} "

@@ -54,7 +54,8 @@ def image(name: str) -> Path:
     package = (d / "PACKAGE").read_text().strip() if (d / "PACKAGE").is_file() else ""
     found = sorted(d.glob("vmlinuz-*"))
     if not (d / ".complete").is_file() or package != pinned or not found:
-        raise QemuError(f"--kernel: {name} ({pinned}) is not fetched: run {FETCH_SH.relative_to(DEFS.parents[2])} {name}")
+        fetch = FETCH_SH.relative_to(DEFS.parents[2])
+        raise QemuError(f"--kernel: {name} ({pinned}) is not fetched: run {fetch} {name}")
     return found[-1]
 
 
