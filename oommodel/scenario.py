@@ -56,6 +56,7 @@ DEFAULT_PROFILE = "bare_metal"
 _OMIT_AT_DEFAULT: tuple[tuple[str, str, Any], ...] = (
     ("machine", "profile", DEFAULT_PROFILE),
     ("costs", "first_touch_ms_per_mb", None),
+    ("machine", "idle_exit_us", 0.0),
 )
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FRACTION_TOL = 1e-6
@@ -305,6 +306,10 @@ class Machine(_Spec):
     ksoftirqd_awake_p: Annotated[float | None, PlainValidator(lambda v: None if v is None else _prob(v))] = None
     ksoftirqd_wake_hz: Annotated[float, _float(0.0)] = 0.34
     balance_interval_ms: PosFloat = 4.0
+    # From a wake-up aimed at an idle CPU to the woken task running there: the cpuidle state's
+    # exit latency on bare metal (a few us, 0 here), a halted vCPU being run again by its host in
+    # a VM (ms under QEMU TCG on a loaded host). Any distribution; drawn per wake-up.
+    idle_exit_us: Num = 0.0
     # The machine profile whose measured costs filled the keys this scenario did not set
     # (oommodel/profiles/<name>.yaml, resolved once in Scenario.from_dict, never at simulate time).
     profile: Annotated[str, PlainValidator(_profile_name)] = DEFAULT_PROFILE

@@ -80,3 +80,25 @@ def write_sweep():
     """write_sweep(dir, name="tiny", **top_level_overrides) -> path of a small real sweep over Handa's scenario
     (2 cells × 2 policies × 4 replicates by default)."""
     return _write_sweep
+
+
+@pytest.fixture
+def oomsweep_cli():
+    """Run `oomsweep ARGV...` in this process through the real entry point (sweeps.cli.commands.main:
+    parser, dispatch, exit codes); returns (exit code, stdout, stderr). For commands that start no
+    Ray and no subprocess (`calibrate --runs 0`, refusals, `calibrate fit --check-only`)."""
+    import contextlib
+    import io
+
+    from sweeps.cli.commands import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+                code = exc.code if isinstance(exc.code, int) else 2
+        return code, out.getvalue(), err.getvalue()
+
+    return run

@@ -4,7 +4,8 @@
 Used to make the parser fixtures in tests/calibrate/fixtures/ from real boots:
     python3 infra/qemu/excerpt_log.py OUTPUT/calibrate-logs/<sweep>/<run>.log > tests/calibrate/fixtures/x.log
 Kept: the harness's @@ lines, the dmesg markers, every "oomsweep:" line, the OOM killer's and the
-reaper's lines, RCU stall / hung task / RT throttling / panic lines, and the TIMER/RCU rows of the
+reaper's lines, Handa's "Handed over" and "Gave up waiting for process" (stall_backoff,
+direct_reap), RCU stall / hung task / RT throttling / panic lines, and the TIMER/RCU rows of the
 /proc/softirqs dumps. Everything else (boot messages, memcg stats) is dropped.
 """
 
@@ -15,7 +16,8 @@ import sys
 
 KEEP = re.compile(
     r"^@@oomsweep|oomsweep: |Memory cgroup out of memory|invoked oom-killer|oom_reaper: |"
-    r"Handed over|self-detected stall|detected stalls on CPUs|blocked for more than|RT throttling activated|Kernel panic|"
+    r"Handed over|Gave up waiting for process|self-detected stall|detected stalls on CPUs|blocked for more than|"
+    r"RT throttling activated|Kernel panic|"
     r"^--- /proc/softirqs|^\s+(TIMER|RCU):|^\s+CPU0"
 )
 

@@ -41,6 +41,7 @@ class RunConfig:
     softirq_defer: bool                 # machine.softirq == "ksoftirqd_defer"
     ksoftirqd_awake_p: float | None     # a fixed probability replacing ksoftirqd_wake_hz
     ksoftirqd_wake_hz: float            # wakeup_softirqd() rate per CPU (softirq.py)
+    idle_exit_us: Num                   # machine.idle_exit_us: wake-up onto an idle CPU (oom_reaper.py)
     writer_at_kill_p: float             # mmap_sem.writer_at_kill_p
     writer_hold_ms: Num
     close_ms: Num
@@ -76,6 +77,7 @@ class RunConfig:
             softirq_defer=m.softirq == "ksoftirqd_defer",
             ksoftirqd_awake_p=None if m.ksoftirqd_awake_p is None else float(m.ksoftirqd_awake_p),
             ksoftirqd_wake_hz=float(m.ksoftirqd_wake_hz),
+            idle_exit_us=m.idle_exit_us,
             writer_at_kill_p=sc.mmap_sem.writer_at_kill_p,
             writer_hold_ms=sc.mmap_sem.writer_hold_ms,
             close_ms=sc.costs.close_ms,

@@ -19,6 +19,12 @@ ZAP_RESCHED_S = 64e-6             # cond_resched() per pmd in zap_pmd_range(): 5
 UNLINK_VMAS_S = 10e-6             # __unlink_vmas / unlink_file_vma for a small process
 DO_EXIT_TAIL_S = 5e-6             # do_exit() after a preemption in sched_move_task(): cgroup_exit() .. do_task_dead()
 REAPER_WAKE_S = 5e-6             # oom_reaper back on a CPU: schedule() returns, oom_reaper_list pop, oom_reap_task() entry
+# mm/mmu_gather.c + include/asm-generic/tlb.h (v4.19 .. v6.1): an mmu_gather holds the pages it
+# unmapped, unfreed and still charged, in its on-stack bundle (MMU_GATHER_BUNDLE = 8 pages) and at
+# most MAX_GATHER_BATCH_COUNT = 10000 / MAX_GATHER_BATCH batches of MAX_GATHER_BATCH = (4096 - 16) / 8
+# = 510 pages; when they are full zap_pte_range() flushes (frees) them all, and tlb_finish_mmu()
+# frees the rest. 8 + 19 * 510 = 9698 pages.
+MMU_GATHER_MAX_MB = (8 + (10000 // 510) * 510) * 4.0 / 1024.0
 MIN_TOUCH_CHUNK_MB = 1.0          # smallest slice of memory faulted in between two charge checks
 TOUCH_PROBE_S = 1e-6              # CPU a faulting thread runs before it prices a slice (first_touch_ms_per_mb set)
 

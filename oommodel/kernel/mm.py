@@ -33,7 +33,7 @@ class Mm:
     __slots__ = (
         "pid", "anon_mb", "mlocked_mb", "file_mb", "pgtable_mb", "mapped_mb", "flags",
         "mmap_cleared", "users", "mmap_sem", "reap_start_mb", "pgtable_per_mb",
-        "frac_anon", "frac_mlocked", "frac_file", "zap",
+        "frac_anon", "frac_mlocked", "frac_file", "zap", "gathered_mb",
     )
 
     def __init__(self, env: simpy.Environment, pid: int, users: int,
@@ -52,6 +52,7 @@ class Mm:
         self.frac_anon, self.frac_mlocked, self.frac_file = fractions
         self.pgtable_per_mb = pgtable_mb_per_gb / 1024.0
         self.zap: tuple | None = None      # exit path's unmap_vmas() in progress: (thread, cpu0, work_s, mb0)
+        self.gathered_mb = 0.0             # unmapped by the exit path, held in its mmu_gather: still charged
 
     def touch(self, mb: float) -> None:
         """Map `mb` of newly faulted memory (and the page tables it needs)."""

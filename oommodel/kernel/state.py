@@ -67,6 +67,7 @@ class ReaperState:
     wakeups: int = 0                      # victims taken off the queue so far
     timer_pending: bool = False           # waiting for a timer (OOM_REAPER_DELAY or HZ/10 sleep)
     waker_cpu: int | None = None          # CPU of the last wake_oom_reaper() (try_to_wake_up()'s this_cpu)
+    idle_exits: int = 0                   # wake-ups drawn from machine.idle_exit_us so far
 
 
 @dataclass(slots=True, eq=False)

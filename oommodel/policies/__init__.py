@@ -12,6 +12,7 @@ from oommodel.policies import (
     stall_backoff,
     timeout_backoff,
     upstream_4_19,
+    upstream_5_10,
     upstream_6_1,
 )
 from oommodel.policies.base import ExitStep, Op, OomPolicy, Phase, PolicyError, ReaperKind
@@ -25,6 +26,7 @@ POLICIES: MappingProxyType[str, OomPolicy] = MappingProxyType({
         timeout_backoff.POLICY,
         stall_backoff.POLICY,
         direct_reap.POLICY,
+        upstream_5_10.POLICY,
         upstream_6_1.POLICY,
     )
 })

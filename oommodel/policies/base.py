@@ -82,6 +82,9 @@ class OomPolicy:
     references: tuple[str, ...]
     exit_steps: tuple[ExitStep, ...]
     reaper: ReaperKind
+    # The kernel the variant stands for ("4.19", "4.20-rc2 + RFC v2", "5.10.223 (Debian)", "6.1"):
+    # which of the later kernels' facts (OOM_REAPER_DELAY, the exit-time requeue) apply to it.
+    kernel_base: str
     oom_reaper_delay_s: float = 0.0            # OOM_REAPER_DELAY in seconds (2*HZ jiffies in v6.1); 0: no timer
     reaper_reaps_mlocked: bool = False         # v6.1 reaps VM_LOCKED vmas
     reaper_quarter_rule: bool = False          # RFC v2 patch 2: retry while > 1/4 of the start remains

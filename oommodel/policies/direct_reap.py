@@ -14,6 +14,7 @@ POLICY = OomPolicy(
     ),
     exit_steps=EXIT_4_19,
     reaper=ReaperKind.NONE,
+    kernel_base="4.18-rc + Handa 3/8 (2018-07-03)",
     victim_list_backoff=True,
     direct_reap=True,
     options={"stall_s": 3.0},

@@ -29,5 +29,6 @@ POLICY = OomPolicy(
     references=("2d7d4cf6-bdd4-741d-764b-beb96d7af296@i-love.sakura.ne.jp",),
     exit_steps=EXIT_OOM_LOCK,
     reaper=ReaperKind.HANDOVER,
+    kernel_base="4.20-rc2 + RFC v2 + Handa 2018-11-16",
     reaper_quarter_rule=True,
 )

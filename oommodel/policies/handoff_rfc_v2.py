@@ -36,6 +36,7 @@ POLICY = OomPolicy(
     ),
     exit_steps=EXIT_SKIP_AFTER_PGTABLES,
     reaper=ReaperKind.HANDOVER,
+    kernel_base="4.20-rc2 + RFC v2",
     reaper_quarter_rule=True,
     options={"skip_after": "pgtables"},
     option_variants={"skip_after": {"pgtables": EXIT_SKIP_AFTER_PGTABLES, "close": EXIT_SKIP_AFTER_CLOSE}},

@@ -11,6 +11,7 @@ POLICY = OomPolicy(
     references=("1536382452-3443-1-git-send-email-penguin-kernel@I-love.SAKURA.ne.jp",),
     exit_steps=EXIT_4_19,
     reaper=ReaperKind.UNCONDITIONAL,
+    kernel_base="4.19-rc + Handa v2 (2018-09-08)",
     victim_list_backoff=True,
     options={"stall_s": 3.0},
 )

@@ -27,5 +27,6 @@ POLICY = OomPolicy(
     references=("alpine.DEB.2.21.1806211434420.51095@chino.kir.corp.google.com",),
     exit_steps=EXIT_RIENTJES,
     reaper=ReaperKind.DEADLINE,
+    kernel_base="4.18 + Rientjes v3",
     options={"timeout_s": 1.0},
 )

@@ -29,4 +29,5 @@ POLICY = OomPolicy(
     ),
     exit_steps=EXIT_4_19,
     reaper=ReaperKind.UNCONDITIONAL,
+    kernel_base="4.19",
 )

@@ -32,6 +32,7 @@ POLICY = OomPolicy(
     ),
     exit_steps=EXIT_6_1,
     reaper=ReaperKind.UNCONDITIONAL,
+    kernel_base="6.1",
     oom_reaper_delay_s=2.0,
     reaper_reaps_mlocked=True,
     memcg_oom_lock_killable=True,

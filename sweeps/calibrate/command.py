@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,10 +47,16 @@ DEFAULT_OUTPUT = "calibration"
 
 
 EXTRA_FIELDS = ("source", "accelerator", "kernel_release")
+# Per kernel row, the CPU topology of the boot: QEMU's -smp value and command line, and what the
+# guest's /sys reported (infra/qemu/init). Null in model rows and in rows of boots before they existed
+# (those ran plain `-smp N`: QEMU 7.2's one socket sharing the L3, i.e. shared_llc).
+TOPOLOGY_FIELDS = (("qemu_smp", "string"), ("qemu_command", "string"), ("guest_topology", "string"),
+                   ("guest_llc_groups", "int32"))
 
 
 def row_schema(scenario: Mapping[str, Any]):
-    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus source/accelerator/kernel_release."""
+    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus source/accelerator/
+    kernel_release and the boot's topology columns."""
     import pyarrow as pa
 
     from sweeps.storage import schema as S
@@ -57,7 +64,28 @@ def row_schema(scenario: Mapping[str, Any]):
     base = S.file_schema({}, S.cpu_keys_for(scenario))
     for name in EXTRA_FIELDS:
         base = base.append(pa.field(name, pa.string()))
+    for name, typ in TOPOLOGY_FIELDS:
+        base = base.append(pa.field(name, getattr(pa, typ)()))
     return base
+
+
+def scenario_topology(scenario: Mapping[str, Any]) -> str:
+    """The machine.topology of a canonical scenario as one word ("shared_llc", "2x4")."""
+    from sweeps.calibrate.translate import guest_topology
+
+    try:
+        return guest_topology(scenario["machine"]).name
+    except InputError:  # a topology QEMU cannot present: still name it
+        return json.dumps(scenario["machine"].get("topology"), sort_keys=True)
+
+
+def boot_topology_label(smp: Any) -> str:
+    """The topology a kernel row was booted with, in machine.topology's words."""
+    from sweeps.calibrate.translate import GuestTopology
+
+    if not isinstance(smp, str) or not smp:
+        return "shared_llc (plain -smp)"
+    return GuestTopology.from_smp(smp).name
 
 
 @dataclass(frozen=True)
@@ -74,7 +102,7 @@ class Calibration:
 
 def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], replicate: int, seed: int,
          outcome: Mapping[str, Any] | None, status: str, error: str, wall_s: float, source: str,
-         accelerator: str, release: str) -> dict[str, Any]:
+         accelerator: str, release: str, topology: Mapping[str, Any] | None = None) -> dict[str, Any]:
     import os
     import socket
 
@@ -94,6 +122,7 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
         "accelerator": accelerator,
         "kernel_release": release,
     })
+    row.update({name: (topology or {}).get(name) for name, _ in TOPOLOGY_FIELDS})
     if outcome is not None:
         row.update(outcome_columns(outcome))
     return row
@@ -113,7 +142,7 @@ def _next_replicate(output: Path, sweep: str, policy: str, cell: str) -> int:
 
 
 def summary_table(df) -> list[dict[str, Any]]:
-    """One line per (source, policy, accelerator): the shared per-policy summary
+    """One line per (source, policy, accelerator, topology): the shared per-policy summary
     (sweeps.analysis.summary: n, lockups, lockup_probability with its Wilson 95 % interval, stall
     median, mean kills, failed_rows) plus the real kernel's extras (max stall, first kill,
     MMF_OOM_SKIP setters, exits pending)."""
@@ -121,7 +150,8 @@ def summary_table(df) -> list[dict[str, Any]]:
     from sweeps.analysis.summary import summarise
 
     out = []
-    keys = ["source", "policy", "accelerator"]
+    df = df.assign(topology=_row_topologies(df))
+    keys = ["source", "policy", "accelerator", "topology"]
     for key, g in df.groupby(keys, sort=True, dropna=False):
         line = {**dict(zip(keys, key)), **summarise(g)}
         if line["n"] == 0:
@@ -142,6 +172,32 @@ def summary_table(df) -> list[dict[str, Any]]:
     return out
 
 
+def _row_topologies(df) -> list[str]:
+    """Per row, the CPU topology it ran on: a model row its scenario's machine.topology, a kernel row
+    the -smp it was booted with (plain -smp before the column existed, i.e. shared_llc), so kernel rows
+    of different topologies are never pooled and each line says which topology it is."""
+    out = []
+    smp = df["qemu_smp"] if "qemu_smp" in df.columns else [None] * len(df)
+    scen = df["scenario_json"] if "scenario_json" in df.columns else [None] * len(df)
+    for src, sj, q in zip(df["source"], scen, smp):
+        if src == SOURCE_KERNEL:
+            out.append(boot_topology_label(q))
+        else:
+            out.append(scenario_topology(json.loads(sj)) if sj else "-")
+    return out
+
+
+def topology_mismatch(lines: Sequence[Mapping[str, Any]]) -> str:
+    """A warning when kernel and model lines of one table ran on different topologies, else ""."""
+    kernel = {ln["topology"].split(" ")[0] for ln in lines if ln["source"] == SOURCE_KERNEL}
+    model = {ln["topology"].split(" ")[0] for ln in lines if ln["source"] == SOURCE_MODEL}
+    other = sorted(kernel - model)
+    if not other or not model:
+        return ""
+    return (f"note: kernel rows booted as {', '.join(other)} are not comparable with model rows of "
+            f"{', '.join(sorted(model))} (machine.topology); rerun the boots or set the scenario's topology")
+
+
 def _max_or_nan(g, column: str) -> float:
     """Largest value of a column over the runs (nan if absent or all null: rows of an older model)."""
     if column not in g:
@@ -151,12 +207,12 @@ def _max_or_nan(g, column: str) -> float:
 
 
 def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
-    head = ["source", "policy", "accel", "n", "lockups", "P(lockup) [95% CI]", "median stall", "max stall",
+    head = ["source", "policy", "accel", "topology", "n", "lockups", "P(lockup) [95% CI]", "median stall", "max stall",
             "kills", "first kill", "MMF_OOM_SKIP by", "exits pending", "exit delay", "not ok"]
     rows = [head]
     for ln in lines:
         rows.append([
-            ln["source"], ln["policy"], ln["accelerator"] or "-", str(ln["n"]), str(ln["lockups"]),
+            ln["source"], ln["policy"], ln["accelerator"] or "-", ln.get("topology") or "-", str(ln["n"]), str(ln["lockups"]),
             f"{ln['lockup_probability']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
             f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
             ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
@@ -181,7 +237,7 @@ class CalibrateOptions:
     scenario: str
     runs: int = 1  # kernel boots
     seeds: int = 20  # model replicates
-    policy: str = "upstream_6_1"
+    policy: str | None = None  # model policy; None: resolve_model_policy() picks the kernel's
     output: str = DEFAULT_OUTPUT
     sweep: str | None = None  # default calibrate-<scenario file stem>
     seed: int = 0
@@ -299,6 +355,28 @@ def model_profile(requested: str | None, accelerator: str, scenario: Mapping[str
     return "qemu_tcg", "model side: machine profile qemu_tcg (costs measured on TCG boots; --profile to change)"
 
 
+DEFAULT_MODEL_POLICY = "upstream_6_1"  # the stock Debian 6.1 image of infra/qemu
+
+
+def resolve_model_policy(policy: str | None, kernel_policy: str | None, kernel: str | None) -> str:
+    """The model policy to put beside the boots: --policy if given, else the policy the kernel boots.
+
+    That is --kernel-policy, else a built kernel's default policy (`5.10-oomsweep`: `upstream_5_10`),
+    when the model has a policy of that name; else `upstream_6_1`, the stock 6.1 image's.
+    """
+    from oommodel import POLICIES
+
+    if policy:
+        return policy
+    candidates = [kernel_policy]
+    if kernels.is_name(kernel):
+        candidates.append(kernels.load(str(kernel)).default_policy)
+    for name in candidates:
+        if name and name in POLICIES:
+            return name
+    return DEFAULT_MODEL_POLICY
+
+
 def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     from oommodel import POLICIES, Scenario
 
@@ -308,6 +386,7 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
 
     if args.runs < 0 or args.seeds < 0:
         raise UsageError("--runs/--seeds: must be >= 0")
+    args = dataclasses.replace(args, policy=resolve_model_policy(args.policy, args.kernel_policy, args.kernel))
     path = Path(args.scenario)
     raw = _read_yaml(path)
     scenario = Scenario.from_dict(raw).to_dict()
@@ -453,11 +532,12 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
             run_plan, cmdline, _, _ = kernels.boot_plan(prep.scenario, prep.kspec, prep.kernel_policy,
                                                         skip_after=args.skip_after, seed=args.seed + rep)
         conf = run_plan.conf_text(rep)
-        b = qemu.boot(prep.kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus,
+        b = qemu.boot(prep.kernel, base, {"oomrepro.conf": conf.encode()}, cpus=run_plan.cpus, smp=run_plan.smp,
                       cmdline=cmdline, accelerator=accel, limit_s=limit)
         log = logs / f"{cal.execution_id}-run{rep}.log"
         log.write_text(b.console)
         outcome, status, error, note = _read_boot(b, prep.plan, limit)
+        topology, status, error, note = _boot_topology(b, run_plan, status, error, note)
         kopts: dict[str, Any] = {"release": prep.facts.release, "accelerator": accel}
         if prep.kspec is not None:
             status, error, note = _patched_kernel_row(b.console, prep, args.skip_after, outcome, kopts,
@@ -467,10 +547,32 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
                                         options=kopts,
                                         replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
                                         error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
-                                        accelerator=accel, release=prep.facts.release)])
+                                        accelerator=accel, release=prep.facts.release, topology=topology)])
         writer.flush()
         _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
     return failures
+
+
+def _boot_topology(b: Any, plan: ReproPlan, status: str, error: str,
+                   note: str) -> tuple[dict[str, Any], str, str, str]:
+    """The row's topology columns; a guest that shows another LLC grouping than machine.topology asked
+    for makes the row an error (its outcome is not about the scenario's machine)."""
+    import shlex
+
+    from sweeps.calibrate.kernel_log import guest_topology
+
+    seen = guest_topology(b.console)
+    cols = {"qemu_smp": plan.smp, "qemu_command": " ".join(shlex.quote(c) for c in b.command),
+            "guest_topology": seen.text() if seen else None, "guest_llc_groups": seen.llc_groups if seen else None}
+    want = plan.topology
+    if seen is None:
+        note += f"; -smp {plan.smp}, guest topology not printed"
+    else:
+        note += f"; -smp {plan.smp}: guest {seen.text()}"
+        if want is not None and (seen.cpus, seen.llc_groups) != (want.cpus, want.llc_groups) and status == "ok":
+            status, error = "error", (f"machine.topology: {want.name} asks for {want.llc_groups} LLC group(s) of "
+                                      f"{want.cpus} CPUs, the guest shows {seen.text()}")
+    return cols, status, error, note
 
 
 def _read_boot(b: Any, plan: ReproPlan, limit: float) -> tuple[dict[str, Any] | None, str, str, str]:
@@ -512,7 +614,10 @@ def _summarise(args: CalibrateOptions, prep: _Prepared, cal: Calibration, out: T
     if df.empty:
         return
     _say(f"sweep {prep.sweep}, scenario {prep.path.name} (cell {cal.cell_id}):", out)
-    _say(format_summary(summary_table(df)), out)
+    lines = summary_table(df)
+    _say(format_summary(lines), out)
+    if note := topology_mismatch(lines):
+        _say(note, out)
     if not args.no_mlflow:
         _log_mlflow(prep.output, prep.sweep, cal, args.mlflow_uri, err)
 

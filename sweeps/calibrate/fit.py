@@ -377,12 +377,21 @@ def round_sig(x: float) -> float:
 @dataclass(frozen=True)
 class Comparison:
     scenario: str
-    role: str               # "fit" | "check"
+    role: str               # "fit": a value was fitted on this statistic of this scenario; else "check"
     statistic: str
     kernel: str
     model: str
     rule: str
     agree: bool | None      # None: not comparable (no kernel value)
+    scenario_set: str = ""  # "fit": the scenario is in some fit target; "check": held out of the fit
+
+    @property
+    def group(self) -> str:
+        """Which agreement count the row belongs to: "fitted" (the statistic a value was fitted on),
+        "fit-set" (another statistic of a fit scenario), "held-out" (a scenario no value was fitted on)."""
+        if self.role == "fit":
+            return "fitted"
+        return "fit-set" if self.scenario_set == "fit" else "held-out"
 
 
 def compare(scenario: str, role: str, statistic: str, kernel_rows: Sequence[Outcome],
@@ -422,9 +431,9 @@ def _counts(c: Counter) -> str:
 
 def format_comparisons(rows: Sequence[Comparison]) -> str:
     """A plain text table (no colour, no box drawing: readable piped or in a mail)."""
-    head = ["set", "scenario", "statistic", "kernel", "model", "rule", "agree"]
-    body = [[c.role, c.scenario, c.statistic, c.kernel, c.model, c.rule,
-             "-" if c.agree is None else ("yes" if c.agree else "NO")] for c in rows]
+    head = ["set", "scenario", "statistic", "fitted", "kernel", "model", "rule", "agree"]
+    body = [[c.scenario_set or c.role, c.scenario, c.statistic, "yes" if c.role == "fit" else "-", c.kernel, c.model,
+             c.rule, "-" if c.agree is None else ("yes" if c.agree else "NO")] for c in rows]
     table = [head] + body
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
@@ -463,13 +472,18 @@ def compare_specs(compare: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def check(scenarios: Sequence[CheckScenario], plan: Sequence[Target], params: Mapping[str, Any], seeds: int,
           policy: str, simulate: SimulateFn = default_simulate) -> list[Comparison]:
-    """Kernel vs model rows per scenario and statistic; a row is "fit" when a target fitted that
-    statistic on that scenario, else "check"."""
+    """Kernel vs model rows per scenario and statistic; a row's role is "fit" when a target fitted that
+    statistic on that scenario, else "check"; its scenario_set says whether the scenario took part in
+    the fit at all ("fit") or was held out ("check"), so agreement is reported for each apart."""
+    import dataclasses
+
     fitted = {(name, t.statistic) for t in plan for name in t.scenarios}
+    fit_set = {name for t in plan for name in t.scenarios}
     out = []
     for s in scenarios:
         model = model_rows(s.scenario, params, list(range(seeds)), policy, simulate)
         for stat, where in compare_specs(s.compare):
             role = "fit" if (s.name, stat) in fitted else "check"
-            out.append(compare(s.name, role, stat, s.kernel, model, where))
+            row = compare(s.name, role, stat, s.kernel, model, where)
+            out.append(dataclasses.replace(row, scenario_set="fit" if s.name in fit_set else "check"))
     return out

@@ -8,61 +8,47 @@ values and the agreement table (every scenario, kernel vs model at the fitted va
 for the statistics a value was fitted on, "check" rows for the others) on stdout as plain text, and
 writes the profile (values, where each came from, the table, provenance) to
 oommodel/profiles/<profile>.yaml unless --no-write. Progress goes to stderr. Exit 0 done, 2 bad input.
+The flags are sweeps/cli/calibrate_fit.py; errors reach the user through sweeps.cli.commands.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
-from sweeps.spec.oommodel_api import model_input_errors
+from sweeps.errors import UsageError
 
 DEFAULT_PROFILE = "qemu_tcg"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="oomsweep calibrate fit",
-        description="Fit the model's measurable costs to the kernel runs of a reference dataset, write them as a "
-                    "machine profile, and print model vs kernel per scenario (fit set and check set).")
-    p.add_argument("reference", nargs="?", default=None, metavar="REFERENCE",
-                   help="reference dataset directory (default calibration/reference)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"profile name to write (default {DEFAULT_PROFILE})")
-    p.add_argument("--out", help="profile file to write (default oommodel/profiles/<profile>.yaml of this checkout)")
-    p.add_argument("--no-write", action="store_true", help="fit and check only; write nothing")
-    p.add_argument("--check-only", action="store_true",
-                   help="no fit: check the values of the existing profile --profile against the reference")
-    p.add_argument("--seeds", type=int, default=50, help="model replicates per scenario in the check (default 50)")
-    p.add_argument("--passes", type=int, default=2, help="passes over the fit plan (default 2)")
-    p.add_argument("--policy", help="model policy (default: the manifest's)")
-    return p
+@dataclass(frozen=True)
+class FitOptions:
+    """What one `oomsweep calibrate fit` is asked to do (sweeps.cli.calibrate_fit builds it from the flags)."""
 
-
-def main(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    out, err = stdout or sys.stdout, stderr or sys.stderr
-    args = build_parser().parse_args(list(argv))
-    try:
-        return _run(args, out, err)
-    except InputError as exc:
-        print(f"oomsweep calibrate fit: {exc.label}: {one_line(exc)}", file=err)
-        return EXIT_BAD_INPUT
-    except model_input_errors() as exc:  # a reference scenario the model rejects
-        print(f"oomsweep calibrate fit: error: {one_line(exc)}", file=err)
-        return EXIT_BAD_INPUT
+    reference: str | None = None  # default calibration/reference
+    profile: str = DEFAULT_PROFILE
+    out: str | None = None  # default oommodel/profiles/<profile>.yaml of this checkout
+    no_write: bool = False
+    check_only: bool = False
+    seeds: int = 50
+    passes: int = 2
+    policy: str | None = None  # default: the manifest's
 
 
 def _say(msg: str, stream: TextIO) -> None:
     print(msg, file=stream, flush=True)
 
 
-def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Fit, check, print, write: 0 done. Bad input raises sweeps.errors.InputError (or the model's
+    ScenarioError), which the command line reports as one line with exit 2 (sweeps.cli.commands)."""
+    out, err = out or sys.stdout, err or sys.stderr
     from oommodel import MODEL_VERSION, POLICIES
     from oommodel.profiles import profile_names, profile_values
 
@@ -102,15 +88,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     fit_set = sorted({n for t in ref.plan for n in t.scenarios})
     check_set = sorted(set(ref.scenarios) - set(fit_set))
     _say(f"Model ({policy}, {args.seeds} seeds, profile values above) vs kernel, per scenario. "
-         f"Fit scenarios: {', '.join(fit_set)}; check scenarios: {', '.join(check_set)}.", out)
+         f"Fit set (set=fit; fitted=yes: the statistic a value was fitted on): {', '.join(fit_set)}; "
+         f"check set (set=check, held out of the fit): {', '.join(check_set)}.", out)
     _say("Rules: lockup - Fisher exact test at 5 % (Wilson 95 % intervals shown); times/counts - model median "
          "inside the kernel range widened by max(5 ms, 10 %) / max(1, 10 %); structural - same most frequent value.",
          out)
     _say(F.format_comparisons(table), out)
-    judged = [c for c in table if c.agree is not None]
-    for role in ("fit", "check"):
-        rows = [c for c in judged if c.role == role]
-        _say(f"{role}: {sum(c.agree for c in rows)}/{len(rows)} agree", out)
+    _say(agreement_counts(table), out)
 
     if not args.no_write and not args.check_only:
         path = Path(args.out) if args.out else _profile_path(args.profile)
@@ -124,9 +108,28 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+AGREEMENT_GROUPS = (
+    ("fitted", "fitted statistics (agree by construction unless the fit failed)"),
+    ("fit-set", "other statistics of the fit-set scenarios"),
+    ("held-out", "check-set scenarios (held out of the fit)"),
+)
+
+
+def agreement_counts(table: Sequence[Any]) -> str:
+    """One line per group of the agreement table (fit.Comparison.group): how many judged rows agree."""
+    judged = [c for c in table if c.agree is not None]
+    lines = []
+    for group, what in AGREEMENT_GROUPS:
+        rows = [c for c in judged if c.group == group]
+        lines.append(f"{group}: {sum(c.agree for c in rows)}/{len(rows)} agree - {what}")
+    return "\n".join(lines)
+
+
 _HEADER = ("# Written by `oomsweep calibrate fit` (sweeps/calibrate/fit_command.py): refit rather than edit.\n"
            "# `values` are what `machine.profile` fills in; `sources` say which kernel runs each came from;\n"
-           "# `check` is the agreement table at these values. docs/calibration.md explains the method.\n")
+           "# `check` is the agreement table at these values. docs/calibration.md explains the method.\n"
+           "# These values replace the model's defaults (the bare_metal profile, oommodel/scenario.py) in scenarios\n"
+           "# with this machine.profile; each source's `note` says how the value relates to that default.\n")
 
 
 def _profile_path(name: str) -> Path:
@@ -136,12 +139,14 @@ def _profile_path(name: str) -> Path:
 
 
 def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], table: Sequence[Any], ref: Any,
-                     policy: str, args: argparse.Namespace, elapsed: float, model_version: str) -> dict[str, Any]:
+                     policy: str, args: FitOptions, elapsed: float, model_version: str) -> dict[str, Any]:
     from sweeps.calibrate.fit import round_sig
 
     from sweeps.storage.provenance import git_sha
     accels = sorted({str(r.provenance.get("accelerator", "")) for s in ref.scenarios.values() for r in s.runs})
     kernels = sorted({str(r.provenance.get("kernel", "")) for s in ref.scenarios.values() for r in s.runs})
+    notes = {t.key: t.note for t in ref.plan if t.note}
+    boots = {r.id: r.provenance.get("topology", "") for s in ref.scenarios.values() for r in s.runs}
     sources = {}
     for r in results:
         sources[r.key] = {
@@ -153,15 +158,19 @@ def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], 
             "interval_text": r.interval_text(),
             "at_bound": r.at_bound,
             "runs": list(r.runs),
+            "boot_topology": sorted({boots.get(i, "") for i in r.runs} - {""}),  # QEMU -smp of those runs
             "method": r.method,
         }
+        if r.key in notes:
+            sources[r.key]["note"] = notes[r.key]  # the manifest's word on this value vs the bare_metal default
     return {
         "name": name,
         "description": f"costs measured on QEMU {'/'.join(a.upper() for a in accels if a)} boots of "
                        f"{', '.join(k for k in kernels if k)} (calibration/reference)",
         "values": {k: values[k] for k in values},
         "sources": sources,
-        "check": [{"set": c.role, "scenario": c.scenario, "statistic": c.statistic, "kernel": c.kernel,
+        "check": [{"set": c.scenario_set, "fitted": c.role == "fit", "scenario": c.scenario,
+                   "statistic": c.statistic, "kernel": c.kernel,
                    "model": c.model, "rule": c.rule, "agree": c.agree} for c in table],
         "provenance": {
             "command": "oomsweep calibrate fit " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["calibrate", "fit"]

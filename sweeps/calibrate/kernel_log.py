@@ -65,6 +65,39 @@ _REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
 _UNABLE = re.compile(r"oom_reaper: unable to reap pid:(\d+)")
 _HUNG = re.compile(r"blocked for more than (\d+) seconds")
 _PREEMPT = re.compile(r"@@oomsweep-preempt [^\n]*?\((\w+)\)")  # /sys/kernel/debug/sched/preempt
+_TOPOLOGY = re.compile(r"@@oomsweep-topology cpu=(\d+) package=(\S+) llc=(\S+) sched_domains=(\S*)")
+
+
+@dataclass(frozen=True)
+class ObservedTopology:
+    """The CPU topology the guest reported (infra/qemu/init's `@@oomsweep-topology` lines, one per CPU).
+
+    `llc_groups`: distinct `cache/index3/shared_cpu_list` values, i.e. the guest's last-level-cache
+    domains (`sd_llc`, what select_idle_sibling() searches); 0 when the guest showed no L3.
+    `sched_domains`: cpu0's scheduler domain names, innermost first ("MC" = the LLC level).
+    """
+
+    cpus: int
+    sockets: int
+    llc_groups: int
+    sched_domains: str
+
+    def text(self) -> str:
+        return (f"{self.cpus} CPUs, {self.sockets} socket(s), {self.llc_groups} LLC group(s)"
+                + (f", cpu0 domains {self.sched_domains}" if self.sched_domains else ""))
+
+
+def guest_topology(console: str) -> ObservedTopology | None:
+    """What the guest's /sys said about its CPUs; None for a boot whose /init did not print it
+    (every boot before the line existed: those ran QEMU's plain -smp N, i.e. shared_llc)."""
+    cpus = {}
+    for m in _TOPOLOGY.finditer(console.replace("\r", "")):
+        cpus[int(m.group(1))] = (m.group(2), m.group(3), m.group(4))
+    if not cpus:
+        return None
+    llcs = {llc for _, llc, _ in cpus.values() if llc != "-"}
+    return ObservedTopology(len(cpus), len({pkg for pkg, _, _ in cpus.values()}), len(llcs),
+                            cpus.get(0, ("", "", ""))[2])
 
 
 @dataclass(frozen=True)
@@ -84,6 +117,7 @@ class KernelRun:
     errors: tuple[str, ...] = field(default=())
     exit_gap_max_s: float = 0.0  # longest time without a victim's exit, first kill -> last exit (or end)
     preempt: str = ""  # the preemption model /init found active ("full", "voluntary", "none"; "" if not printed)
+    topology: ObservedTopology | None = None  # the guest's CPU topology (None: not printed by this /init)
 
 
 def kernel_lines(console: str) -> list[tuple[float, str]]:
@@ -307,4 +341,4 @@ def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
         "cpu_s": cpu_s,
     }
     return KernelRun(outcome, reason, k2e, k2r, after_watchdog, before_exit, rcu, hung, throttled, settings_failed,
-                     tuple(errors), exit_gap_max_s=gap, preempt=preempt)
+                     tuple(errors), exit_gap_max_s=gap, preempt=preempt, topology=guest_topology(console))

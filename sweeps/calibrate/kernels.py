@@ -9,8 +9,10 @@ Why it is built this way:
   print "oomsweep: unknown parameter value" and run its default, which must never become a row).
   The definition file (infra/kernels/defs/NAME.env) answers that even before the kernel is built.
 - The kernel's instruments are parsed here, not in the 6.1 parser: "Handed over N to exit path."
-  (Handa's printk, one per handover the reaper made), "oomsweep: MMF_OOM_SKIP pid=N by=exit|reaper"
-  (who set the flag on each victim, exactly) and "oomsweep: policy=..." (what the kernel ran).
+  (Handa's printk, one per handover the reaper made), "oomsweep: MMF_OOM_SKIP pid=N by=exit|reaper|
+  timeout|direct|kill" (who set the flag on each victim, exactly; `direct`: an allocator under
+  direct_reap, `timeout`: a deadline or a stall back-off) and "oomsweep: policy=..." (what the
+  kernel ran).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _SKIP = re.compile(r"oomsweep: MMF_OOM_SKIP pid=(\d+) by=(\w+)")
 _POLICY = re.compile(r"oomsweep: policy=(\S+) skip_after=(\S+) sched_at_handover=(\S+)")
 _HANDOVER_POINT = re.compile(r"oomsweep: handover point pid=(\d+)")
 _UNKNOWN = re.compile(r"oomsweep: unknown parameter value '([^']*)'")
+_GAVE_UP = re.compile(r"Gave up waiting for process (\d+) ")  # Handa's stall back-off (stall_backoff, direct_reap)
+_DIRECT = re.compile(r"oomsweep: direct reap pid=(\d+) by pid=(\d+)")
 _LINE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
 
 SCHED_AT_HANDOVER = ("unchanged", "idle")
@@ -92,8 +96,11 @@ class KernelSpec:
         """The policy to boot (default: the kernel's own); refuses what this kernel does not have."""
         policy = policy or self.default_policy
         if policy not in self.policies:
+            stale = ""
+            if policy in defined().get(self.name, {}).get("POLICIES", "").split():
+                stale = f"; its definition has it: the build is older, run infra/kernels/build.sh {self.name}"
             raise KernelError(f"--kernel-policy: {self.name} has no policy {policy!r} "
-                              f"(it has: {', '.join(self.policies)})")
+                              f"(it has: {', '.join(self.policies)}){stale}")
         if sched_at_handover not in SCHED_AT_HANDOVER:
             raise KernelError(f"victim.sched_at_handover: {sched_at_handover!r} is not one of {SCHED_AT_HANDOVER}")
         if sched_at_handover != "unchanged" and "sched_at_handover" not in self.instruments:
@@ -194,8 +201,10 @@ class Instruments:
     sched_at_handover: str
     unknown: tuple[str, ...]                    # values the kernel did not know
     handed_over: tuple[tuple[float, int], ...]  # (t, pid) of "Handed over N to exit path."
-    skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "kill")
+    skip_by: dict[int, tuple[float, str]]       # pid -> (t, "exit" | "reaper" | "timeout" | "direct" | "kill")
     handover_points: dict[int, float]           # pid -> t the victim's exit path reached the handover point
+    gave_up: tuple[tuple[float, int], ...] = ()  # (t, pid) of "Gave up waiting for process N" (a stall back-off)
+    direct_reaps: tuple[tuple[float, int], ...] = ()  # (t, victim pid) of "oomsweep: direct reap pid=N by pid=M"
 
     @property
     def handovers(self) -> int:
@@ -211,6 +220,8 @@ def parse_instruments(console: str) -> Instruments:
     handed: list[tuple[float, int]] = []
     skip: dict[int, tuple[float, str]] = {}
     points: dict[int, float] = {}
+    gave_up: list[tuple[float, int]] = []
+    direct: list[tuple[float, int]] = []
     for raw in text.splitlines():
         m = _LINE.match(raw.strip())
         if not m:
@@ -220,6 +231,10 @@ def parse_instruments(console: str) -> Instruments:
             handed.append((t, int(mm.group(1))))
         elif mm := _SKIP.search(msg):
             skip.setdefault(int(mm.group(1)), (t, mm.group(2)))
+        elif mm := _GAVE_UP.search(msg):
+            gave_up.append((t, int(mm.group(1))))
+        elif mm := _DIRECT.search(msg):
+            direct.append((t, int(mm.group(1))))
         elif mm := _HANDOVER_POINT.search(msg):
             points.setdefault(int(mm.group(1)), t)
         elif mm := _POLICY.search(msg):
@@ -227,7 +242,7 @@ def parse_instruments(console: str) -> Instruments:
         elif mm := _UNKNOWN.search(msg):
             unknown.append(mm.group(1))
     return Instruments(policy, skip_after, sched, tuple(dict.fromkeys(unknown)), tuple(dict.fromkeys(handed)),
-                       skip, points)
+                       skip, points, tuple(dict.fromkeys(gave_up)), tuple(dict.fromkeys(direct)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,6 +369,7 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
     if not ins.policy:
         errors.append("no 'oomsweep: policy=' line: not an oomsweep kernel, or the log was cut")
     to_handover = [t - kills[p] for t, p in ins.handed_over if p in kills]
+    to_give_up = [t - kills[p] for t, p in ins.gave_up if p in kills]
     by = [ins.skip_by[p][1] for p in sorted(kills, key=kills.get) if p in ins.skip_by]
     return {
         "kernel": spec.name,
@@ -372,6 +388,10 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
         "skip_by_exit": by.count("exit"),
         "skip_by_reaper": by.count("reaper"),
         "skip_by_timeout": by.count("timeout"),
+        "skip_by_direct": by.count("direct"),
+        "stall_give_ups": len(ins.gave_up),
+        "kill_to_give_up_s": " ".join(f"{d:.3f}" for d in to_give_up),
+        "direct_reaps": len(ins.direct_reaps),
         "handover_points": len(ins.handover_points),
         "instrument_errors": "; ".join(errors),
     }
@@ -420,6 +440,7 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
 
             run_plan = dataclasses.replace(run_plan, sysctls=tuple(run_plan.sysctls) + tuple(settings))
         b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
+                      smp=run_plan.smp,
                       cmdline=cmdline, accelerator=accelerator, limit_s=limit)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
@@ -504,13 +525,18 @@ def summarize(csv_path: str | Path) -> str:
         by_exit = sum(int(r["skip_by_exit"] or 0) for r in ok)
         by_reaper = sum(int(r["skip_by_reaper"] or 0) for r in ok)
         by_timeout = sum(int(r.get("skip_by_timeout") or 0) for r in ok)
+        by_direct = sum(int(r.get("skip_by_direct") or 0) for r in ok)
+        gave_up = sum(int(r.get("stall_give_ups") or 0) for r in ok)
+        k2g = [float(x) for r in ok for x in (r.get("kill_to_give_up_s") or "").split()]
         k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
         ci = _wilson(k, n) if n else None
         rows.append([
             key[0], key[1], key[2], key[3], key[4], str(n), str(len(rs) - n), str(k),
             f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
             f"{hand / kills:.3f}" if kills else "-",
-            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else ""),
+            f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else "")
+            + (f", direct {by_direct}" if by_direct else "") + (f"; gave up {gave_up}" if gave_up else "")
+            + (f" ({min(k2g):.0f}-{max(k2g):.0f} s after the kill)" if k2g else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
         if softirq:

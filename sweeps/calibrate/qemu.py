@@ -175,13 +175,20 @@ def choose_accelerator(kernel: Path, wanted: str = "auto") -> str:
 
 
 def boot(kernel: Path, initramfs: Path, settings: dict[str, bytes], *, cpus: int, cmdline: str,
-         accelerator: str, limit_s: float, memory_mb: int = 2048, workdir: Path | None = None) -> Boot:
-    """Boot once with `settings` appended to the initramfs; at most `limit_s` of wall clock."""
+         accelerator: str, limit_s: float, memory_mb: int = 2048, workdir: Path | None = None,
+         smp: str | None = None) -> Boot:
+    """Boot once with `settings` appended to the initramfs; at most `limit_s` of wall clock.
+
+    `smp` is QEMU's -smp value with the topology (ReproPlan.smp: "8,sockets=8,cores=1,threads=1");
+    without it, plain `-smp cpus` (QEMU 7.2: one socket of `cpus` cores sharing the L3).
+    """
+    if smp is not None and int(smp.split(",", 1)[0]) != cpus:
+        raise ValueError(f"-smp {smp} does not have {cpus} CPUs")
     workdir = workdir or cache_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / f".initrd-{os.getpid()}-{time.monotonic_ns()}.cpio"
     initrd.write_bytes(initramfs.read_bytes() + newc_archive(settings))
-    cmd = [qemu_binary(), "-accel", accelerator, "-nographic", "-no-reboot", "-smp", str(cpus),
+    cmd = [qemu_binary(), "-accel", accelerator, "-nographic", "-no-reboot", "-smp", smp or str(cpus),
            "-m", str(memory_mb), "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
     if accelerator == "kvm":
         cmd += ["-cpu", "host"]

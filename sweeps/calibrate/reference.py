@@ -10,6 +10,11 @@ A run is either a console log, parsed here with sweeps' kernel log parser into t
 fields, or a `summary`: the outcome fields a document recorded for a boot whose console was not
 kept (oommodel/MODEL.md section 6), with its `source`. Only what the summary states is known; every
 other field is missing and no statistic is taken from it.
+
+The model side runs each scenario file as it is, so its `machine.topology` must be the topology the
+boots had: a run's `smp` (QEMU's -smp value; absent = plain `-smp N`, one socket sharing the L3,
+i.e. `shared_llc`, how every boot before 2026-12-02 14:30 UTC ran) must present it, and a log whose
+/init printed the guest's topology must show its LLC groups. Otherwise the dataset is refused.
 """
 
 from __future__ import annotations
@@ -72,6 +77,35 @@ def _need(d: Mapping[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+def _scenario_topology(raw: Mapping[str, Any], where: str) -> Any:
+    """The QEMU topology (translate.GuestTopology) that presents the scenario's machine.topology."""
+    from oommodel import Scenario
+
+    from sweeps.calibrate.translate import guest_topology
+
+    try:
+        return guest_topology(Scenario.from_dict(raw).to_dict()["machine"])
+    except InputError as exc:
+        raise ReferenceError(f"{where}: {exc}") from None
+
+
+def _boot_topology(run: Mapping[str, Any], want: Any, where: str) -> str:
+    """The topology the run was booted with (its `smp`, else plain -smp: shared_llc), checked against
+    the scenario's; returns it in machine.topology's words for the run's provenance."""
+    from sweeps.calibrate.translate import GuestTopology
+
+    smp = run.get("smp")
+    try:
+        had = GuestTopology.from_smp(str(smp)) if smp is not None else GuestTopology(want.cpus, 1, want.cpus)
+    except ValueError:
+        raise ReferenceError(f"{where}.smp: {smp!r} is not a QEMU -smp value (N,sockets=S,cores=C,threads=1)") from None
+    if (had.cpus, had.llc_groups) != (want.cpus, want.llc_groups):
+        how = f"-smp {smp}" if smp is not None else f"plain -smp {want.cpus} (no smp: key)"
+        raise ReferenceError(f"{where}.smp: booted with {how}, i.e. {had.name}, but the scenario's machine.topology "
+                             f"is {want.name}: the model side must run the topology the boot had")
+    return had.name
+
+
 def load_reference(root: str | Path) -> Reference:
     """Read and parse a reference dataset; ReferenceError names the bad file or key."""
     from oommodel import Scenario, ScenarioError
@@ -114,11 +148,13 @@ def load_reference(root: str | Path) -> Reference:
         digest.update(spath.read_bytes())
         files.append(str(spath.relative_to(root)))
         groups = tuple(g["name"] for g in raw["groups"])
+        want = _scenario_topology(raw, f"{where}.scenario")
         runs = []
         for j, r in enumerate(_need(s, "runs", where)):
             rwhere = f"{where}.runs[{j}]"
             rid = str(_need(r, "id", rwhere))
             prov = {k: v for k, v in r.items() if k not in ("summary",)}
+            prov["topology"] = _boot_topology(r, want, rwhere)
             if "log" in r:
                 lpath = root / r["log"]
                 try:
@@ -126,6 +162,10 @@ def load_reference(root: str | Path) -> Reference:
                     kr = parse_run(text, groups)
                 except (OSError, KernelLogError) as exc:
                     raise ReferenceError(f"{rwhere}.log: {exc}") from None
+                seen = kr.topology
+                if seen is not None and (seen.cpus, seen.llc_groups) != (want.cpus, want.llc_groups):
+                    raise ReferenceError(f"{rwhere}.log: the guest showed {seen.text()}; the scenario's "
+                                         f"machine.topology {want.name} has {want.llc_groups} LLC group(s)")
                 digest.update(lpath.read_bytes())
                 files.append(str(lpath.relative_to(root)))
                 runs.append(Run(rid, dict(kr.outcome), "log", prov))

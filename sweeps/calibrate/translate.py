@@ -85,6 +85,72 @@ def match_kernel(scenario: Mapping[str, Any], facts: KernelFacts) -> tuple[dict[
 
 
 # --------------------------------------------------------------------------------------------------
+# machine.topology -> QEMU's -smp
+
+
+@dataclass(frozen=True)
+class GuestTopology:
+    """The CPU topology a boot presents to the guest: QEMU `-smp N,sockets=S,cores=C,threads=1`.
+
+    QEMU (7.2, x86) describes an L3 cache per socket shared by that socket's cores (CPUID leaf 4),
+    so the guest's `sd_llc` domains (kernel/sched/topology.c, `cpu_coregroup_mask()`) are the
+    sockets: `llc_groups` == `sockets`. That is the shape of every topology oommodel accepts except
+    a socket of several cores that each have their own LLC, which -smp cannot express.
+    """
+
+    cpus: int
+    sockets: int
+    cores_per_socket: int
+
+    @classmethod
+    def from_smp(cls, smp: str) -> GuestTopology:
+        """Parse a -smp value this module wrote ("8,sockets=8,cores=1,threads=1"; plain "8": one socket)."""
+        n, *rest = smp.split(",")
+        fields = dict(f.split("=", 1) for f in rest if "=" in f)
+        sockets = int(fields.get("sockets", 1))
+        return cls(int(n), sockets, int(fields.get("cores", int(n) // sockets)))
+
+    @property
+    def name(self) -> str:
+        """The machine.topology word for it: shared_llc, core_per_socket, or SOCKETSxCORES."""
+        if self.sockets == 1:
+            return "shared_llc"
+        if self.cores_per_socket == 1:
+            return "core_per_socket"
+        return f"{self.sockets}x{self.cores_per_socket}"
+
+    @property
+    def smp(self) -> str:
+        return f"{self.cpus},sockets={self.sockets},cores={self.cores_per_socket},threads=1"
+
+    @property
+    def llc_groups(self) -> int:
+        """How many last-level-cache domains the guest should report (one per socket)."""
+        return self.sockets
+
+
+def guest_topology(machine: Mapping[str, Any]) -> GuestTopology:
+    """The QEMU topology for a canonical scenario's `machine` (oommodel/sched/topology.py's values);
+    refuses, naming `machine.topology`, what QEMU's -smp cannot present."""
+    n = int(machine["cpus"])
+    topo = machine.get("topology", "shared_llc")
+    if topo == "shared_llc":
+        return GuestTopology(n, 1, n)
+    if topo == "core_per_socket":
+        return GuestTopology(n, n, 1)
+    if isinstance(topo, Mapping):
+        sockets, cores, llc = int(topo["sockets"]), int(topo["cores_per_socket"]), topo.get("llc", "socket")
+        _refuse_if(sockets * cores != n, "machine.topology",
+                   f"sockets x cores_per_socket = {sockets * cores}, must equal machine.cpus ({n})")
+        _refuse_if(llc == "core" and cores > 1, "machine.topology.llc",
+                   f"'core' with {cores} cores per socket: QEMU -smp gives each socket one L3 shared by its "
+                   f"cores; a per-core LLC exists only as one core per socket (core_per_socket)")
+        return GuestTopology(n, sockets, cores)  # llc "core" with one core per socket is core_per_socket
+    raise CalibrationRefused("machine.topology", f"{topo!r}: not a topology QEMU can present "
+                                                 "(shared_llc, core_per_socket or {sockets, cores_per_socket, llc})")
+
+
+# --------------------------------------------------------------------------------------------------
 # Scenario -> reproducer parameters
 
 
@@ -123,6 +189,12 @@ class ReproPlan:
     reaper: str  # "" (kernel default) or the reproducer's "reaper ..." line
     children: tuple[ChildSpec, ...]
     groups: tuple[str, ...]
+    topology: GuestTopology | None = None  # what QEMU presents (machine.topology); None: plain -smp cpus
+
+    @property
+    def smp(self) -> str:
+        """QEMU's -smp value: the CPU count, with the sockets/cores that present machine.topology."""
+        return self.topology.smp if self.topology is not None else str(self.cpus)
 
     def conf_text(self, run_index: int) -> str:
         lines = [
@@ -172,6 +244,7 @@ def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) ->
     _refuse_if(v["memory"]["shared_file"] > 0, "victim.memory.shared_file", "only anonymous memory is reproduced")
     m = scenario["machine"]
     _refuse_if(m["cpus"] > MAX_CPUS, "machine.cpus", f"the reproducer handles at most {MAX_CPUS} CPUs")
+    topology = guest_topology(m)
     _refuse_if(m["hz"] != facts.hz, "machine.hz",
                f"{m['hz']} cannot be set on a built kernel: {facts.release} has CONFIG_HZ={facts.hz}; "
                f"set machine.hz: {facts.hz} or pass --match-kernel")
@@ -251,7 +324,7 @@ def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) ->
         memory_max_bytes=int(round(oom["limit_mb"] * 1024 * 1024)),
         horizon_s=float(scenario["horizon_s"]), lockup_after_s=float(scenario["lockup_after_s"]),
         sysctls=tuple(sysctls), reaper=reaper, children=tuple(children),
-        groups=tuple(g["name"] for g in groups),
+        groups=tuple(g["name"] for g in groups), topology=topology,
     )
 
 

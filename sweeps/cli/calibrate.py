@@ -20,7 +20,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("scenario", metavar="SCENARIO.yaml")
     p.add_argument("--runs", type=int, default=1, help="kernel boots (one run each; default 1)")
     p.add_argument("--seeds", type=int, default=20, help="model replicates (default 20)")
-    p.add_argument("--policy", default="upstream_6_1", help="model policy to compare with (default upstream_6_1)")
+    p.add_argument("--policy", help="model policy to compare with (default: the kernel's policy if the model has it: "
+                                    "--kernel-policy, else a built kernel's default, e.g. upstream_5_10; else upstream_6_1)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"dataset directory (default ./{DEFAULT_OUTPUT})")
     p.add_argument("--sweep", help="sweep name in the dataset (default calibrate-<scenario file stem>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model replicates and of drawn start/rss values")
@@ -31,7 +32,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--kernel", help="kernel image, or the name of a kernel built by infra/kernels/build.sh "
                                     "(e.g. 5.10-oomsweep; default: newest vmlinuz-* in ~/.cache/oomsweep/kernel)")
     p.add_argument("--kernel-policy",
-                   help="a built kernel's oomsweep.policy= (default: --policy); refused if the kernel lacks it")
+                   help="a built kernel's oomsweep.policy= (default: --policy, else the kernel's default); "
+                        "refused if the kernel lacks it")
     p.add_argument("--skip-after", default="pgtables", choices=("pgtables", "close"),
                    help="handoff_rfc_v2 on a built kernel: MMF_OOM_SKIP after the page tables or after ->close()")
     p.add_argument("--profile", help="machine profile of the model side (default: the scenario's machine.profile, "

@@ -122,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sweep")
     lg.add_argument("--mlflow-uri")
 
-    from sweeps.cli import calibrate, history, verify
+    from sweeps.cli import calibrate, calibrate_fit, history, kernels, verify
 
     history.register(sub)
     calibrate.register(sub)
+    calibrate_fit.register(sub)
+    kernels.register(sub)
     verify.register(sub)
     return p
 
@@ -359,6 +361,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
         desc = pol.description.strip()
         if desc:
             print(f"    {desc.splitlines()[0]}")
+        print(f"    kernel base: {pol.kernel_base}")
         for ref in pol.references[:3]:
             print(f"    ref: {ref}")
     return EXIT_OK
@@ -413,6 +416,8 @@ COMMANDS = {
     "log": cmd_log,
     "history": lambda args: _lazy("history")(args),
     "calibrate": lambda args: _lazy("calibrate")(args),
+    "calibrate-fit": lambda args: _lazy("calibrate_fit")(args),
+    "kernels": lambda args: _lazy("kernels")(args),
     "verify": lambda args: _lazy("verify")(args),
 }
 
@@ -428,15 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["calibrate", "fit"]:  # a sub-command of calibrate, whose first argument is otherwise a file
-        from sweeps.calibrate import fit_command
-
-        try:
-            code = fit_command.main(argv[2:])
-            sys.stdout.flush()
-            return code
-        except BrokenPipeError:
-            return _stdout_closed()
+    if argv[:2] == ["calibrate", "fit"]:  # `calibrate`'s first argument is otherwise a scenario file
+        argv = ["calibrate-fit", *argv[2:]]  # sweeps/cli/calibrate_fit.py
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args)
@@ -454,15 +452,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(Interrupted.label, file=sys.stderr)
         return EXIT_INTERRUPTED
     except OomsweepError as exc:
-        print(f"oomsweep {args.command}: {exc.label}: {one_line(exc)}", file=sys.stderr)
+        print(f"oomsweep {_shown(args)}: {exc.label}: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         from sweeps.spec.oommodel_api import model_input_errors
 
         if isinstance(exc, model_input_errors()):  # a scenario or policy option the model rejects
-            print(f"oomsweep {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            print(f"oomsweep {_shown(args)}: error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise  # a bug of oomsweep: the traceback, and Python's exit 1
+
+
+def _shown(args: argparse.Namespace) -> str:
+    """The command as the user typed it (`calibrate fit` for the parser's `calibrate-fit`)."""
+    return getattr(args, "shown_as", None) or args.command
 
 
 def _stdout_closed() -> int:

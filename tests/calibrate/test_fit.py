@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,8 +161,26 @@ def test_the_table_is_plain_text():
         F.compare("b", "check", "first_kill_s", rows(first_kill_s=[1.0]), rows(first_kill_s=[3.0])),
     ])
     lines = table.splitlines()
-    assert len(lines) == 3 and lines[0].split()[:3] == ["set", "scenario", "statistic"]
+    assert len(lines) == 3 and lines[0].split()[:4] == ["set", "scenario", "statistic", "fitted"]
     assert "\x1b" not in table and lines[2].rstrip().endswith("NO")
+    assert lines[1].split()[3] == "yes" and lines[2].split()[3] == "-"
+
+
+def test_the_check_tells_fitted_rows_fit_set_rows_and_held_out_rows_apart():
+    from sweeps.calibrate.fit_command import agreement_counts
+
+    plan = [F.Target(key="costs.touch_ms_per_mb", statistic="first_kill_s", scenarios=("a",), bounds=(0.1, 10.0))]
+
+    def fake(scenario, policy, seed):  # the model: first kill at 1 s, never a lockup
+        return {"first_kill_s": 1.0, "lockup": False}
+
+    table = F.check([F.CheckScenario("a", {}, rows(first_kill_s=[1.0], lockup=[False]), ["first_kill_s", "lockup"]),
+                     F.CheckScenario("b", {}, rows(first_kill_s=[9.0], lockup=[False]), ["first_kill_s"])],
+                    plan, {}, 3, "upstream_6_1", simulate=fake)
+    assert [(c.scenario, c.statistic, c.group) for c in table] == [
+        ("a", "first_kill_s", "fitted"), ("a", "lockup", "fit-set"), ("b", "first_kill_s", "held-out")]
+    text = agreement_counts(table)
+    assert "fitted: 1/1 agree" in text and "fit-set: 1/1 agree" in text and "held-out: 0/1 agree" in text
 
 
 # ------------------------------------------------------------------------------------------ reference
@@ -191,6 +210,44 @@ def test_a_summary_without_a_source_is_refused(tmp_path):
         load_reference(tmp_path)
 
 
+def _one_run_reference(tmp_path: Path, scenario: str, run: dict) -> Path:
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "x.yaml").write_text((SCEN / f"{scenario}.yaml").read_text())
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump({
+        "scenarios": {"x": {"scenario": "scenarios/x.yaml", "runs": [run]}}}))
+    return tmp_path
+
+
+def test_a_run_booted_with_another_topology_than_its_scenario_is_refused(tmp_path):
+    # idle-victim-throttling says shared_llc; a boot with one core per socket had 8 LLCs
+    run = {"id": "a", "summary": {"lockup": False}, "source": "test", "smp": "8,sockets=8,cores=1,threads=1"}
+    with pytest.raises(ReferenceError, match=r"scenarios\.x\.runs\[0\]\.smp: booted with -smp 8,sockets=8.*"
+                                             r"core_per_socket, but the scenario's machine.topology is shared_llc"):
+        load_reference(_one_run_reference(tmp_path, "idle-victim-throttling", run))
+
+
+def test_a_run_without_smp_counts_as_plain_smp_and_its_log_must_show_the_scenarios_llc_groups(tmp_path):
+    # the core_per_socket scenario with a run that has no smp: it was booted plain (shared_llc): refused
+    run = {"id": "a", "summary": {"lockup": False}, "source": "test"}
+    with pytest.raises(ReferenceError, match=r"runs\[0\]\.smp: booted with plain -smp 8"):
+        load_reference(_one_run_reference(tmp_path, "idle-victim-throttling-core-per-socket", run))
+    # a log whose guest printed one shared L3 cannot stand for a core_per_socket scenario, whatever smp says
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text(
+        (REFERENCE / "logs" / "idle-victim-throttling" / "2026-12-02-run2.log").read_text())
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump({"scenarios": {"x": {"scenario": "scenarios/x.yaml", "runs": [
+        {"id": "a", "log": "logs/a.log", "smp": "8,sockets=8,cores=1,threads=1"}]}}}))
+    with pytest.raises(ReferenceError, match=r"runs\[0\]\.log: the guest showed 8 CPUs, 1 socket\(s\), 1 LLC group"):
+        load_reference(tmp_path)
+
+
+def test_the_reference_runs_record_the_topology_they_were_booted_with():
+    ref = load_reference(REFERENCE)
+    tops = {n: {r.provenance["topology"] for r in s.runs} for n, s in ref.scenarios.items()}
+    assert tops["idle-victim-throttling-core-per-socket"] == {"core_per_socket"}
+    assert tops["idle-victim-no-throttling"] == {"shared_llc"}  # plain -smp 8, before the smp key existed
+
+
 # ------------------------------------------------------------------------------------------ command
 
 
@@ -209,7 +266,7 @@ def test_calibrate_fit_end_to_end_on_the_reference(tmp_path):
     ref = load_reference(REFERENCE)
     for name in ref.scenarios:
         assert name in p.stdout
-    assert "fit:" in p.stdout and "check:" in p.stdout
+    assert "fitted:" in p.stdout and "fit-set:" in p.stdout and "held-out:" in p.stdout
     doc = yaml.safe_load(out.read_text())
     from oommodel.profiles import check_profile
 
@@ -227,8 +284,8 @@ def test_the_shipped_tcg_profile_reproduces_its_fit_rows():
     # (else the profile is stale: refit with `oomsweep calibrate fit`).
     p = _oomsweep("calibrate", "fit", "--check-only", "--profile", "qemu_tcg", "--seeds", "20")
     assert p.returncode == 0, p.stderr
-    fit_rows = [ln for ln in p.stdout.splitlines() if ln.startswith("fit ")]
-    assert fit_rows and all(ln.rstrip().endswith("yes") for ln in fit_rows), "\n".join(fit_rows)
+    counts = re.search(r"^fitted: (\d+)/(\d+) agree", p.stdout, re.M)
+    assert counts and int(counts[2]) > 0 and counts[1] == counts[2], p.stdout
 
 
 # ------------------------------------------------------------------------------------------ calibrate's model side
@@ -272,3 +329,20 @@ def test_calibrate_model_rows_use_the_tcg_profile(tmp_path):
     for key, value in profile_values("qemu_tcg").items():
         section, leaf = key.split(".")
         assert sc[section][leaf] == value
+
+
+# ------------------------------------------------------------------------------------------ the command line
+
+
+def test_calibrate_fit_reports_bad_input_as_one_line_with_exit_2(tmp_path, oomsweep_cli):
+    code, out, err = oomsweep_cli(["calibrate", "fit", str(tmp_path / "nowhere")])
+    assert (code, out) == (2, "") and err.startswith("oomsweep calibrate fit: error: ") and "no manifest" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = oomsweep_cli(["calibrate", "fit", "--seeds", "0"])
+    assert code == 2 and "--seeds/--passes: must be >= 1" in err
+    code, _, err = oomsweep_cli(["calibrate", "fit", "--no-such-flag"])
+    assert code == 2 and "unrecognized arguments: --no-such-flag" in err  # argparse, as for every command
+    code, out, _ = oomsweep_cli(["calibrate", "fit", "--help"])
+    assert code == 0 and out.startswith("usage: oomsweep calibrate fit")
+    code, out, _ = oomsweep_cli(["--help"])
+    assert code == 0 and "calibrate-fit" not in out  # the parser's internal name is not offered

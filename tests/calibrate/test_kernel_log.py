@@ -114,3 +114,15 @@ def test_stall_intervals():
     assert stall_intervals_max([1.0], [0.9, 1.2], 10.0, trailing=False) == pytest.approx(0.1)
     assert stall_intervals_max([1.0, 5.0], [], 10.0, trailing=True) == 0.0  # no failing charge, no stall
 
+
+
+def test_the_guests_topology_lines_of_two_real_boots():
+    # 2026-12-02 boots of 6.1 under TCG (calibration/reference): -smp 8,sockets=8,cores=1 and sockets=1,cores=8
+    from sweeps.calibrate.kernel_log import guest_topology
+
+    logs = Path(__file__).resolve().parents[2] / "calibration" / "reference" / "logs"
+    per_socket = guest_topology((logs / "idle-victim-throttling-core-per-socket" / "2026-12-02-run0.log").read_text())
+    shared = guest_topology((logs / "idle-victim-throttling" / "2026-12-02-run2.log").read_text())
+    assert (per_socket.cpus, per_socket.sockets, per_socket.llc_groups, per_socket.sched_domains) == (8, 8, 8, "DIE")
+    assert (shared.cpus, shared.sockets, shared.llc_groups, shared.sched_domains) == (8, 1, 1, "MC")
+    assert guest_topology((logs / "idle-victim-throttling" / "2026-12-02-run0.log").read_text()) is None  # older /init

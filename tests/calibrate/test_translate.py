@@ -130,3 +130,27 @@ def test_newc_archive_unpacks_with_cpio(tmp_path):
     subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
     assert (tmp_path / "oomrepro.conf").read_bytes() == b"run 1\n"
     assert (tmp_path / "b.txt").read_bytes() == b"xyz"
+
+
+@pytest.mark.parametrize("topology, smp, llc_groups", [
+    ("shared_llc", "8,sockets=1,cores=8,threads=1", 1),
+    ("core_per_socket", "8,sockets=8,cores=1,threads=1", 8),
+    ({"sockets": 2, "cores_per_socket": 4}, "8,sockets=2,cores=4,threads=1", 2),
+    ({"sockets": 8, "cores_per_socket": 1, "llc": "core"}, "8,sockets=8,cores=1,threads=1", 8),
+])
+def test_machine_topology_becomes_qemus_smp(topology, smp, llc_groups):
+    from sweeps.calibrate.translate import GuestTopology
+
+    sc = _load("calibrate-idle-victim-no-throttling")
+    sc["machine"]["topology"] = topology
+    sc = Scenario.from_dict(sc).to_dict()
+    plan = translate(sc, FACTS)
+    assert plan.smp == smp and plan.topology.llc_groups == llc_groups
+    assert GuestTopology.from_smp(smp) == plan.topology  # what a stored row's qemu_smp reads back as
+
+
+def test_a_topology_qemu_cannot_present_is_refused_naming_the_key():
+    sc = _load("calibrate-idle-victim-no-throttling")
+    sc["machine"]["topology"] = {"sockets": 2, "cores_per_socket": 4, "llc": "core"}
+    exc = _refusal(Scenario.from_dict(sc).to_dict())
+    assert exc.path == "machine.topology.llc" and "one L3" in str(exc)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from sweeps.cli.calibrate import register, run
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDA = ROOT / "configs" / "scenarios" / "handa-2018-11-14.yaml"
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    p = argparse.ArgumentParser(prog="oomsweep")
-    register(p.add_subparsers(dest="command"))
-    args = p.parse_args(argv)
-    out, err = io.StringIO(), io.StringIO()
-    return run(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -36,17 +25,17 @@ def built(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_policy_the_kernel_lacks_is_refused_before_booting(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_oom_lock",
+def test_a_policy_the_kernel_lacks_is_refused_before_booting(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_oom_lock",
                          "--match-kernel", "--runs", "1", "--seeds", "0", "--output", str(built / "ds"),
                          "--no-mlflow"])
     assert code == 2 and "no policy 'handoff_oom_lock'" in err, err
     assert not (built / "ds").exists()
 
 
-def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built):
+def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built, oomsweep_cli):
     # --runs 0: translation and refusals only; the model runs the same (hz/softirq/preempt-matched) scenario
-    code, out, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
+    code, out, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
                            "--match-kernel", "--runs", "0", "--seeds", "1", "--output", str(built / "ds"),
                            "--no-mlflow"])
     assert code == 0, err
@@ -54,20 +43,45 @@ def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built):
     assert "kernel 5.10.223-oomsweep-test" in err
 
 
-def test_the_stock_kernel_still_refuses_the_hack(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--runs", "0", "--seeds", "0", "--match-kernel",
+def test_the_stock_kernel_still_refuses_the_hack(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--runs", "0", "--seeds", "0", "--match-kernel",
                          "--output", str(built / "ds"), "--no-mlflow"])
     assert code == 2 and "victim.sched_at_handover" in err
 
 
-def test_kernel_policy_needs_a_built_kernel(built):
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel-policy", "handoff_rfc_v2", "--runs", "0",
+def test_kernel_policy_needs_a_built_kernel(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel-policy", "handoff_rfc_v2", "--runs", "0",
                          "--seeds", "0", "--output", str(built / "ds"), "--no-mlflow"])
     assert code == 2 and "need a kernel built by infra/kernels/build.sh" in err
 
 
-def test_an_unbuilt_kernel_names_the_build_command(tmp_path, monkeypatch):
+def test_an_unbuilt_kernel_names_the_build_command(tmp_path, monkeypatch, oomsweep_cli):
     monkeypatch.setenv("OOMSWEEP_KERNELS_CACHE", str(tmp_path / "empty"))
-    code, _, err = _run(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
                          "--runs", "1", "--seeds", "0", "--output", str(tmp_path / "ds"), "--no-mlflow"])
     assert code == 2 and "not built: run infra/kernels/build.sh 5.10-oomsweep" in err
+
+
+@pytest.mark.parametrize("flags", [["--kernel-policy", "upstream_5_10"], []])
+def test_the_kernels_stock_policy_is_compared_with_the_models_upstream_5_10(built, flags, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", *flags, "--match-kernel",
+                         "--runs", "0", "--seeds", "1", "--output", str(built / "ds"), "--no-mlflow"])
+    assert code == 0, err
+    assert "1 model replicate(s) of upstream_5_10" in err
+
+
+def test_the_model_policy_follows_the_kernel_unless_given(built):
+    from sweeps.calibrate.command import resolve_model_policy
+
+    assert resolve_model_policy(None, None, None) == "upstream_6_1"            # the stock 6.1 image
+    assert resolve_model_policy(None, None, "5.10-oomsweep") == "upstream_5_10"  # the build's default
+    assert resolve_model_policy(None, "direct_reap", "5.10-oomsweep") == "direct_reap"
+    assert resolve_model_policy("upstream_4_19", "upstream_5_10", "5.10-oomsweep") == "upstream_4_19"
+
+
+def test_a_new_policy_on_an_old_build_is_refused_with_the_rebuild_command(built, oomsweep_cli):
+    code, _, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--kernel-policy", "stall_backoff",
+                         "--match-kernel", "--runs", "1", "--seeds", "0", "--output", str(built / "ds"),
+                         "--no-mlflow"])
+    assert code == 2 and "no policy 'stall_backoff'" in err and "run infra/kernels/build.sh 5.10-oomsweep" in err
+    assert not (built / "ds").exists()

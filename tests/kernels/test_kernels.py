@@ -28,7 +28,15 @@ PORTED = {
     "0006": "9dfd5c87-ae48-8ffb-fbc6-706d627658ff@i-love.sakura.ne.jp",
     "0007": "2d7d4cf6-bdd4-741d-764b-beb96d7af296@i-love.sakura.ne.jp",
     "0008": "alpine.DEB.2.21.1806211434420.51095@chino.kir.corp.google.com",
+    "0009": "1530627910-3415-4-git-send-email-penguin-kernel@I-love.SAKURA.ne.jp",
 }
+# Patch 0009 ports two policies from several of Handa's mails; each must be cited in the code.
+HANDA_2018 = (
+    "1530627910-3415-3-git-send-email-penguin-kernel@I-love.SAKURA.ne.jp",
+    "1530627910-3415-4-git-send-email-penguin-kernel@I-love.SAKURA.ne.jp",
+    "1536382452-3443-1-git-send-email-penguin-kernel@I-love.SAKURA.ne.jp",
+    "d9595c92-6763-35cb-b989-0848cf626cb9@i-love.sakura.ne.jp",
+)
 
 
 def spec(**kw) -> K.KernelSpec:
@@ -43,7 +51,7 @@ def spec(**kw) -> K.KernelSpec:
 
 def test_definition_lists_the_ported_policies():
     assert K.policies_of("5.10-oomsweep") == ("upstream_5_10", "upstream_4_19", "handoff_rfc_v2", "handoff_oom_lock",
-                                              "timeout_backoff")
+                                              "timeout_backoff", "stall_backoff", "direct_reap")
     with pytest.raises(K.KernelError, match="unknown kernel '4.19'"):
         K.policies_of("4.19")
 
@@ -53,8 +61,14 @@ def test_every_policy_of_the_definition_is_in_the_kernels_policy_table():
     text = "".join(p.read_text() for p in sorted((INFRA / "patches" / "5.10").glob("*.patch")))
     table = set(re.findall(r'^\+\t\[OOMSWEEP_\w+\] = "(\w+)",$', text, re.M))
     assert table == set(K.policies_of("5.10-oomsweep"))
-    for missing in ("stall_backoff", "direct_reap"):
-        assert missing not in table
+    assert {"stall_backoff", "direct_reap"} <= table
+
+
+def test_every_kernel_policy_has_a_model_policy_of_the_same_name():
+    """So `calibrate --kernel 5.10-oomsweep --kernel-policy P` can put the model's P beside the boots."""
+    from oommodel import POLICIES
+
+    assert set(K.policies_of("5.10-oomsweep")) <= set(POLICIES)
 
 
 def test_series_lists_every_patch_and_each_port_cites_its_message_id():
@@ -65,14 +79,20 @@ def test_series_lists_every_patch_and_each_port_cites_its_message_id():
         patch = next(d / s for s in series if s.startswith(prefix))
         added = "\n".join(ln for ln in patch.read_text().splitlines() if ln.startswith("+"))
         assert mid in added, f"{patch.name} does not cite {mid}"
+    handa = next(d / s for s in series if s.startswith("0009"))
+    added = "\n".join(ln for ln in handa.read_text().splitlines() if ln.startswith("+"))
+    for mid in HANDA_2018:
+        assert mid in added, f"{handa.name} does not cite {mid}"
 
 
 def test_check_refuses_what_the_kernel_lacks():
     s = spec()
     assert s.check(None) == "upstream_5_10"  # the kernel's default
     assert s.check("handoff_rfc_v2", "idle", "close") == "handoff_rfc_v2"
-    with pytest.raises(K.KernelError, match="no policy 'direct_reap'"):
-        s.check("direct_reap")
+    with pytest.raises(K.KernelError, match="no policy 'direct_reap'.*the build is older, run infra/kernels/build.sh"):
+        s.check("direct_reap")  # a build from before the definition listed it
+    with pytest.raises(K.KernelError, match=r"no policy 'direct_reaper' \(it has: [a-z0-9_, ]+\)$"):
+        s.check("direct_reaper")  # a name no definition has: no rebuild hint
     with pytest.raises(K.KernelError, match="applies to handoff_rfc_v2 only"):
         s.check("upstream_4_19", "unchanged", "close")
     with pytest.raises(K.KernelError, match="no oomsweep.sched_at_handover= hack"):
@@ -141,6 +161,31 @@ def test_instruments_are_counted_once_from_dmesg():
     assert cols["handovers"] == 1 and cols["handed_over"] is True
     assert cols["kill_to_handover_s"] == "0.110"
     assert cols["skip_by_first"] == "reaper" and cols["skip_by_reaper"] == 1 and cols["skip_by_exit"] == 0
+    assert cols["instrument_errors"] == ""
+
+
+def test_the_console_excerpt_keeps_handas_give_up_line():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "infra" / "qemu"))
+    from excerpt_log import excerpt
+
+    line = "[   15.000000] Gave up waiting for process 102 (oomrepro) total-vm:1kB, anon-rss:0kB"
+    assert excerpt(f"[    1.0] random boot noise\n{line}\n") == line + "\n"
+
+
+def test_direct_reaps_and_stall_back_offs_are_counted_by_who_set_the_flag():
+    later = ("[   14.900000] oomsweep: direct reap pid=101 by pid=110 (oomrepro), now anon-rss:0kB\n"
+             "[   15.000000] Gave up waiting for process 102 (oomrepro) total-vm:1kB, anon-rss:0kB, file-rss:0kB, "
+             "shmem-rss:0kB\n"
+             "[   15.000000] oomsweep: MMF_OOM_SKIP pid=102 by=timeout\n")
+    console = CONSOLE.replace("policy=handoff_rfc_v2", "policy=direct_reap").replace(
+        "MMF_OOM_SKIP pid=101 by=reaper", "MMF_OOM_SKIP pid=101 by=direct").replace(
+        "@@oomsweep-dmesg-end", later + "@@oomsweep-dmesg-end")
+    cols = K.kernel_columns(console, spec(policies=("direct_reap",)), "direct_reap", "idle", "pgtables")
+    assert cols["skip_by_first"] == "direct" and cols["skip_by_direct"] == 1 and cols["skip_by_reaper"] == 0
+    assert cols["stall_give_ups"] == 1 and cols["direct_reaps"] == 1 and cols["skip_by_timeout"] == 1
+    assert cols["kill_to_give_up_s"] == "4.000"  # pid 102 was killed at 11.0
     assert cols["instrument_errors"] == ""
 
 

@@ -151,3 +151,10 @@ def test_requeue_tail_puts_a_running_fifo_thread_behind_its_equal_priority_peers
     m.block(c)
     assert m.rate(a) == 1.0
     m.check_invariants()
+
+
+def test_the_5_10_base_requeues_a_dying_fifo_task_like_6_1():
+    # 5.10's sched_move_task() already ends in resched_curr(): Debian's 5.10.223 waits at exit too.
+    out = simulate(handa("full"), "upstream_5_10", 1)
+    assert out.kills == 64 and out.exits_pending_max >= 1 and out.exit_delay_max_s > 0.0
+    assert simulate(handa("voluntary"), "upstream_5_10", 1).exits_pending_max == 0

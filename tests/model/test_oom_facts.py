@@ -113,10 +113,10 @@ def test_policy_options_are_checked():
 
 def test_every_policy_is_registered_with_description_and_references():
     assert set(POLICIES) == {"upstream_4_19", "handoff_rfc_v2", "handoff_oom_lock", "timeout_backoff",
-                             "stall_backoff", "direct_reap", "upstream_6_1"}
+                             "stall_backoff", "direct_reap", "upstream_5_10", "upstream_6_1"}
     for p in POLICIES.values():
         assert p.description and "\n" not in p.description
-        assert p.references
+        assert p.references and p.kernel_base
 
 
 def test_direct_reaping_frees_the_starved_victim_at_once():

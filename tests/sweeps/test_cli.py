@@ -100,6 +100,14 @@ def test_policies_lists_the_registry(capsys):
         assert name in out
 
 
+def test_policies_shows_the_kernel_each_policy_stands_for(capsys):
+    assert main(["policies"]) == 0
+    blocks = capsys.readouterr().out.split("\nupstream_5_10")
+    assert len(blocks) == 2
+    assert blocks[1].splitlines()[2] == "    kernel base: 5.10.223 (Debian)"
+    assert "    kernel base: 4.20-rc2 + RFC v2\n" in blocks[0]
+
+
 @pytest.fixture
 def stored(write_sweep, tmp_path, monkeypatch, capsys):
     """A small sweep run serially in-process (no Ray) into tmp_path/results; returns what `run` printed."""
