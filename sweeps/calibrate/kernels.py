@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.calibrate import stock_kernels
 from sweeps.errors import InputError
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
@@ -85,6 +86,7 @@ class KernelSpec:
     patch_hash: str
     build_hash: str
     sched_features: str
+    stock: bool = False  # a stock Debian image (infra/qemu/kernels): no policies, no instruments
 
     @property
     def default_policy(self) -> str:
@@ -110,7 +112,9 @@ class KernelSpec:
         return policy
 
     def cmdline_extra(self, policy: str, sched_at_handover: str = "unchanged", skip_after: str = "pgtables") -> str:
-        """The boot parameters that select the policy and the instruments."""
+        """The boot parameters that select the policy and the instruments (none on a stock kernel)."""
+        if self.stock:
+            return ""
         return (f"oomsweep.policy={policy} oomsweep.skip_after={skip_after} "
                 f"oomsweep.sched_at_handover={sched_at_handover}")
 
@@ -118,8 +122,12 @@ class KernelSpec:
 def load(name: str) -> KernelSpec:
     """The built kernel NAME (cache_dir()/NAME/manifest.json); a clear error if it is not built."""
     defs = defined()
+    if name not in defs and stock_kernels.is_name(name):
+        return load_stock(name)
     if name not in defs:
-        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: {', '.join(defs) or 'none'})")
+        raise KernelError(f"--kernel: unknown kernel {name!r} (defined in infra/kernels/defs: "
+                          f"{', '.join(defs) or 'none'}; stock images in infra/qemu/kernels: "
+                          f"{', '.join(stock_kernels.defined()) or 'none'})")
     manifest = cache_dir() / name / "manifest.json"
     if not manifest.is_file():
         raise KernelError(f"--kernel: {name} is not built: run infra/kernels/build.sh {name} "
@@ -133,6 +141,27 @@ def load(name: str) -> KernelSpec:
     )
 
 
+def load_stock(name: str) -> KernelSpec:
+    """A fetched stock image (infra/qemu/fetch-kernel.sh NAME) as a KernelSpec: HZ and preemption from its config."""
+    from sweeps.calibrate.qemu import kernel_release
+    from sweeps.errors import QemuError
+
+    try:
+        image = stock_kernels.image(name)
+    except QemuError as exc:
+        raise KernelError(str(exc)) from None
+    release = kernel_release(image)
+    config = (image.parent / f"config-{release}").read_text(errors="replace")
+    hz = int(m.group(1)) if (m := re.search(r"^CONFIG_HZ=(\d+)$", config, re.M)) else 250
+    preempt = next((p for opt, p in (("CONFIG_PREEMPT", "full"), ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"))
+                    if re.search(rf"^{opt}=y$", config, re.M)), "none")
+    pkg = (image.parent / "PACKAGE").read_text().strip()
+    return KernelSpec(name=name, image=image, release=release, hz=hz, preempt=preempt,
+                      preempt_dynamic=bool(re.search(r"^CONFIG_PREEMPT_DYNAMIC=y$", config, re.M)),
+                      policies=(stock_kernels.STOCK_POLICY,), instruments=(), patch_hash="", build_hash=pkg,
+                      sched_features="", stock=True)
+
+
 def is_name(value: str | None) -> bool:
     """True if `value` names a kernel of infra/kernels/defs (not a path to an image)."""
     return bool(value) and "/" not in str(value) and str(value) in defined()
@@ -142,7 +171,7 @@ def match_scenario(scenario: dict, spec: KernelSpec) -> tuple[dict, list[str]]:
     """--match-kernel for a built kernel: machine.hz, machine.softirq and (no PREEMPT_DYNAMIC) machine.preempt."""
     from sweeps.calibrate.translate import KernelFacts, match_kernel
 
-    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz))
+    sc, changes = match_kernel(scenario, KernelFacts(spec.release, spec.hz, stock_kernels.softirq_of(spec.release)))
     if not spec.preempt_dynamic and sc["machine"].get("preempt") != spec.preempt:
         changes.append(f"machine.preempt: {sc['machine'].get('preempt')!r} -> {spec.preempt!r}")
         sc["machine"]["preempt"] = spec.preempt
@@ -235,7 +264,7 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     from sweeps.calibrate.translate import KernelFacts, translate
     from sweeps.errors import CalibrationRefused
 
-    facts = KernelFacts(spec.release, spec.hz)
+    facts = KernelFacts(spec.release, spec.hz, stock_kernels.softirq_of(spec.release))
     if match:  # --match-kernel: machine.hz, machine.softirq (and machine.preempt) become the kernel's
         scenario, _ = match_scenario(scenario, spec)
     sched = scenario["victim"]["sched_at_handover"]
@@ -253,8 +282,72 @@ def boot_plan(scenario: dict, spec: KernelSpec, policy: str | None, *, skip_afte
     return plan, cmdline, policy, sched
 
 
+_REAPED = re.compile(r"oom_reaper: reaped process (\d+)")
+_KSOFTIRQD = re.compile(r"oomsweep: task comm=ksoftirqd/(\d+) pid=\d+ state=(\S+)")
+
+
+def softirq_columns(console: str) -> dict:
+    """What the watchdog's stall dump says about softirqs (empty without a stall declaration).
+
+    timer_frozen_cpus: CPUs whose TIMER count in /proc/softirqs did not move over the dump's 1 s
+    (their expired timers, the reaper's 2 s timer among them, wait for a starved ksoftirqd);
+    ksoftirqd_runnable: CPUs whose ksoftirqd/N was runnable (state R) but not running then.
+    """
+    text = console.replace("\r", "")
+    timers = [[int(x) for x in line.split()[1:]] for line in text.splitlines()
+              if line.strip().startswith("TIMER:")]
+    frozen = ""
+    if len(timers) >= 2 and len(timers[0]) == len(timers[1]):
+        frozen = " ".join(str(cpu) for cpu, (a, b) in enumerate(zip(timers[0], timers[1])) if a == b)
+    runnable = " ".join(m.group(1) for m in _KSOFTIRQD.finditer(text) if m.group(2) == "R")
+    # an idle NOHZ CPU's TIMER count stands still too: starved = frozen while its ksoftirqd waits to run
+    starved = " ".join(c for c in frozen.split() if c in runnable.split())
+    return {"timer_frozen_cpus": frozen, "ksoftirqd_runnable": runnable, "ksoftirqd_starved_cpus": starved}
+
+
+def stock_columns(console: str, spec: KernelSpec) -> dict:
+    """A stock kernel's row: no instruments, so MMF_OOM_SKIP is "reaper" for a victim the reaper reaped.
+
+    "oom_reaper: reaped process N" is printed only when the reaper found MMF_OOM_SKIP unset and set it
+    (as the 6.1 parser reads it, sweeps/calibrate/kernel_log.py); every other victim's flag was set by
+    its own exit_mmap(). kill_to_reap_s: kill -> reap per reaped victim (printk clock).
+    """
+    text = console.replace("\r", "")
+    if "@@oomsweep-dmesg-begin" in text:
+        text = text.split("@@oomsweep-dmesg-begin", 1)[1]
+    kills: dict[int, float] = {}
+    reaped: dict[int, float] = {}
+    stall_at = math.inf
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if not m:
+            continue
+        t, msg = float(m.group(1)), m.group(2)
+        if k := _KILLED.search(msg):
+            kills.setdefault(int(k.group(1)), t)
+        elif r := _REAPED.search(msg):
+            reaped.setdefault(int(r.group(1)), t)
+        elif msg.startswith("oomsweep: stall t=") and stall_at == math.inf:
+            stall_at = t
+    by = ["reaper" if p in reaped else "exit" for p in sorted(kills, key=kills.get)]
+    return {
+        "kernel": spec.name, "kernel_release": spec.release, "patch_hash": spec.patch_hash,
+        "kernel_policy": stock_kernels.STOCK_POLICY, "sched_at_handover": "unchanged", "skip_after": "pgtables",
+        "handovers": 0, "kills_before_stall": sum(1 for t in kills.values() if t < stall_at),
+        "handovers_before_stall": 0, "handed_over": False, "handover_pids": "", "kill_to_handover_s": "",
+        "skip_by_first": by[0] if by else "none", "skip_by_exit": by.count("exit"),
+        "skip_by_reaper": by.count("reaper"), "skip_by_timeout": 0, "handover_points": 0, "instrument_errors": "",
+        "kill_to_reap_s": " ".join(f"{reaped[p] - t:.3f}" for p, t in kills.items() if p in reaped),
+        # reaps once the watchdog's stall declaration had freed the CPU (the timer could fire only then)
+        "reaped_after_stall": sum(1 for t in reaped.values() if t >= stall_at),
+        "package": spec.build_hash,
+    }
+
+
 def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip_after: str) -> dict:
-    """The handover columns of a kernel row, from the patched kernel's instruments."""
+    """The handover columns of a kernel row, from the patched kernel's instruments (a stock kernel's: stock_columns)."""
+    if spec.stock:
+        return {**stock_columns(console, spec), **softirq_columns(console)}
     ins = parse_instruments(console)
     text = console.replace("\r", "")
     if "@@oomsweep-dmesg-begin" in text:
@@ -306,12 +399,14 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
 
 def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: int, out_dir: str | Path, *,
             skip_after: str = "pgtables", accel: str = "auto", seed: int = 0, sched_at_handover: str | None = None,
-            boot_timeout: float | None = None, match: bool = False, say=print) -> list[dict]:
+            boot_timeout: float | None = None, match: bool = False, settings: tuple[tuple[str, str], ...] = (),
+            say=print) -> list[dict]:
     """Boot `kernel` `runs` times on a scenario; rows (with console excerpts) go to OUT/runs.csv and OUT/logs/.
 
     The stand-alone driver of the reference datasets; `oomsweep calibrate --kernel` is the
     dataset-writing path. Row columns: the 6.1 parser's outcome (lockup, kills, stall) plus the
-    instruments' handover columns.
+    instruments' handover columns. `settings` are extra (PATH, VALUE) writes /init makes after the
+    scenario's own (e.g. 6.12's fair server runtime); a failed write makes the row an error.
     """
     import csv
     import shlex as _shlex
@@ -340,6 +435,10 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
     for i in range(runs):
         run_plan, cmdline, _, _ = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed + i,
                                          match=match)
+        if settings:
+            import dataclasses
+
+            run_plan = dataclasses.replace(run_plan, sysctls=tuple(run_plan.sysctls) + tuple(settings))
         b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
                       smp=run_plan.smp,
                       cmdline=cmdline, accelerator=accelerator, limit_s=limit)
@@ -347,7 +446,8 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
         (out / "logs" / f"{tag}.log").write_text(excerpt(b.console))
         row = {"scenario": Path(scenario_path).name, "run": i, "seed": seed + i, "accelerator": accelerator,
-               "wall_s": round(b.wall_s, 1), "status": "ok", "error": ""}
+               "wall_s": round(b.wall_s, 1), "status": "ok", "error": "",
+               "extra_settings": " ".join(f"{path}={value}" for path, value in settings)}
         row.update(kernel_columns(b.console, spec, policy, sched, skip_after))
         try:
             r = parse_run(b.console, plan.groups)
@@ -397,19 +497,24 @@ def summarize(csv_path: str | Path) -> str:
 
     n counts boots with status ok; lockups with a Wilson 95 % interval; handovers per kill over all
     kills of those boots; who set MMF_OOM_SKIP over all victims (the kernel's own printk); kill ->
-    handover times (median and max, s, printk clock).
+    handover times (median and max, s, printk clock). A stock kernel's runs.csv (it has the
+    softirq columns) adds the boots whose stall dump showed a starved ksoftirqd, and kill -> reap.
     """
     import csv
     import statistics
 
     groups: dict[tuple, list[dict]] = {}
     with Path(csv_path).open() as fh:
-        for r in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        softirq = "ksoftirqd_starved_cpus" in (reader.fieldnames or ())
+        for r in reader:
             key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
             groups.setdefault(key, []).append(r)
     head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
             "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
             "kill->handover median/max"]
+    if softirq:
+        head += ["ksoftirqd starved (boots)", "kill->reap median/max"]
     rows = [head]
     for key, rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "ok"]
@@ -434,6 +539,13 @@ def summarize(csv_path: str | Path) -> str:
             + (f" ({min(k2g):.0f}-{max(k2g):.0f} s after the kill)" if k2g else ""),
             f"{statistics.median(k2h):.3f} / {max(k2h):.3f} s" if k2h else "-",
         ])
+        if softirq:
+            k2r = [float(x) for r in ok for x in r["kill_to_reap_s"].split()]
+            after = sum(int(r["reaped_after_stall"] or 0) for r in ok)
+            if after:  # reaps the watchdog's stall declaration made possible (it freed the CPU)
+                rows[-1][12] += f" ({after} after the stall)"
+            rows[-1] += [str(sum(bool(r["ksoftirqd_starved_cpus"]) for r in ok)),
+                         f"{statistics.median(k2r):.3f} / {max(k2r):.3f} s" if k2r else "-"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-|-".join("-" * w for w in widths))
@@ -484,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--boot-timeout", type=float)
     m.add_argument("--match-kernel", action="store_true", help="set machine.hz and machine.softirq to the kernel's")
     m.add_argument("--out", required=True)
+    m.add_argument("--setting", action="append", default=[], metavar="PATH=VALUE",
+                   help="an extra write /init makes before the run (repeatable), e.g. "
+                        "/sys/kernel/debug/sched/fair_server/cpu0/runtime=0")
     t = sub.add_parser("table", help="the reference table of a runs.csv")
     t.add_argument("csv")
     r = sub.add_parser("rescan", help="recompute a runs.csv's instrument columns from its console excerpts")
@@ -497,10 +612,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "build":
         return build(a.names)
+    settings = []
+    for item in a.setting:
+        path, sep, value = item.partition("=")
+        if not sep or not path.startswith("/") or not value:
+            print(f"refused: --setting: {item!r} is not PATH=VALUE with an absolute PATH")
+            return 2
+        settings.append((path, value))
     try:
         rows = measure(a.scenario, a.kernel, a.policy, a.runs, a.out, skip_after=a.skip_after, accel=a.accel,
                        seed=a.seed, sched_at_handover=a.sched_at_handover, boot_timeout=a.boot_timeout,
-                       match=a.match_kernel)
+                       match=a.match_kernel, settings=tuple(settings))
     except (KernelError, ValueError) as exc:
         print(f"refused: {exc}")
         return 2

@@ -46,7 +46,11 @@ def cache_dir() -> Path:
 
 
 def find_kernel(path: str | Path | None = None) -> Path:
-    """The kernel image to boot: `path`, else the newest vmlinuz in the cache folder."""
+    """The kernel image to boot: `path`, a stock kernel's name (infra/qemu/kernels), else the newest cached vmlinuz."""
+    from sweeps.calibrate import stock_kernels
+
+    if stock_kernels.is_name(path):
+        return stock_kernels.image(str(path))
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -56,8 +56,9 @@ DEBIAN_6_1 = KernelFacts("6.1.0-NN-amd64", 250)  # Debian bookworm's build, when
 
 
 def kernel_facts(kernel: Path) -> KernelFacts:
-    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250)."""
+    """CONFIG_HZ from the config-<release> shipped next to the image (Debian's 6.1: 250); softirq from the release."""
     from sweeps.calibrate.qemu import kernel_release
+    from sweeps.calibrate.stock_kernels import softirq_of
 
     release = kernel_release(kernel)
     hz = 250
@@ -66,7 +67,7 @@ def kernel_facts(kernel: Path) -> KernelFacts:
         m = re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(errors="replace"), re.M)
         if m:
             hz = int(m.group(1))
-    return KernelFacts(release, hz)
+    return KernelFacts(release, hz, softirq_of(release))
 
 
 def match_kernel(scenario: Mapping[str, Any], facts: KernelFacts) -> tuple[dict[str, Any], list[str]]:
@@ -248,8 +249,9 @@ def translate(scenario: Mapping[str, Any], facts: KernelFacts, seed: int = 0) ->
                f"{m['hz']} cannot be set on a built kernel: {facts.release} has CONFIG_HZ={facts.hz}; "
                f"set machine.hz: {facts.hz} or pass --match-kernel")
     _refuse_if(m["softirq"] != facts.softirq, "machine.softirq",
-               f"{m['softirq']!r} is not how {facts.release} handles softirqs: from 4.9 to 6.4 pending softirqs "
-               f"are left to ksoftirqd once it is awake ({facts.softirq!r}); set it or pass --match-kernel")
+               f"{m['softirq']!r} is not how {facts.release} handles softirqs ({facts.softirq!r}: from 4.9 to 6.4 "
+               f"pending softirqs are left to ksoftirqd once it is awake, before and after that they run on irq "
+               f"exit); set it or pass --match-kernel")
     oom = scenario.get("oom")
     _refuse_if(oom is None, "oom", "no memory pressure: nothing for the OOM killer to do on the kernel")
     _refuse_if(oom["domain"] != "memcg", "oom.domain",
