@@ -120,10 +120,17 @@ def _closest(word: str, choices: Any) -> str:
     return f" (did you mean '{m[0]}'?)" if m else ""
 
 
+def _key_text(key: Any) -> str:
+    """A key as the message names it: quoted when it is blank or edged with spaces (a YAML key
+    " " would otherwise read as no key at all)."""
+    text = str(key)
+    return repr(text) if not text.strip() or text != text.strip() else text
+
+
 def _check_keys(data: Mapping, allowed: tuple[str, ...], prefix: str) -> None:
     for k in data:
         if k not in allowed:
-            path = f"{prefix}.{k}" if prefix else str(k)
+            path = f"{prefix}.{_key_text(k)}" if prefix else _key_text(k)
             raise SweepError(path, f"unknown key{_closest(k, allowed)}")
 
 

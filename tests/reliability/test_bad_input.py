@@ -111,7 +111,8 @@ def _check_path_named(err: str, doc: dict) -> None:
     root = head.split(".")[0].split("[")[0]
     from sweeps.errors import one_line as _one_line
 
-    assert head and (root in TOP_KEYS or head in {_one_line(str(k)) for k in doc} or head.startswith("/")), msg
+    named = {_one_line(str(k)) for k in doc} | {_one_line(repr(str(k))) for k in doc}
+    assert head and (root in TOP_KEYS or head in named or head.startswith("/")), msg
 
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -125,7 +126,7 @@ def test_generated_sweep_files(doc, tmp_path, capsys):
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     code, err = _check(["validate", str(path), "--max-rows", "5000"], capsys)
     if code == 2:
-        _check_path_named(err, doc)
+        _check_path_named(err, yaml.safe_load(path.read_text(encoding="utf-8")))  # keys as YAML reads them
     # `run` goes through the same checks; --max-rows 0 stops a valid file before any work starts
     code_run, err_run = _check(["run", str(path), "--max-rows", "0", "--no-mlflow", "--serial"], capsys)
     assert code_run == 2
@@ -252,3 +253,15 @@ def test_row_limit_is_configurable(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OOMSWEEP_MAX_ROWS", "11")
     assert _check(["run", str(path), "--serial", "--no-mlflow"], capsys)[0] == 2
     assert _check(["validate", str(path), "--yes"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("key", ["\x85", " ", "grid "])
+def test_a_blank_or_space_edged_key_is_named_quoted(key, tmp_path, capsys):
+    """YAML reads a NEL key back as a space: the message must still show which key it is."""
+    doc = {"name": "gen", "base": str(HANDA), "policies": ["upstream_4_19"], key: None}
+    path = tmp_path / "gen.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    code, err = _check(["validate", str(path)], capsys)
+    read_back = next(k for k in yaml.safe_load(path.read_text(encoding="utf-8")) if k not in doc or k == key)
+    assert code == 2
+    assert f"error: {read_back!r}: unknown key" in err
