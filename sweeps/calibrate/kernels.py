@@ -492,6 +492,25 @@ def _wilson(k: int, n: int):
     return wilson(k, n)
 
 
+def boot_topology(command: str) -> str:
+    """The CPU topology a boot's QEMU command line presented: `-smp N,sockets=N,cores=1` is
+    core_per_socket, `-smp N,sockets=1,cores=N` and a plain `-smp N` (QEMU 7.2: one socket, one
+    shared L3) are shared_llc; anything else is shown as its -smp value. Boots of different
+    topologies are never pooled in one table row."""
+    import re
+
+    m = re.search(r"-smp\s+(\S+)", command)
+    if not m:
+        return "?"
+    smp = m.group(1)
+    opts = dict(o.split("=", 1) for o in smp.split(",")[1:] if "=" in o)
+    if not opts or (opts.get("sockets") == "1"):
+        return "shared_llc"
+    if opts.get("cores") == "1" and opts.get("threads", "1") == "1":
+        return "core_per_socket"
+    return f"-smp {smp}"
+
+
 def summarize(csv_path: str | Path) -> str:
     """The reference table of a runs.csv: one line per (scenario, policy, sched_at_handover, skip_after).
 
@@ -508,9 +527,10 @@ def summarize(csv_path: str | Path) -> str:
         reader = csv.DictReader(fh)
         softirq = "ksoftirqd_starved_cpus" in (reader.fieldnames or ())
         for r in reader:
-            key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"])
+            key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"],
+                   boot_topology(r.get("command") or ""))
             groups.setdefault(key, []).append(r)
-    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "boots", "not ok", "lockups",
+    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "topology", "boots", "not ok", "lockups",
             "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
             "kill->handover median/max"]
     if softirq:
@@ -531,7 +551,7 @@ def summarize(csv_path: str | Path) -> str:
         k2h = [float(x) for r in ok for x in r["kill_to_handover_s"].split()]
         ci = _wilson(k, n) if n else None
         rows.append([
-            key[0], key[1], key[2], key[3], key[4], str(n), str(len(rs) - n), str(k),
+            *key, str(n), str(len(rs) - n), str(k),
             f"{ci.p:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if ci else "-", str(kills), str(hand),
             f"{hand / kills:.3f}" if kills else "-",
             f"exit {by_exit}, reaper {by_reaper}" + (f", timeout {by_timeout}" if by_timeout else "")
@@ -543,7 +563,7 @@ def summarize(csv_path: str | Path) -> str:
             k2r = [float(x) for r in ok for x in r["kill_to_reap_s"].split()]
             after = sum(int(r["reaped_after_stall"] or 0) for r in ok)
             if after:  # reaps the watchdog's stall declaration made possible (it freed the CPU)
-                rows[-1][12] += f" ({after} after the stall)"
+                rows[-1][head.index("MMF_OOM_SKIP by (victims)")] += f" ({after} after the stall)"
             rows[-1] += [str(sum(bool(r["ksoftirqd_starved_cpus"]) for r in ok)),
                          f"{statistics.median(k2r):.3f} / {max(k2r):.3f} s" if k2r else "-"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -5,6 +5,7 @@ The boot of the patched kernel is tests/kernels/test_kernel_boot.py.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -256,10 +257,35 @@ def test_reference_table_counts_ok_boots_with_wilson_intervals(tmp_path):
     assert len(lines) == 1
     cells = [c.strip() for c in lines[0].strip("|").split("|")]
     # 2 ok boots, 1 not ok, 1 lockup: Wilson 95 % of 1/2 is [0.09, 0.91]
-    assert cells[5:8] == ["2", "1", "1"] and cells[8] == "0.50 [0.09, 0.91]"
-    assert cells[9:12] == ["8", "1", "0.125"] and cells[12] == "exit 1, reaper 6"
-    assert cells[13] == "0.110 / 0.110 s"
+    assert cells[5] == "?"  # no QEMU command recorded
+    assert cells[6:9] == ["2", "1", "1"] and cells[9] == "0.50 [0.09, 0.91]"
+    assert cells[10:13] == ["8", "1", "0.125"] and cells[13] == "exit 1, reaper 6"
+    assert cells[14] == "0.110 / 0.110 s"
     assert "0.00 [0.00, 0.79]" in table  # upstream_4_19: 0 of 1
+
+
+@pytest.mark.parametrize("command, topology", [
+    ("qemu-system-x86_64 -accel tcg -smp 8 -m 2048", "shared_llc"),
+    ("qemu-system-x86_64 -smp 8,sockets=1,cores=8,threads=1 -m 2048", "shared_llc"),
+    ("qemu-system-x86_64 -smp 8,sockets=8,cores=1,threads=1 -m 2048", "core_per_socket"),
+    ("qemu-system-x86_64 -smp 8,sockets=2,cores=4,threads=1", "-smp 8,sockets=2,cores=4,threads=1"),
+    ("", "?"),
+])
+def test_boot_topology_reads_the_smp_option(command, topology):
+    assert K.boot_topology(command) == topology
+
+
+def test_reference_table_never_pools_boots_of_different_topologies(tmp_path):
+    cols = ["scenario", "kernel_policy", "sched_at_handover", "skip_after", "accelerator", "status", "lockup",
+            "kills", "handovers", "skip_by_exit", "skip_by_reaper", "kill_to_handover_s", "command"]
+    key = ["h.yaml", "handoff_rfc_v2", "idle", "pgtables", "tcg", "ok"]
+    rows = [key + ["True", "3", "1", "0", "2", "0.1", "q -smp 8"],
+            key + ["False", "3", "0", "0", "3", "", "q -smp 8,sockets=8,cores=1,threads=1"]]
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([cols] + rows)
+    lines = [ln for ln in K.summarize(path).splitlines() if "h.yaml" in ln]
+    assert sorted(c.strip() for ln in lines for c in [ln.strip("|").split("|")[5]]) == ["core_per_socket", "shared_llc"]
 
 
 REAL = ROOT / "calibration" / "reference" / "kernel-5.10" / "logs" / \

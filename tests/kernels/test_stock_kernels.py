@@ -106,9 +106,9 @@ def test_a_stock_table_counts_starved_ksoftirqd_boots_and_late_reaps(tmp_path):
     path.write_text("\n".join(",".join(r) for r in [cols] + rows) + "\n")
     line = next(ln for ln in K.summarize(path).splitlines() if "i.yaml" in ln)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[7:9] == ["1", "0.33 [0.06, 0.79]"]
-    assert cells[12] == "exit 1, reaper 2 (1 after the stall)"
-    assert cells[14:] == ["1", "11.750 / 21.500 s"]
+    assert cells[8:10] == ["1", "0.33 [0.06, 0.79]"]
+    assert cells[13] == "exit 1, reaper 2 (1 after the stall)"
+    assert cells[15:] == ["1", "11.750 / 21.500 s"]
 
 
 def test_measure_refuses_a_setting_that_is_not_an_absolute_path_before_booting(tmp_path, capsys):
