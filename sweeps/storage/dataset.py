@@ -328,7 +328,6 @@ def read_table(
                 if on_bad is not None:
                     on_bad(f, cause)
             files = [f for f in files if f not in bad]
-            del exc
     return table.add_column(0, "sweep", pa.array([sweep] * table.num_rows, pa.string()))
 
 
