@@ -52,8 +52,8 @@ def _raw(name: str, **keys: Any) -> dict[str, Any]:
 
 
 def kernel_machine(name: str, **keys: Any) -> dict[str, Any]:
-    return _raw(name, machine__topology="shared_llc", machine__profile="qemu_tcg",
-                machine__idle_exit_us=TCG_IDLE_EXIT_US, **keys)
+    return _raw(name, **{"machine__topology": "shared_llc", "machine__profile": "qemu_tcg",
+                         "machine__idle_exit_us": TCG_IDLE_EXIT_US, **keys})
 
 
 def variants() -> list[tuple[str, dict[str, Any]]]:
@@ -74,6 +74,8 @@ def variants() -> list[tuple[str, dict[str, Any]]]:
          kernel_machine("handa-2018-11-14.yaml", victim__sched_at_handover="unchanged")),
         ("handa-variant-idle-children on the 5.10 boots' machine",
          kernel_machine("handa-variant-idle-children.yaml")),
+        ("G booted as the file says: -smp 8,sockets=8,cores=1 (core_per_socket)",
+         kernel_machine("handa-2018-11-14.yaml", machine__topology="core_per_socket")),
     ]
 
 
