@@ -143,11 +143,11 @@ def load(name: str) -> KernelSpec:
 
 def load_stock(name: str) -> KernelSpec:
     """A fetched stock image (infra/qemu/fetch-kernel.sh NAME) as a KernelSpec: HZ and preemption from its config."""
-    from sweeps.calibrate.qemu import kernel_release
+    from sweeps.calibrate.qemu import cache_dir, kernel_release
     from sweeps.errors import QemuError
 
     try:
-        image = stock_kernels.image(name)
+        image = stock_kernels.image(name, cache_dir())
     except QemuError as exc:
         raise KernelError(str(exc)) from None
     release = kernel_release(image)

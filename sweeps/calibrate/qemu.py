@@ -50,7 +50,7 @@ def find_kernel(path: str | Path | None = None) -> Path:
     from sweeps.calibrate import stock_kernels
 
     if stock_kernels.is_name(path):
-        return stock_kernels.image(str(path))
+        return stock_kernels.image(str(path), cache_dir())
     if path is not None:
         p = Path(path)
         if not p.is_file():

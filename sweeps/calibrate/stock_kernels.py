@@ -42,14 +42,14 @@ def is_name(value: str | Path | None) -> bool:
     return bool(value) and "/" not in str(value) and str(value) in defined()
 
 
-def image(name: str) -> Path:
-    """The fetched vmlinuz of stock kernel NAME; a clear error naming the fetch command if it is missing."""
-    from sweeps.calibrate.qemu import cache_dir
-
+def image(name: str, cache: Path) -> Path:
+    """The fetched vmlinuz of stock kernel NAME under the kernel cache directory `cache`
+    (qemu.cache_dir(), passed in so that this module does not import qemu, which imports it);
+    a clear error naming the fetch command if it is missing."""
     defs = defined()
     if name not in defs:
         raise QemuError(f"--kernel: unknown stock kernel {name!r} (infra/qemu/kernels: {', '.join(defs) or 'none'})")
-    d = cache_dir() / name
+    d = cache / name
     pinned = f"{defs[name]['PKG']}={defs[name]['VERSION']}"
     package = (d / "PACKAGE").read_text().strip() if (d / "PACKAGE").is_file() else ""
     found = sorted(d.glob("vmlinuz-*"))
