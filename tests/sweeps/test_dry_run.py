@@ -69,6 +69,11 @@ def test_a_ray_start_that_times_out_is_tried_once_more_then_said_in_one_line(mon
             raise Exception("The current node timed out during startup. This could happen because ...")
         return self
 
+    import ray
+
+    # _start_ray shuts a half-started Ray down before its second try: here that would be the test
+    # session's shared Ray, which later tests still use (their node_id must stay the session's)
+    monkeypatch.setattr(ray, "shutdown", lambda *a, **k: None)
     monkeypatch.setattr(RayExecutor, "start", timing_out)
     started = runner._start_ray(runner.RunOptions(), fail_fast=False)
     assert started is tries[-1] and len(tries) == 2  # the second try is the executor used
