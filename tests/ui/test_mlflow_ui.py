@@ -117,6 +117,19 @@ def test_the_printed_link_opens_the_runs_table_with_lockup_metrics_and_grid_keys
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
+def _click_past_popups(page, locator) -> None:
+    """GenAI's first-visit pop-ups can lay a layer over the page ("<html> intercepts pointer
+    events" in a CI run): Escape closes them; a last try dispatches the click to the element."""
+    for _ in range(3):
+        try:
+            locator.click(timeout=20_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    locator.dispatch_event("click")
+
+
 def test_a_bare_click_lands_on_genai_until_model_training_is_chosen_then_the_views_menu_has_ours(
         finished_sweep, ui, browser, tmp_path):
     """MLflow 3.17.2's UI routes an experiment by a per-browser workflow type (URL parameter
@@ -135,12 +148,18 @@ def test_a_bare_click_lands_on_genai_until_model_training_is_chosen_then_the_vie
     assert f"/experiments/{res.tracking.experiment_id}" in page.url and "/runs" not in page.url
     assert page.evaluate("window.localStorage.getItem('mlflow.workflowType_v1')") is None  # the default: GenAI
 
-    page.get_by_text("Model training", exact=True).first.click()  # the sidebar switch, top left
+    _click_past_popups(page, page.get_by_text("Model training", exact=True).first)  # the sidebar switch, top left
     page.wait_for_function("window.localStorage.getItem('mlflow.workflowType_v1') === '\"machine_learning\"'")
     page.goto(f"{ui}/#/experiments")
     page.get_by_text("Experiments", exact=True).first.wait_for()
     page.wait_for_timeout(1500)
-    page.get_by_role("link", name="uiquick", exact=True).first.click()
+    for _ in range(3):  # a click the first-visit pop-up layer swallowed is clicked again
+        _click_past_popups(page, page.get_by_role("link", name="uiquick", exact=True).first)
+        try:
+            page.wait_for_url(lambda url: "/runs" in url, timeout=30_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            page.keyboard.press("Escape")
     try:
         page.wait_for_url(lambda url: "/runs" in url)
         page.locator("[role=columnheader]").first.wait_for()
@@ -153,7 +172,7 @@ def test_a_bare_click_lands_on_genai_until_model_training_is_chosen_then_the_vie
     _shot(page, tmp_path, "mlflow-bare-click-model-training.png")
     assert "lockup_probability" not in _headers(page)  # MLflow's default columns: Source, Models, Dataset
 
-    page.get_by_role("button", name="Views").first.click()
+    _click_past_popups(page, page.get_by_role("button", name="Views").first)
     page.get_by_text(VIEW_NAME).first.click()
     page.locator("[role=columnheader]", has_text="lockup_probability").first.wait_for()
     page.wait_for_timeout(1500)
