@@ -79,7 +79,7 @@ def start_oom_reaper(state: RunState) -> ReaperState:
     allowed = cfg.reaper_cpus if cfg.reaper_cpus is not None else tuple(range(cfg.machine.cpus))
     # where the kthread last ran before the first kill: its prev_cpu for the first wake-up
     if cfg.reaper_last_cpu is None:
-        last = allowed[int(state.streams.rng("reaper_last_cpu").integers(len(allowed)))]
+        last = allowed[int(state.streams.at_start("reaper_last_cpu").integers(len(allowed)))]
     else:
         last = cfg.reaper_last_cpu
     th = state.machine.spawn("oom_reaper", "oom_reaper", cfg.reaper_attr, cfg.reaper_cpus, last_cpu=last)

@@ -90,7 +90,7 @@ class World:
         )
         state.detector = detector(env, cfg.lockup_after_s, lambda: describe_stall(state))
         self._build_processes()
-        order = streams.rng("task_order").permutation(len(state.procs))
+        order = streams.at_start("task_order").permutation(len(state.procs))
         state.scan_order = [state.procs[i] for i in order]
         state.reaper = start_oom_reaper(state) if policy.reaper is not ReaperKind.NONE else None
 
@@ -126,7 +126,7 @@ class World:
         """n draws of a scenario number from the stream `name` (a plain number n times)."""
         if isinstance(value, (int, float)):
             return [value] * n
-        return value.sample_n(self.state.streams.rng(*name), n)
+        return value.sample_n(self.state.streams.at_start(*name), n)
 
     # -- the run ------------------------------------------------------------------------
 

@@ -101,9 +101,23 @@ def test_draw_fast_path_builds_no_generator(monkeypatch: pytest.MonkeyPatch) -> 
 
     s = Streams(5)
     monkeypatch.setattr(Streams, "rng", boom)
+    monkeypatch.setattr(Streams, "at_start", boom)
     assert s.draw(3.0, "x") == 3.0
     with pytest.raises(AssertionError):
         s.draw(Uniform(0.0, 1.0), "x")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**32 - 1, 2**32, 2**64 + 3, 2**128 - 1, 2**128, 2**200])
+def test_at_start_equals_rng(seed: int) -> None:
+    """at_start() seeds PCG64 in Python (SeedSequence's hashing, pcg64_set_seed): the same
+    stream as rng() for every seed size, whatever was drawn from the reused Generator before."""
+    s = Streams(seed)
+    for name in [("close_ms", 17), ("start_s", "children"), ("ksoftirqd_awake", 3, 99), ("a",), ("é", -5)]:
+        s.at_start("other").integers(0, 10, 3)          # leaves a buffered uint32 behind
+        assert s.at_start(*name).random(8).tolist() == s.rng(*name).random(8).tolist()
+        assert s.at_start(*name).integers(0, 2**31, 5).tolist() == s.rng(*name).integers(0, 2**31, 5).tolist()
+        assert s.uniform(*name) == float(s.rng(*name).random())
+        assert s.draw(Uniform(2.0, 3.0), *name) == Uniform(2.0, 3.0).sample(s.rng(*name))
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "7", True, None])
