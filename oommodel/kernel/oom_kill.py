@@ -104,15 +104,23 @@ def select_bad_process(state: RunState) -> Process | None:
     skip = MMF.MMF_OOM_SKIP
     best: Process | None = None
     best_points = 0.0
+    live: list[Process] = []
     for p in state.scan_order:                    # hot: inlined badness, plain-int flags
         mm = p.mm
-        if p.mm_gone or p.oom_score_adj == -1000 or mm.flags & skip:
+        if p.mm_gone or mm.flags & skip:
+            continue                              # for good: dropped from the walk below
+        live.append(p)
+        if p.oom_score_adj == -1000:
             continue
         points = mm.anon_mb + mm.mlocked_mb + mm.file_mb + mm.pgtable_mb + p.oom_score_adj * adj_scale
         if points < page_mb:
             points = page_mb
         if points > best_points:
             best, best_points = p, points
+    # A task past exit_mm() or with MMF_OOM_SKIP never becomes eligible again (neither is ever
+    # undone): later walks skip it without looking, in the same order (a kill per walk otherwise
+    # makes the walks quadratic in the number of kills).
+    state.scan_order = live
     return best
 
 

@@ -69,6 +69,7 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         self.trace: list[tuple[str, int, float, float, float]] = []
         self._trace_on = trace
         self._all = tuple(range(spec.cpus))
+        self._allowed_seen: dict[tuple[int, ...], tuple[int, ...]] = {}   # spawn(): allowed -> CPUs
         self._defer = spec.preempt != "full"
         self._rt_limited = spec.rt_throttling
         self._period = spec.rt_period_us / 1e6
@@ -93,9 +94,16 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         if allowed is None:
             cpus = self._all
         else:
-            cpus = tuple(sorted(set(int(c) for c in allowed)))
-            if not cpus or cpus[0] < 0 or cpus[-1] >= self.spec.cpus:
-                raise ValueError(f"{name}: allowed CPUs {list(allowed)} not a non-empty subset of 0..{self.spec.cpus - 1}")
+            # a group's threads share one `allowed` tuple: normalised and checked once per run
+            known = self._allowed_seen.get(allowed) if type(allowed) is tuple else None
+            if known is not None:
+                cpus = known
+            else:
+                cpus = tuple(sorted(set(int(c) for c in allowed)))
+                if not cpus or cpus[0] < 0 or cpus[-1] >= self.spec.cpus:
+                    raise ValueError(f"{name}: allowed CPUs {list(allowed)} not a non-empty subset of 0..{self.spec.cpus - 1}")
+                if type(allowed) is tuple:
+                    self._allowed_seen[allowed] = cpus
         th = Thread(name, group, len(self.threads), attr, cpus)
         if last_cpu is not None:
             if last_cpu not in cpus:

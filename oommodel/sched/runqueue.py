@@ -21,7 +21,7 @@ class RunQueue:
     __slots__ = (
         "idx", "rt_queues", "rt_prios", "nr_rt", "nr_rt_mobile", "cfs", "cfs_weight", "nr_cfs_mobile",
         "running", "new", "pinned", "last", "rt_rate", "rt_time", "pidx", "throttled", "cfs_cap",
-        "rt_exhausted", "gen", "timer_at", "on_timer", "nocfs_since",
+        "rt_exhausted", "timer_ev", "timer_at", "on_timer", "nocfs_since",
     )
 
     def __init__(self, idx: int) -> None:
@@ -43,7 +43,7 @@ class RunQueue:
         self.throttled = False
         self.cfs_cap = 1.0
         self.rt_exhausted = False
-        self.gen = 0
+        self.timer_ev: simpy.Event | None = None   # the one pending CPU timer; any other that fires is stale
         self.timer_at: float | None = None
         self.on_timer: Callable[[simpy.Event], None] | None = None
         self.nocfs_since: float | None = None  # since when RT has left CFS no capacity (None: it has some)

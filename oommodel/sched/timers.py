@@ -2,7 +2,7 @@
 
 A CPU keeps exactly one pending SimPy timer, at its earliest future event: a run() completion, a
 deferred preemption point, or an RT throttle edge; a timer superseded by a later recompute is stale
-and ignored (its generation number no longer matches).
+and ignored (it is no longer the run queue's `timer_ev`).
 
 Cost per event (none of this changes what is computed): when a CPU timer ends one run() segment and
 nothing else is queued for that instant, the waiting process is resumed inside the timer callback
@@ -83,18 +83,19 @@ class CpuTimers:
     def _set_cpu_timer(self, rq: RunQueue, t: float, now: float) -> None:
         if t == rq.timer_at:
             return
-        rq.gen += 1
         if t == INF:
             rq.timer_at = None
+            rq.timer_ev = None
             return
         rq.timer_at = t
-        ev = Timeout(self.env, t - now if t > now else 0.0, rq.gen)
+        ev = rq.timer_ev = Timeout(self.env, t - now if t > now else 0.0)
         ev.callbacks.append(rq.on_timer)  # type: ignore[arg-type]
 
     def _make_cpu_timer(self, rq: RunQueue) -> Callable[[simpy.Event], None]:
         def on_timer(ev: simpy.Event) -> None:
-            if ev.value != rq.gen:
+            if ev is not rq.timer_ev:
                 return  # stale: superseded by a later recompute
+            rq.timer_ev = None
             rq.timer_at = None
             now = self.env.now
             self._settle(rq, now)
