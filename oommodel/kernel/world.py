@@ -30,13 +30,15 @@ from oommodel.kernel.task import Process
 from oommodel.outcome import Outcome
 from oommodel.policies.base import OomPolicy, ReaperKind
 from oommodel.sched import Machine
+from oommodel.sched.simpy_glue import process_until_stop
 from oommodel.streams import Streams
 
 class CountingEnvironment(simpy.Environment):
     """A SimPy environment that counts the events it processes (Outcome.sim_events).
 
-    `run_until` is `run(until=event)` with the count kept in a local of its own loop: an
-    overridden `step()` would add a Python call to every event of the run.
+    `run_until` is `run(until=event)` with the count kept in a local of its own loop
+    (sched/simpy_glue.py:process_until_stop): an overridden `step()` would add a Python call to
+    every event of the run.
     """
 
     def __init__(self) -> None:
@@ -48,18 +50,10 @@ class CountingEnvironment(simpy.Environment):
         if stop.callbacks is None:
             return
         stop.callbacks.append(StopSimulation.callback)
-        step = super().step
-        n = 0
         try:
-            while True:
-                n += 1
-                step()
-        except StopSimulation:
-            pass
+            self.processed += process_until_stop(self)
         except EmptySchedule:
             raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
-        finally:
-            self.processed += n
 
 
 class World:

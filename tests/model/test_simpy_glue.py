@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
 import simpy
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import NORMAL, PENDING, Process
 
-from oommodel.sched.simpy_glue import LAZY_PRIORITY, PROCESS_RESUME, fire_now, resumes_one_process, schedule_lazy
+from oommodel.sched.simpy_glue import (
+    LAZY_PRIORITY,
+    PROCESS_RESUME,
+    fire_now,
+    process_until_stop,
+    resumes_one_process,
+    schedule_lazy,
+)
 
 
 def test_event_private_fields_are_what_fire_now_sets() -> None:
@@ -90,3 +98,48 @@ def test_run_until_machinery_used_by_counting_environment() -> None:
         pass
     else:
         raise AssertionError("step() on an empty queue must raise EmptySchedule")
+
+
+def _order_with(drive) -> tuple[list[tuple[float, str]], int]:
+    env = simpy.Environment()
+    order: list[tuple[float, str]] = []
+    stop = env.event()
+
+    def proc(name: str, dt: float):
+        for _ in range(3):
+            yield env.timeout(dt)
+            order.append((env.now, name))
+
+    env.process(proc("a", 1.0))
+    env.process(proc("b", 1.5))
+    env.timeout(0.0).callbacks.append(lambda _e: schedule_lazy(env, lambda _e: order.append((env.now, "lazy"))))
+    env.timeout(4.0).callbacks.append(lambda _e: stop.succeed())
+    stop.callbacks.append(StopSimulation.callback)
+    return order, drive(env)
+
+
+def test_process_until_stop_is_step_in_a_loop() -> None:
+    """Same events in the same order as Environment.step(), counted up to the one that stops."""
+    def by_step(env: simpy.Environment) -> int:
+        n = 0
+        try:
+            while True:
+                n += 1
+                env.step()
+        except StopSimulation:
+            return n
+
+    assert _order_with(process_until_stop) == _order_with(by_step)
+    env = simpy.Environment()
+    with pytest.raises(EmptySchedule):
+        process_until_stop(env)
+    env.timeout(1.0)
+    (t, prio, eid, ev), = env._queue    # the heap entries process_until_stop pops
+    assert t == 1.0 and ev.callbacks == []
+
+
+def test_process_until_stop_crashes_on_an_undefused_failure() -> None:
+    env = simpy.Environment()
+    env.event().fail(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        process_until_stop(env)
