@@ -137,7 +137,7 @@ def _run_pool(seed: int) -> tuple[int, int, int, int] | None:
     return pool[0], pool[1], pool[2], pool[3]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096, typed=True)    # typed: ("a", True) must still fail as stream_key does
 def _name_hashes(*name_parts: NamePart) -> tuple[int, ...]:
     """hashmix() of the name's four spawn-key words, in mix_entropy()'s order: depends on the
     name only (see the module docstring for why this cache is harmless)."""

@@ -135,6 +135,10 @@ def test_bad_names() -> None:
     with pytest.raises(TypeError):
         s.rng("a", True)  # type: ignore[arg-type]
     assert np.array_equal(s.rng("a", np.int64(3)).random(3), s.rng("a", 3).random(3))
+    assert s.at_start("a", 1).random() == s.rng("a", 1).random()     # cached name hashes of ("a", 1) ...
+    with pytest.raises(TypeError):
+        s.at_start("a", True)  # type: ignore[arg-type]                # ... are not those of ("a", True)
+    assert s.at_start("a", np.int64(3)).random() == s.rng("a", 3).random()
 
 
 def test_no_module_level_state() -> None:
