@@ -49,7 +49,7 @@ class Balance:
         """select_task_rq_fair() over the topology (sched/topology.py) for a thread woken by
         Machine.wake_up(); idle means `available_idle_cpu()`: nothing runnable on the CPU."""
         rqs = self.rqs
-        idle = [rq.nr_running == 0 for rq in rqs]
+        idle = [not rq.nr_rt and not rq.cfs for rq in rqs]     # rq.nr_running == 0, without the property call
         load = [cfs_load(rq.cfs_weight, rq.cfs_cap) for rq in rqs]
         prev = th.cpu if th.cpu is not None else th.allowed[0]
         return select_task_rq_fair(waker_cpu, prev, th.allowed, idle, load, th.weight, topo)
