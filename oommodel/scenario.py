@@ -606,6 +606,16 @@ def _apply_profile(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
+def _profile_keys(name: Any) -> frozenset[str]:
+    """The dotted keys machine profile `name` fills (empty for an unknown name or bare_metal)."""
+    from oommodel.profiles import profile_values
+
+    try:
+        return frozenset(profile_values(name)) if isinstance(name, str) else frozenset()
+    except KeyError:
+        return frozenset()
+
+
 def _json_default(v: Any) -> Any:
     if isinstance(v, Dist):
         return v.to_dict()
@@ -671,8 +681,11 @@ class Scenario:
         Exception: the keys of `_OMIT_AT_DEFAULT` are left out while at their default.
         """
         d = self._spec.model_dump(mode="json")
+        profiled = _profile_keys(d["machine"].get("profile", DEFAULT_PROFILE))
         for section, key, default in _OMIT_AT_DEFAULT:
-            if d[section].get(key, default) == default:
+            # kept when the profile sets the key: an explicit default (idle_exit_us: 0 under qemu_tcg)
+            # must not turn into the profile's value when the canonical dict is read again
+            if d[section].get(key, default) == default and f"{section}.{key}" not in profiled:
                 d[section].pop(key, None)
         return d
 

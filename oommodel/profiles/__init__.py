@@ -10,6 +10,7 @@ File format (written by `oomsweep calibrate fit`, or by hand for `bare_metal`):
     description: one line
     values:                      # dotted scenario keys -> value (a number or a distribution)
       costs.touch_ms_per_mb: 1.5
+      machine.idle_exit_us: {lognormal: [8.9, 1.4]}   # a distribution, drawn per use like a scenario's own
     sources:                     # per key: where the value came from (free-form mapping)
       costs.touch_ms_per_mb: {statistic: ..., scenarios: [...], runs: [...], interval: [lo, hi]}
     provenance: {...}            # command, reference dataset digest, git sha, model version, date
@@ -70,3 +71,18 @@ def check_profile(doc: Any, where: str = "profile") -> None:
         if any(key == k or str(key).startswith(k + ".") for k in NOT_PROFILE_KEYS):
             raise ValueError(f"{where}: values.{key}: belongs to the scenario (machine shape or kernel build), "
                              "not to a machine profile")
+        _check_value(values[key], f"{where}: values.{key}")
+
+
+def _check_value(value: Any, where: str) -> None:
+    """A number or a distribution mapping ({lognormal: [mu, sigma]}, ...); the key's own range is the
+    scenario validator's (a profile value is validated as if the scenario had written it)."""
+    from oommodel.distributions import dist_from_dict
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+        raise ValueError(f"{where}: must be a number or a distribution, got {type(value).__name__}")
+    if isinstance(value, dict):
+        try:
+            dist_from_dict(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None

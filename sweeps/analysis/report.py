@@ -18,12 +18,17 @@ from sweeps.analysis.stats import (
     PairedDiff,
     PairingGain,
     adjust_p_values,
-    censored_quantile,
     paired_difference,
     paired_difference_counts,
     pairing_gain,
 )
-from sweeps.analysis.summary import SUMMARY_COLUMNS
+from sweeps.analysis.summary import (  # noqa: F401  (stall_censored, horizons_from_scenarios: re-exported)
+    CENSORING_COLUMNS,
+    SUMMARY_COLUMNS,
+    Horizon,
+    horizons_from_scenarios,
+    stall_censored,
+)
 from sweeps.errors import InputError, UnknownColumn
 from sweeps.spec.identity import param_column
 
@@ -42,7 +47,6 @@ __all__ = [
     "resolve_column",
 ]
 
-CENSORING_COLUMNS = ("censored", "median_stall_km_s")
 TABLE_COLUMNS = ("policy", *SUMMARY_COLUMNS, *CENSORING_COLUMNS)
 
 
@@ -62,22 +66,6 @@ def resolve_column(df: pd.DataFrame, key: str) -> str:
     m = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1, cutoff=0.6)
     hint = f" (did you mean '{m[0]}'?)" if m else ""
     raise UnknownColumn(f"{key}: no such column{hint}")
-
-
-def horizons_from_scenarios(df: pd.DataFrame) -> dict[str, float]:
-    """cell_id -> horizon_s, read from each cell's scenario_json (one parse per cell)."""
-    import json
-
-    if "scenario_json" not in df.columns or "cell_id" not in df.columns:
-        return {}
-    cells = df.drop_duplicates("cell_id")[["cell_id", "scenario_json"]]
-    out = {}
-    for cid, text in cells.itertuples(index=False, name=None):
-        try:
-            out[str(cid)] = float(json.loads(text)["horizon_s"])
-        except (TypeError, ValueError, KeyError):
-            continue
-    return out
 
 
 def stored_horizon(output, sweep: str) -> float | None:
@@ -104,54 +92,11 @@ def stored_horizon(output, sweep: str) -> float | None:
     return None
 
 
-def stall_censored(df: pd.DataFrame, horizon_s: float | dict[str, float] | None = None) -> pd.Series | None:
-    """Which rows' max_stall_s was cut off by the horizon (right-censored): the run reached its
-    horizon (sim_time_s >= horizon_s) while the OOM was unresolved (a lockup, or a victim still
-    pending). Such a stall lasted at least max_stall_s. None when the horizon is unknown.
-
-    ``horizon_s``: one horizon for every row, a dict cell_id -> horizon, or None to read it from a
-    ``horizon_s`` key column or the rows' scenario_json.
-    """
-    if "sim_time_s" not in df.columns:
-        return None
-    if "horizon_s" in df.columns:  # a sweep that varies the horizon: each row says its own
-        h = df["horizon_s"].astype(float)
-    else:
-        if horizon_s is None:
-            horizon_s = horizons_from_scenarios(df)
-            if not horizon_s:
-                return None
-        if isinstance(horizon_s, dict):
-            h = df["cell_id"].astype(str).map(horizon_s).astype(float)
-        else:
-            h = pd.Series(float(horizon_s), index=df.index)
-    unresolved = df["lockup"].astype(bool)
-    if "victims_pending_at_end" in df.columns:
-        unresolved = unresolved | (df["victims_pending_at_end"].fillna(0) > 0)
-    return (df["sim_time_s"].astype(float) >= h - 1e-9) & unresolved
-
-
-def _censoring_columns(ok: pd.DataFrame, keys: list[str], censored: pd.Series | None) -> pd.DataFrame:
-    """Per (*keys): rows whose stall the horizon cut off, and the Kaplan-Meier median stall that
-    treats them as censored (inf: more than half were cut off; nan: the horizon is unknown)."""
-    records = []
-    for values, group in ok.groupby(keys, sort=False, dropna=False, observed=True):
-        values = values if isinstance(values, tuple) else (values,)
-        stall = group["max_stall_s"].tolist() if "max_stall_s" in group else []
-        cut = censored.loc[group.index] if censored is not None else None
-        records.append({
-            **dict(zip(keys, values)),
-            "censored": int(cut.sum()) if cut is not None else math.nan,
-            "median_stall_km_s": censored_quantile(stall, cut.tolist(), 0.5) if cut is not None and stall else math.nan,
-        })
-    return pd.DataFrame(records, columns=[*keys, *CENSORING_COLUMNS])
-
-
 def policy_table(
     df: pd.DataFrame,
     by: Sequence[str] = (),
     policies: Sequence[str] = (),
-    horizon_s: float | dict[str, float] | None = None,
+    horizon_s: Horizon = None,
 ) -> pd.DataFrame:
     """Lockup probability (Wilson 95 % interval), stall quantiles, kills and handovers per policy [x keys].
 
@@ -161,16 +106,8 @@ def policy_table(
     the sweep's order (`policies`), others as first seen.
     """
     by_cols = [resolve_column(df, k) for k in by]
-    table = summary.policy_table(df, by_cols, policies)
-    keys = [*by_cols, "policy"]
-    ok = _ok_rows(df)
-    if table.empty or ok.empty:
-        for c in CENSORING_COLUMNS:
-            table[c] = pd.Series(dtype=float)
-        return table
-    cens = _censoring_columns(ok, keys, stall_censored(ok, horizon_s))
-    cens["policy"] = cens["policy"].astype(str)
-    return table.merge(cens, on=keys, how="left", sort=False)
+    table = summary.policy_table(df, by_cols, policies, horizon_s=horizon_s, censoring=True)
+    return table.astype({c: float for c in CENSORING_COLUMNS}) if table.empty else table
 
 
 def compare_pairs(df: pd.DataFrame, a: str, b: str, extra: Sequence[str] = ()) -> pd.DataFrame:

@@ -2,9 +2,10 @@
 
     oomsweep calibrate fit [REFERENCE] [--profile qemu_tcg] [--no-write | --out FILE] [--check-only]
 
-Reads the reference dataset (default calibration/reference; sweeps/calibrate/reference.py), fits
-the plan of its manifest (sweeps/calibrate/fit.py: method and agreement rule), prints the fitted
-values and the agreement table (every scenario, kernel vs model at the fitted values, "fit" rows
+Reads the reference dataset (default calibration/reference; sweeps/calibrate/reference.py), estimates
+the values its manifest measures straight from kernel console logs (sweeps/calibrate/measured.py),
+fits the plan of its manifest with those set (sweeps/calibrate/fit.py: method and agreement rule),
+prints the measured and fitted values and the agreement table (every scenario, kernel vs model at the fitted values, "fit" rows
 for the statistics a value was fitted on, "check" rows for the others) on stdout as plain text, and
 writes the profile (values, where each came from, the table, provenance) to
 oommodel/profiles/<profile>.yaml unless --no-write. Progress goes to stderr. Exit 0 done, 2 bad input.
@@ -53,6 +54,7 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
     from oommodel.profiles import profile_names, profile_values
 
     from sweeps.calibrate import fit as F
+    from sweeps.calibrate import measured as M
     from sweeps.calibrate.reference import DEFAULT_REFERENCE, load_reference
 
     if args.seeds < 1 or args.passes < 1:
@@ -67,6 +69,7 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
     _say(f"reference {root} (digest {ref.digest}): {len(ref.scenarios)} scenarios, {nruns} kernel runs "
          f"({nlogs} console logs, {nruns - nlogs} summaries); model policy {policy}", err)
     t0 = time.monotonic()
+    measured: list[M.MeasuredResult] = []
     if args.check_only:
         if args.profile not in profile_names():
             raise UsageError(f"--profile: no profile {args.profile!r} to check (known: {', '.join(profile_names())})")
@@ -74,13 +77,21 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
         results: list[F.FitResult] = []
         _say(f"--check-only: the values of profile {args.profile}: {values}", err)
     else:
+        measured = [M.estimate(t, runs) for t, runs in ref.measured]
+        for m in measured:
+            _say(f"measured {m.key} = {m.value} from {m.text()} (no model)", err)
         values, results = F.fit_plan(ref.plan, ref.kernel(), ref.raw_scenarios(), policy,
+                                     start={m.key: m.value for m in measured},
                                      progress=lambda m: _say(m, err), passes=args.passes)
     checks = [F.CheckScenario(n, s.raw, [r.outcome for r in s.runs], s.compare) for n, s in ref.scenarios.items()]
     _say(f"checking {len(checks)} scenarios, {args.seeds} model replicates each", err)
     table = F.check(checks, ref.plan, values, args.seeds, policy)
     elapsed = time.monotonic() - t0
 
+    if measured:
+        _say("Measured values (straight from kernel console logs, no model; set in every model run below):", out)
+        _say(M.format_measured(measured), out)
+        _say("", out)
     if results:
         _say(f"Fitted values ({args.profile}; reference {root}, digest {ref.digest}):", out)
         _say(F.format_fits(results), out)
@@ -98,7 +109,8 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
 
     if not args.no_write and not args.check_only:
         path = Path(args.out) if args.out else _profile_path(args.profile)
-        doc = profile_document(args.profile, values, results, table, ref, policy, args, elapsed, MODEL_VERSION)
+        doc = profile_document(args.profile, values, results, table, ref, policy, args, elapsed, MODEL_VERSION,
+                               measured)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(_HEADER + yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True),
@@ -138,8 +150,37 @@ def _profile_path(name: str) -> Path:
     return Path(oommodel.profiles.__file__).parent / f"{name}.yaml"
 
 
+def measured_source(m: Any) -> dict[str, Any]:
+    """The `sources` entry of a value measured from console logs (sweeps/calibrate/measured.py)."""
+    from sweeps.calibrate.fit import round_sig
+
+    def uniq(attr: str) -> list[str]:
+        return sorted({getattr(r, attr) for r in m.runs} - {""})
+
+    return {
+        "statistic": m.statistic,
+        "scenarios": uniq("scenario"),
+        "kernel": ", ".join(f"{rel} (patch hash {ph})" for rel, ph in
+                            sorted({(r.kernel_release, r.patch_hash) for r in m.runs})),
+        "measured": m.text(),
+        "n": m.n,
+        "median_ms": round_sig(m.median_s * 1e3),
+        "p10_ms": round_sig(m.p10_s * 1e3),
+        "p90_ms": round_sig(m.p90_s * 1e3),
+        "zero_delays": m.zeros,
+        "interval": {k: [round_sig(lo), round_sig(hi)] for k, (lo, hi) in m.interval.items()},
+        "mle_of_positive_logs": [round_sig(m.mle[0]), round_sig(m.mle[1])],
+        "policies": uniq("policy"),
+        "runs": [r.log for r in m.runs],
+        "boot_topology": uniq("topology"),
+        "method": m.method,
+        "note": m.note,
+    }
+
+
 def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], table: Sequence[Any], ref: Any,
-                     policy: str, args: FitOptions, elapsed: float, model_version: str) -> dict[str, Any]:
+                     policy: str, args: FitOptions, elapsed: float, model_version: str,
+                     measured: Sequence[Any] = ()) -> dict[str, Any]:
     from sweeps.calibrate.fit import round_sig
 
     from sweeps.storage.provenance import git_sha
@@ -147,7 +188,8 @@ def profile_document(name: str, values: dict[str, Any], results: Sequence[Any], 
     kernels = sorted({str(r.provenance.get("kernel", "")) for s in ref.scenarios.values() for r in s.runs})
     notes = {t.key: t.note for t in ref.plan if t.note}
     boots = {r.id: r.provenance.get("topology", "") for s in ref.scenarios.values() for r in s.runs}
-    sources = {}
+    kernels += sorted({r.kernel_release for m in measured for r in m.runs} - set(kernels))
+    sources = {m.key: measured_source(m) for m in measured}
     for r in results:
         sources[r.key] = {
             "statistic": r.statistic,

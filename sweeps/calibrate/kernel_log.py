@@ -133,6 +133,35 @@ def kernel_lines(console: str) -> list[tuple[float, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class KilledProcess:
+    """One "Killed process N (comm) total-vm:... anon-rss:...kB" line (oom_kill.c:__oom_kill_process())."""
+
+    t: float             # printk seconds
+    pid: int
+    comm: str
+    anon_rss_kb: int
+    file_rss_kb: int
+    shmem_rss_kb: int
+
+
+def killed_processes(lines: list[tuple[float, str]]) -> list[KilledProcess]:
+    """Every OOM kill of `kernel_lines()`, in log order (the first line per pid)."""
+    out: list[KilledProcess] = []
+    seen: set[int] = set()
+    for t, msg in lines:
+        if (m := _KILLED.search(msg)) and int(m.group(1)) not in seen:
+            seen.add(int(m.group(1)))
+            out.append(KilledProcess(t, int(m.group(1)), m.group(2), int(m.group(4)), int(m.group(5)),
+                                     int(m.group(6))))
+    return out
+
+
+def stall_declared_at(lines: list[tuple[float, str]]) -> float:
+    """The printk time of the watchdog's first "oomsweep: stall" line (inf: no stall declared)."""
+    return next((t for t, msg in lines if msg.startswith("oomsweep: stall t=")), math.inf)
+
+
 def _kv(msg: str) -> dict[str, str]:
     return dict(_KV.findall(msg))
 

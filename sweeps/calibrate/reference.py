@@ -2,9 +2,14 @@
 
 Layout (calibration/reference/, see its README.md):
 
-    manifest.yaml            scenarios, runs, the fit plan and the statistics of the check table
+    manifest.yaml            scenarios, runs, the fit plan, the measured values and the check table's statistics
     scenarios/<name>.yaml    each scenario exactly as it was booted (after --match-kernel, if used)
     logs/<name>/<run>.log    console excerpts (infra/qemu/excerpt_log.py) of the boots
+    kernel-5.10/runs.csv     a patched kernel's boots (sweeps/calibrate/kernels.py measure), with logs/
+
+A `measure:` entry names a value read straight from such a runs.csv's console excerpts
+(sweeps/calibrate/measured.py), not fitted through the model: the rows it uses (`where`, by runs.csv
+column; `topology` is read from the boot's QEMU -smp) and the estimator.
 
 A run is either a console log, parsed here with sweeps' kernel log parser into the model's outcome
 fields, or a `summary`: the outcome fields a document recorded for a boot whose console was not
@@ -28,6 +33,7 @@ from typing import Any
 import yaml
 
 from sweeps.calibrate.fit import STATISTICS, Target
+from sweeps.calibrate.measured import ESTIMATORS, MeasuredRun, MeasuredTarget
 from sweeps.errors import InputError
 
 DEFAULT_REFERENCE = "calibration/reference"
@@ -63,6 +69,7 @@ class Reference:
     scenarios: dict[str, RefScenario]
     digest: str                   # sha256 over the manifest, scenario files and logs
     files: tuple[str, ...] = field(default=())
+    measured: tuple[tuple[MeasuredTarget, tuple[MeasuredRun, ...]], ...] = field(default=())
 
     def kernel(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         return {n: [(r.id, r.outcome) for r in s.runs] for n, s in self.scenarios.items()}
@@ -106,6 +113,66 @@ def _boot_topology(run: Mapping[str, Any], want: Any, where: str) -> str:
     return had.name
 
 
+def _measure_target(t: Any, where: str) -> MeasuredTarget:
+    if not isinstance(t, Mapping):
+        raise ReferenceError(f"{where}: must be a mapping")
+    est = _need(t, "estimator", where)
+    if est not in ESTIMATORS:
+        raise ReferenceError(f"{where}.estimator: unknown {est!r} (known: {', '.join(ESTIMATORS)})")
+    sel = t.get("where") or {}
+    if not isinstance(sel, Mapping):
+        raise ReferenceError(f"{where}.where: must be a mapping of runs.csv column -> value or list of values")
+    try:
+        limit = int(_need(t, "anon_rss_max_kb", where))
+    except (TypeError, ValueError):
+        raise ReferenceError(f"{where}.anon_rss_max_kb: must be an integer (kB)") from None
+    return MeasuredTarget(key=str(_need(t, "key", where)), estimator=est, dataset=str(_need(t, "dataset", where)),
+                          where={str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
+                                 for k, v in sel.items()},
+                          anon_rss_max_kb=limit, note=str(t.get("note", "")))
+
+
+def _measured_runs(root: Path, target: MeasuredTarget, where: str, digest: Any,
+                   files: list[str]) -> tuple[MeasuredRun, ...]:
+    """The runs.csv rows `target.where` selects, each with the samples its estimator reads from its log."""
+    import csv
+
+    from sweeps.calibrate.kernels import boot_topology
+
+    path = root / target.dataset
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ReferenceError(f"{where}.dataset: {exc}") from None
+    digest.update(path.read_bytes())
+    files.append(str(path.relative_to(root)))
+    columns = set(rows[0]) | {"topology"} if rows else {"topology"}
+    for col in target.where:
+        if col not in columns:
+            raise ReferenceError(f"{where}.where.{col}: not a column of {path} (nor topology)")
+    fn = ESTIMATORS[target.estimator]
+    runs = []
+    for r in rows:
+        r = {**r, "topology": boot_topology(r.get("command") or "")}
+        if any(r.get(col) not in want for col, want in target.where.items()):
+            continue
+        lpath = path.parent / r["log"]
+        try:
+            text = lpath.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ReferenceError(f"{where}: {path.name}: {r['log']}: {exc}") from None
+        digest.update(lpath.read_bytes())
+        files.append(str(lpath.relative_to(root)))
+        runs.append(MeasuredRun(log=str(lpath.relative_to(root)), scenario=r.get("scenario", ""),
+                                policy=r.get("kernel_policy", ""), kernel_release=r.get("kernel_release", ""),
+                                patch_hash=r.get("patch_hash", ""), topology=r["topology"],
+                                samples_s=fn(text, target.anon_rss_max_kb)))
+    if not runs:
+        raise ReferenceError(f"{where}.where: no row of {path} matches {dict(target.where)}")
+    return tuple(runs)
+
+
 def load_reference(root: str | Path) -> Reference:
     """Read and parse a reference dataset; ReferenceError names the bad file or key."""
     from oommodel import Scenario, ScenarioError
@@ -135,6 +202,10 @@ def load_reference(root: str | Path) -> Reference:
         lo, hi = _need(t, "bounds", where)
         plan.append(Target(key=_need(t, "key", where), statistic=stat, scenarios=scen, bounds=(float(lo), float(hi)),
                            where=dict(t.get("where") or {}), seeds=int(t.get("seeds", 0)), note=str(t.get("note", ""))))
+    measured = []
+    for i, t in enumerate(man.get("measure") or []):
+        target = _measure_target(t, f"{mpath}: measure[{i}]")
+        measured.append((target, _measured_runs(root, target, f"{mpath}: measure[{i}]", digest, files)))
     default_compare = tuple(man.get("compare") or ("lockup",))
     scenarios: dict[str, RefScenario] = {}
     for name, s in (_need(man, "scenarios", str(mpath)) or {}).items():
@@ -182,5 +253,9 @@ def load_reference(root: str | Path) -> Reference:
         for n in t.scenarios:
             if n not in scenarios:
                 raise ReferenceError(f"{mpath}: fit: {t.key}: unknown scenario {n!r}")
+    keys = [t.key for t in plan] + [t.key for t, _ in measured]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ReferenceError(f"{mpath}: {k}: both measured and fitted, or twice: one source per value")
     return Reference(root, str(man.get("policy", "upstream_6_1")), tuple(plan), scenarios, digest.hexdigest()[:16],
-                     tuple(files))
+                     tuple(files), tuple(measured))

@@ -22,7 +22,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the hidden `calibrate-fit` (typed `calibrate fit`) to the `oomsweep` subcommands."""
     p = subparsers.add_parser(  # no help=: not listed among the commands; `oomsweep calibrate --help` names it
         COMMAND, prog=f"oomsweep {SHOWN_AS}",
-        description="Fit the model's measurable costs to the kernel runs of a reference dataset, write them as a "
+        description="Measure the values a reference dataset's console logs time directly (manifest `measure:`), "
+                    "fit the model's measurable costs to its kernel runs with those set, write both as a "
                     "machine profile, and print model vs kernel per scenario (fit set and check set).")
     p.set_defaults(shown_as=SHOWN_AS)
     p.add_argument("reference", nargs="?", default=None, metavar="REFERENCE",

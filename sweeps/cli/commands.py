@@ -196,8 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     name = pick_sweep(args.output, args.sweep)
     df, sel, left_out = _selected(args.output, name, args.all_executions, exclude=("scenario_json",))
     policies = _declared_policies(args.output, name)
-    table = policy_table(df, by=args.by, policies=policies,
-                         horizon_s=stored_horizon(args.output, name))
+    horizon = stored_horizon(args.output, name)
+    table = policy_table(df, by=args.by, policies=policies, horizon_s=horizon)
     by_cols = [resolve_column(df, k) for k in args.by]
     versions = sorted(str(v) for v in df["model_version"].dropna().unique())
     if len(versions) > 1:
@@ -220,7 +220,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"({INTERVAL_NOTE})")
     if args.plots:
         df.attrs.update(output=args.output, sweep=name)
-        _report_plots(df, table if not by_cols else policy_table(df, policies=policies), policies, args.plots, covers)
+        _report_plots(df, table if not by_cols else policy_table(df, policies=policies, horizon_s=horizon), policies,
+                      args.plots, covers, horizon)
     return EXIT_OK
 
 
@@ -240,7 +241,7 @@ def _thresholds(df) -> tuple[float | None, float | None]:
         return None, None
 
 
-def _report_plots(df, table, policies, directory: str, covers: str) -> None:
+def _report_plots(df, table, policies, directory: str, covers: str, horizon_s: float | None) -> None:
     from sweeps.analysis.plots import write_plots
     from sweeps.analysis.summary import Tally, policy_table as summary_table
     from sweeps.tracking.mlflow_log import grid_columns
@@ -248,7 +249,7 @@ def _report_plots(df, table, policies, directory: str, covers: str) -> None:
     grid = grid_columns(df)
     cells = summary_table(df, by=["cell_id", *grid], policies=policies) if grid else table
     order = list(table["policy"])
-    curves = {p: Tally().add_rows(df[df["policy"] == p]).survival() for p in order}
+    curves = {p: Tally().add_rows(df[df["policy"] == p], horizon_s).survival() for p in order}  # as the table censors
     lockup_after, horizon = _thresholds(df)
     paths = write_plots(directory, table, cells, curves, grid, order, lockup_after, horizon, covers)
     for path in paths:

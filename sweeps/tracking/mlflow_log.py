@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps.analysis.plots import write_plots
-from sweeps.analysis.report import format_text
+from sweeps.analysis.report import format_text, stored_horizon
 from sweeps.analysis.stats import KaplanMeier
 from sweeps.analysis.summary import SUMMARY_COLUMNS, Tally, order_policies
 from sweeps.errors import TrackingError
@@ -282,6 +282,7 @@ class _Summary:
     groups: dict = field(default_factory=dict)  # (cell_id, policy) -> Tally
     cell_first: pd.DataFrame | None = None  # per cell_id: first non-null cell_index and grid values
     distinct: dict = field(default_factory=dict)  # grid column -> set of values (for _grid_text)
+    horizon_s: float | None = None  # the sweep's horizon unless it varies (a grid column then): censoring
 
     @property
     def policies_found(self) -> list[str]:
@@ -352,7 +353,9 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     summary = _Summary(names=list(names), grid=_grid_of(list(names), spec))
     if not files:
         return summary
+    summary.horizon_s = _horizon(spec, output, sweep)
     wanted = ["policy", "cell_id", "cell_index", "status", "lockup", "max_stall_s", "kills", "handed_over",
+              "sim_time_s", "victims_pending_at_end",  # censoring: sweeps.analysis.summary.stall_censored
               "model_version", "execution_id", "wall_s", "policy_name", "policy_options", *summary.grid]
     columns = [c for c in dict.fromkeys(wanted) if c in names and c != "sweep"]
     expr = None
@@ -404,6 +407,14 @@ def _scan(output: Path, sweep: str, spec: SweepSpec | None, execution_id: str) -
     return summary
 
 
+def _horizon(spec: SweepSpec | None, output: Path, sweep: str) -> float | None:
+    """horizon_s of the sweep's base scenario, else of its first stored row (None if unreadable)."""
+    if spec is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return float(spec.base["horizon_s"])
+    return stored_horizon(output, sweep)
+
+
 def _scan_batch(summary: _Summary, frame: pd.DataFrame, first_cols: list[str], execution_id: str) -> None:
     summary.rows += len(frame)
     ok_mask = frame["status"] == "ok" if "status" in frame.columns else pd.Series(True, index=frame.index)
@@ -427,7 +438,7 @@ def _scan_batch(summary: _Summary, frame: pd.DataFrame, first_cols: list[str], e
             if not values.empty:
                 entry[1] = values.iloc[0]
     for key, g in frame.groupby(["cell_id", "policy"], sort=False, observed=True):
-        summary.groups.setdefault(key, Tally()).add_rows(g)
+        summary.groups.setdefault(key, Tally()).add_rows(g, summary.horizon_s)
     firsts = frame.groupby("cell_id", sort=False)[first_cols].first()
     if summary.cell_first is None:
         summary.cell_first = firsts

@@ -271,7 +271,8 @@ def test_calibrate_fit_end_to_end_on_the_reference(tmp_path):
     from oommodel.profiles import check_profile
 
     check_profile(doc)
-    assert set(doc["values"]) == {t.key for t in ref.plan}
+    assert set(doc["values"]) == {t.key for t in ref.plan} | {t.key for t, _ in ref.measured}
+    assert "Measured values" in p.stdout and "machine.idle_exit_us" in p.stdout
     for key, src in doc["sources"].items():
         assert src["runs"] and src["scenarios"], key
     assert doc["provenance"]["reference_digest"] == ref.digest

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -113,12 +114,30 @@ def _state_after_kill(tmp_path: Path, uri: str, db: Path, runs_at_kill: int) -> 
     return rec["execution_id"], parents[0].info.run_id
 
 
-def test_rerun_completes_the_logging_of_a_driver_killed_while_logging(tmp_path):
+@dataclass(frozen=True)
+class Killed:
+    """A sweep whose driver was SIGKILLed while it logged to MLflow, and what it left behind."""
+
+    db: Path  # the sqlite file of the store
+    uri: str
+    path: Path  # the sweep file
+    eid: str  # the killed execution
+    parent: str  # its RUNNING parent run
+
+
+@pytest.fixture()
+def killed(tmp_path: Path) -> Killed:
+    """Store, sweep, the driver killed part-way through its child runs, and the state checked."""
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     path = _sweep(tmp_path)
     n = _kill_while_logging(tmp_path, path, uri, db)
     eid, parent = _state_after_kill(tmp_path, uri, db, n)
+    return Killed(db, uri, path, eid, parent)
+
+
+def test_rerun_completes_the_logging_of_a_driver_killed_while_logging(tmp_path, killed):
+    db, uri, path, eid, parent = killed.db, killed.uri, killed.path, killed.eid, killed.parent
 
     p = subprocess.run(oomsweep_cmd("run", str(path), "--serial", "--mlflow-uri", uri), cwd=tmp_path,
                        env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -140,12 +159,8 @@ def test_rerun_completes_the_logging_of_a_driver_killed_while_logging(tmp_path):
     assert _runs_in_store(db) == before
 
 
-def test_log_completes_the_same_parent_and_no_mlflow_rerun_says_how(tmp_path):
-    db = tmp_path / "mlflow.db"
-    uri = f"sqlite:///{db}"
-    path = _sweep(tmp_path)
-    n = _kill_while_logging(tmp_path, path, uri, db)
-    eid, parent = _state_after_kill(tmp_path, uri, db, n)
+def test_log_completes_the_same_parent_and_no_mlflow_rerun_says_how(tmp_path, killed):
+    uri, path, eid, parent = killed.uri, killed.path, killed.eid, killed.parent
 
     # a rerun without MLflow logs nothing, exits 0, and names the command that completes it
     p = subprocess.run(oomsweep_cmd("run", str(path), "--serial", "--no-mlflow"), cwd=tmp_path,
