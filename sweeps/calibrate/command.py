@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sweeps.calibrate import kernels
+from sweeps.calibrate.text_table import plain_table
 from sweeps.calibrate.translate import DEBIAN_6_1, KernelFacts, ReproPlan, kernel_facts, match_kernel, translate
 from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
 from sweeps.spec.oommodel_api import model_input_errors
@@ -218,8 +219,7 @@ def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
             ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
             _fmt_max(ln.get("max_exit_delay_s"), "{:.3f} s"), str(ln["not_ok"]),
         ])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return plain_table(rows)
 
 
 def _fmt_max(value: float | None, fmt: str) -> str:

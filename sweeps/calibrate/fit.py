@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweeps.calibrate.text_table import plain_table
 from sweeps.errors import InputError
 
 Outcome = Mapping[str, Any]
@@ -434,9 +435,7 @@ def format_comparisons(rows: Sequence[Comparison]) -> str:
     head = ["set", "scenario", "statistic", "fitted", "kernel", "model", "rule", "agree"]
     body = [[c.scenario_set or c.role, c.scenario, c.statistic, "yes" if c.role == "fit" else "-", c.kernel, c.model,
              c.rule, "-" if c.agree is None else ("yes" if c.agree else "NO")] for c in rows]
-    table = [head] + body
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    return plain_table([head] + body)
 
 
 def format_fits(results: Sequence[FitResult]) -> str:
@@ -444,8 +443,7 @@ def format_fits(results: Sequence[FitResult]) -> str:
     table = [head] + [[r.key, f"{round_sig(r.value):g}" + (" (at bound)" if r.at_bound else ""),
                        r.interval_text(), r.statistic,
                        ", ".join(r.scenarios), r.kernel, r.model_at_fit] for r in results]
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    return plain_table(table)
 
 
 # --------------------------------------------------------------------------------------------------

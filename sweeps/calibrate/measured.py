@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+
+from sweeps.calibrate.text_table import plain_table
 
 Z90 = NormalDist().inv_cdf(0.90)     # 1.2816: the standard normal's 90th percentile
 BOOTSTRAP_RESAMPLES = 2000
@@ -70,7 +72,6 @@ class MeasuredResult:
     zeros: int                                # samples of 0 (kill and flag on the same printk microsecond)
     runs: tuple[MeasuredRun, ...]
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def text(self) -> str:
         return (f"n={self.n} victims in {len(self.runs)} boots: median {self.median_s * 1e3:.2f} ms, "
@@ -202,5 +203,4 @@ def format_measured(results: Sequence[MeasuredResult]) -> str:
     table = [head] + [[r.key, str(r.value).replace("'", ""),
                        ", ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in r.interval.items()),
                        r.statistic, r.text()] for r in results]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return plain_table(table)
