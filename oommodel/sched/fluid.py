@@ -24,7 +24,7 @@ import simpy
 
 from oommodel.sched.runqueue import RunQueue
 from oommodel.sched.thread import Thread
-from oommodel.sched.tolerance import EPS
+from oommodel.sched.tolerance import EPS, INF, WORK_EPS
 
 
 class FluidShare:
@@ -56,6 +56,50 @@ class FluidShare:
                 rq.rt_time += rq.rt_rate * dt
         rq.last = now
 
+    def _settle_collect_done(self, rq: RunQueue, now: float) -> tuple[list[Thread], float]:
+        """_settle(rq, now); returns the running threads whose run() work is done at `now`, and
+        the earliest completion time `now + work_left / rate` among the others (INF: none).
+
+        One pass over rq.running instead of three (settle, find the finished ones, then the
+        earliest completion for the CPU timer): every CPU timer needs all three, and in the tail
+        of a Handa run 64 SCHED_IDLE victims share one CPU. The arithmetic is _settle()'s and
+        _next_cpu_event()'s, step by step (same products, same order; a minimum is exact), so
+        every float comes out bit for bit the same.
+        """
+        dt = now - rq.last
+        done: list[Thread] = []
+        t = INF
+        if dt <= 0.0:
+            for th in rq.running:
+                w = th.work_left
+                if w is not None:
+                    tt = now + w / th.rate
+                    if w <= WORK_EPS or tt <= now:
+                        done.append(th)
+                    elif tt < t:
+                        t = tt
+            return done, t
+        for th in rq.running:
+            r = th.rate * dt
+            th.cpu_time += r
+            w = th.work_left
+            if w is not None:
+                w -= r
+                th.work_left = w
+                tt = now + w / th.rate
+                if w <= WORK_EPS or tt <= now:
+                    done.append(th)
+                elif tt < t:
+                    t = tt
+        if self._rt_limited:
+            pidx = int(now / self._period + 1e-9)
+            if pidx != rq.pidx:
+                rq.rt_time = max(0.0, rq.rt_rate * (now - pidx * self._period))
+                rq.pidx = pidx
+            else:
+                rq.rt_time += rq.rt_rate * dt
+        rq.last = now
+        return done, t
 
     def _allocate(self, rq: RunQueue, throttled: bool) -> int:
         """Build rq.new with new_rate set; returns the stamp marking this allocation."""

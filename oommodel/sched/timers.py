@@ -21,7 +21,7 @@ from simpy.events import Timeout
 from oommodel.sched.runqueue import RunQueue
 from oommodel.sched.simpy_glue import fire_now, resumes_one_process, schedule_lazy
 from oommodel.sched.thread import Thread
-from oommodel.sched.tolerance import EPS, INF, WORK_EPS
+from oommodel.sched.tolerance import EPS, INF
 
 
 def _pin_due(pinned: list[Thread], now: float) -> bool:
@@ -44,9 +44,11 @@ class CpuTimers:
     _starved: dict[int, Thread]
     _pull_pending: bool
     _budget_dirty: bool
+    _lone_next: tuple[Thread, float] | None
 
     if TYPE_CHECKING:
         def _settle(self, rq: RunQueue, now: float) -> None: ...
+        def _settle_collect_done(self, rq: RunQueue, now: float) -> list[Thread]: ...
         def _is_throttled(self, rq: RunQueue) -> bool: ...
         def _update(self, rq: RunQueue, waker: Thread | None) -> None: ...
         def _finish(self) -> None: ...
@@ -64,6 +66,12 @@ class CpuTimers:
                 tt = now + w / th.rate
                 if tt < t:
                     t = tt
+        if rq.pinned or (self._rt_limited and rq.nr_rt and rq.cfs):
+            return self._next_edge(rq, now, t)
+        return t
+
+    def _next_edge(self, rq: RunQueue, now: float, t: float) -> float:
+        """min(t, the deferred preemption points and the RT throttle edge on rq)."""
         for p in rq.pinned:
             if p.pin_until < t:
                 t = p.pin_until
@@ -98,15 +106,13 @@ class CpuTimers:
             rq.timer_ev = None
             rq.timer_at = None
             now = self.env.now
-            self._settle(rq, now)
-            done = [th for th in rq.running
-                    if th.work_left is not None and (th.work_left <= WORK_EPS or now + th.work_left / th.rate <= now)]
+            done, t_rest = self._settle_collect_done(rq, now)
             if done and self._rates_hold(rq, now):
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
                 lone = done[0] if len(done) == 1 else None
                 if lone is not None and self.env.peek() > now and resumes_one_process(lone.done_ev):
-                    self._complete_lone(rq, lone, now)
+                    self._complete_lone(rq, lone, now, t_rest)
                     return
                 for th in done:
                     self._complete(th, None)
@@ -137,7 +143,7 @@ class CpuTimers:
                 and not (rq.nr_rt_mobile and rq.rt_exhausted and not rq.throttled)
                 and not self._pull_pending and not self._budget_dirty)
 
-    def _complete_lone(self, rq: RunQueue, th: Thread, now: float) -> None:
+    def _complete_lone(self, rq: RunQueue, th: Thread, now: float, t_rest: float) -> None:
         """One run() ended and nothing else is due at this instant: resume its waiter in place.
 
         _complete() would schedule th's event at (now, NORMAL) and re-arm the CPU timer for a
@@ -148,21 +154,27 @@ class CpuTimers:
         StopSimulation of env.run(until=...) can be raised from inside this timer callback.
         The timer is armed first, as _complete() + _arm_cpu_timer() would have scheduled it
         after the event; if it would fire at `now` itself the ordinary path is taken.
+
+        `t_rest` is the earliest completion among rq's other running threads (from the settle
+        pass), so the next CPU event without th needs no second pass over rq.running; it is
+        also left in `_lone_next` for th's own next run() while its waiter runs (see _start).
         """
-        w = th.work_left
-        th.work_left = None
-        t = self._next_cpu_event(rq, now)
+        t = t_rest
+        if rq.pinned or (self._rt_limited and rq.nr_rt and rq.cfs):
+            t = self._next_edge(rq, now, t)
         if t <= now:
-            th.work_left = w
             self._complete(th, None)
             self._arm_cpu_timer(rq, now)
             return
+        th.work_left = None
         self._set_cpu_timer(rq, t, now)
         th.pinned = False    # end of the segment: a preemption point
         done = th.done_ev
         th.done_ev = None
         seq = th.seq
+        self._lone_next = (th, t)
         fire_now(done)  # type: ignore[arg-type]
+        self._lone_next = None
         if th.seq == seq:
             self._lazy_idle_check(th, seq)
 
