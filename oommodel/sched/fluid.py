@@ -189,7 +189,10 @@ class FluidShare:
         return cap if cap > 0.0 else 0.0
 
 
-    def _apply(self, rq: RunQueue, s: int, now: float) -> None:
+    def _apply(self, rq: RunQueue, s: int, now: float) -> float:
+        """Give rq's threads their new rates (rq.new, stamp s) and settle rq.running; returns the
+        earliest run() completion `now + work_left / rate` among them (INF: none), the loop of
+        _next_cpu_event() done in this pass (same expression per thread; a minimum is exact)."""
         trace = self._trace_on
         for th in rq.running:
             if th.stamp != s:
@@ -199,6 +202,7 @@ class FluidShare:
                 th.trace_t0 = now
         running: list[Thread] = []
         rt_rate = 0.0
+        t = INF
         for th in rq.new:
             r = th.new_rate
             if r <= 0.0:
@@ -214,6 +218,11 @@ class FluidShare:
             running.append(th)
             if th.is_rt:
                 rt_rate += r
+            w = th.work_left
+            if w is not None:
+                tt = now + w / r
+                if tt < t:
+                    t = tt
         rq.running = running
         rq.rt_rate = rt_rate
-
+        return t

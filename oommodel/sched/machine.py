@@ -370,7 +370,7 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
                     newpin = True
             if newpin:
                 s = self._allocate(rq, throttled)
-        self._apply(rq, s, now)
+        t_next = self._apply(rq, s, now)     # earliest run() completion on rq
         if rq.cfs_cap <= 0.0:
             if rq.nocfs_since is None:
                 rq.nocfs_since = now
@@ -380,7 +380,11 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             self._note_starved(rq, now)
         if self._starved and rq.cfs_cap > 0.0:
             self._rearm_starved(rq, now)
-        self._arm_cpu_timer(rq, now)
+        # _arm_cpu_timer() with the completions already scanned by _apply() (nothing above
+        # changed a rate, a work_left or a pin since)
+        if rq.pinned or (self._rt_limited and rq.nr_rt and rq.cfs):
+            t_next = self._next_edge(rq, now, t_next)
+        self._set_cpu_timer(rq, t_next, now)
 
     @staticmethod
     def _next_resched(v: Thread, now: float) -> float:
