@@ -30,11 +30,12 @@ from oommodel.kernel.task import Process
 from oommodel.outcome import Outcome
 from oommodel.policies.base import OomPolicy, ReaperKind
 from oommodel.sched import Machine
-from oommodel.sched.simpy_glue import process_until_stop
+from oommodel.sched.simpy_glue import FastClockEnvironment, process_until_stop
 from oommodel.streams import Streams
 
-class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes (Outcome.sim_events).
+class CountingEnvironment(FastClockEnvironment):
+    """A SimPy environment that counts the events it processes (Outcome.sim_events); its clock
+    is read without a Python call (sched/simpy_glue.py:FastClockEnvironment).
 
     `run_until` is `run(until=event)` with the count kept in a local of its own loop
     (sched/simpy_glue.py:process_until_stop): an overridden `step()` would add a Python call to

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 import simpy
-from simpy.events import Timeout
 
 from oommodel.sched.runqueue import RunQueue
-from oommodel.sched.simpy_glue import fire_now, resumes_one_process, schedule_lazy
+from oommodel.sched.simpy_glue import fire_now, resumes_one_process, schedule_lazy, timeout_with_callback
 from oommodel.sched.thread import Thread
 from oommodel.sched.tolerance import EPS, INF
 
@@ -96,8 +95,7 @@ class CpuTimers:
             rq.timer_ev = None
             return
         rq.timer_at = t
-        ev = rq.timer_ev = Timeout(self.env, t - now if t > now else 0.0)
-        ev.callbacks.append(rq.on_timer)  # type: ignore[arg-type]
+        rq.timer_ev = timeout_with_callback(self.env, t - now if t > now else 0.0, rq.on_timer)  # type: ignore[arg-type]
 
     def _make_cpu_timer(self, rq: RunQueue) -> Callable[[simpy.Event], None]:
         def on_timer(ev: simpy.Event) -> None:

@@ -16,10 +16,12 @@ from simpy.events import NORMAL, PENDING, Process
 from oommodel.sched.simpy_glue import (
     LAZY_PRIORITY,
     PROCESS_RESUME,
+    FastClockEnvironment,
     fire_now,
     process_until_stop,
     resumes_one_process,
     schedule_lazy,
+    timeout_with_callback,
 )
 
 
@@ -143,3 +145,39 @@ def test_process_until_stop_crashes_on_an_undefused_failure() -> None:
     env.event().fail(ValueError("boom"))
     with pytest.raises(ValueError, match="boom"):
         process_until_stop(env)
+
+
+def test_fast_clock_reads_what_environment_now_reads() -> None:
+    env = FastClockEnvironment(initial_time=2.5)
+    assert env.now == 2.5 == simpy.Environment.now.fget(env)
+    seen: list[tuple[float, float]] = []
+    for dt in (0.0, 1.25, 3.0):
+        env.timeout(dt).callbacks.append(lambda _e: seen.append((env.now, simpy.Environment.now.fget(env))))
+    env.run()
+    assert seen == [(2.5, 2.5), (3.75, 3.75), (5.5, 5.5)]
+    with pytest.raises(AttributeError):
+        env.now = 1.0  # read-only, as SimPy's
+
+
+def test_timeout_with_callback_queues_what_timeout_queues() -> None:
+    """The same heap entry (time, NORMAL, next id, event) and the same event state as
+    Timeout(env, delay) followed by callbacks.append(callback)."""
+    def cb(_e: simpy.Event) -> None:
+        pass
+
+    a, b = simpy.Environment(), simpy.Environment()
+    a.timeout(0.5)
+    b.timeout(0.5)                                      # advance both id counters alike
+    ref = a.timeout(1.5)
+    ref.callbacks.append(cb)
+    ev = timeout_with_callback(b, 1.5, cb)
+    assert [e[:3] for e in a._queue] == [e[:3] for e in b._queue]
+    assert a._queue[-1][1] == NORMAL and b._queue[-1][3] is ev
+    assert type(ev) is type(ref) and ev.callbacks == ref.callbacks == [cb]
+    assert vars(ev).keys() == vars(ref).keys()
+    assert all(getattr(ev, k) == getattr(ref, k) for k in vars(ref) if k != "env")
+    assert ev.env is b and ev.triggered and ev.ok and ev.value is None and not ev.processed
+    got: list[float] = []
+    ev.callbacks.append(lambda _e: got.append(b.now))
+    b.run()
+    assert got == [1.5] and ev.processed
