@@ -51,7 +51,7 @@ from oommodel.sched.rt_throttle import RtThrottle
 from oommodel.sched.runqueue import RunQueue, RunQueueOps
 from oommodel.sched.thread import Thread
 from oommodel.sched.timers import CpuTimers
-from oommodel.sched.tolerance import EPS
+from oommodel.sched.tolerance import EPS, INF
 
 __all__ = ["Machine", "Thread"]
 
@@ -83,9 +83,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         self._flushing = False
         self._stamp = 0
         self._starved: dict[int, Thread] = {}
-        # (thread, next CPU event without it) while a lone run() completion resumes the thread's
-        # waiter in place (timers.py:_complete_lone); any change to a run queue clears it.
-        self._lone_next: tuple[Thread, float] | None = None
 
 
     # ------------------------------------------------------------------ public API
@@ -284,7 +281,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
     def _start(self, th: Thread, demand: float, work: float | None, resched: float | None) -> None:
         """Common part of run()/spin(): a new segment begins (which is also a preemption point)."""
         th.seq += 1
-        lone, self._lone_next = self._lone_next, None
         if th.runnable and not th.pinned and th.demand == demand:
             # Same demand on the same run queue: every rate stays as it is (typically the next
             # run() right after the previous one ended), so only the CPU's timer moves.
@@ -292,20 +288,22 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
             now = self.env.now
             if now > rq.last:
                 self._settle(rq, now)
-            th.work_left = work
-            th.resched_every_s = resched
-            th.seg_start = now
-            if lone is not None and lone[0] is th:
-                # th's waiter resumed in place by _complete_lone(), nothing changed since: the
-                # CPU's next event is the one without th, or th's own completion if earlier
-                # (what _next_cpu_event() would find, without a pass over rq.running)
-                t = lone[1]
-                if work is not None:
+            if rq.armed_at == now and th.work_left is None:
+                # rq's timer is exact for this instant and th has no part in it (typically its
+                # run() just ended, timers.py:_complete_lone): the next CPU event is that one or
+                # th's own completion, what _next_cpu_event() would find without a pass over
+                # rq.running (same expression for th; a minimum is exact)
+                t = INF if rq.timer_at is None else rq.timer_at
+                if work is not None and th.rate > 0.0:
                     tt = now + work / th.rate
                     if tt < t:
                         t = tt
+                th.work_left = work
             else:
+                th.work_left = work
                 t = self._next_cpu_event(rq, now)
+            th.resched_every_s = resched
+            th.seg_start = now
             self._set_cpu_timer(rq, t, now)
             return
         th.demand = demand
@@ -340,7 +338,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
 
     def _recompute(self, rq: RunQueue, waker: Thread | None) -> None:
         """Settle rq, recompute its rates, apply them, and re-arm its timer."""
-        self._lone_next = None
         now = self.env.now
         self._settle(rq, now)
         throttled = self._rt_limited and rq.nr_rt > 0 and len(rq.cfs) > 0 and self._is_throttled(rq)
@@ -402,7 +399,6 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
         SIGKILL); returns False when th has no pending run()."""
         if th.done_ev is None or not th.runnable:
             return False
-        self._lone_next = None
         self._settle(self.rqs[th.cpu], self.env.now)  # type: ignore[index]
         self._complete(th, False)
         self._arm_cpu_timer(self.rqs[th.cpu], self.env.now)  # type: ignore[index]

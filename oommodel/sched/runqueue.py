@@ -21,7 +21,7 @@ class RunQueue:
     __slots__ = (
         "idx", "rt_queues", "rt_prios", "nr_rt", "nr_rt_mobile", "cfs", "cfs_weight", "nr_cfs_mobile",
         "running", "new", "pinned", "last", "rt_rate", "rt_time", "pidx", "throttled", "cfs_cap",
-        "rt_exhausted", "timer_ev", "timer_at", "on_timer", "nocfs_since",
+        "rt_exhausted", "timer_ev", "timer_at", "on_timer", "nocfs_since", "armed_at",
     )
 
     def __init__(self, idx: int) -> None:
@@ -47,6 +47,9 @@ class RunQueue:
         self.timer_at: float | None = None
         self.on_timer: Callable[[simpy.Event], None] | None = None
         self.nocfs_since: float | None = None  # since when RT has left CFS no capacity (None: it has some)
+        # env.now when timer_at (None: INF) was last set from the whole run queue; None once the
+        # queue changed since (enqueue, dequeue, a run() ended): then timer_at may be stale
+        self.armed_at: float | None = None
 
     @property
     def nr_running(self) -> int:
@@ -71,6 +74,7 @@ class RunQueueOps:
     def _enqueue(self, rq: RunQueue, th: Thread, head: bool = False) -> None:
         """Put th at the tail (or head) of its class queue on rq (enqueue_task())."""
         self._settle(rq, self.env.now)
+        rq.armed_at = None
         th.cpu = rq.idx
         th.starve_since = None
         if th.is_rt:
@@ -103,6 +107,7 @@ class RunQueueOps:
     def _dequeue(self, rq: RunQueue, th: Thread) -> None:
         """Take th off rq (dequeue_task()); its rate is zeroed by the next recompute of rq."""
         self._settle(rq, self.env.now)
+        rq.armed_at = None
         if th.is_rt:
             q = rq.rt_queues[th.prio]
             q.remove(th)

@@ -43,7 +43,6 @@ class CpuTimers:
     _starved: dict[int, Thread]
     _pull_pending: bool
     _budget_dirty: bool
-    _lone_next: tuple[Thread, float] | None
 
     if TYPE_CHECKING:
         def _settle(self, rq: RunQueue, now: float) -> None: ...
@@ -88,6 +87,8 @@ class CpuTimers:
         return t
 
     def _set_cpu_timer(self, rq: RunQueue, t: float, now: float) -> None:
+        """Arm rq's timer at t, the next CPU event computed from the whole run queue at `now`."""
+        rq.armed_at = now
         if t == rq.timer_at:
             return
         if t == INF:
@@ -103,6 +104,7 @@ class CpuTimers:
                 return  # stale: superseded by a later recompute
             rq.timer_ev = None
             rq.timer_at = None
+            rq.armed_at = None
             now = self.env.now
             done, t_rest = self._settle_collect_done(rq, now)
             if done and self._rates_hold(rq, now):
@@ -154,8 +156,8 @@ class CpuTimers:
         after the event; if it would fire at `now` itself the ordinary path is taken.
 
         `t_rest` is the earliest completion among rq's other running threads (from the settle
-        pass), so the next CPU event without th needs no second pass over rq.running; it is
-        also left in `_lone_next` for th's own next run() while its waiter runs (see _start).
+        pass), so the next CPU event without th needs no second pass over rq.running; the timer
+        armed with it is exact (`rq.armed_at`), which th's own next run() uses (see _start).
         """
         t = t_rest
         if rq.pinned or (self._rt_limited and rq.nr_rt and rq.cfs):
@@ -170,9 +172,7 @@ class CpuTimers:
         done = th.done_ev
         th.done_ev = None
         seq = th.seq
-        self._lone_next = (th, t)
         fire_now(done)  # type: ignore[arg-type]
-        self._lone_next = None
         if th.seq == seq:
             self._lazy_idle_check(th, seq)
 
@@ -187,6 +187,7 @@ class CpuTimers:
         """
         th.work_left = None
         th.pinned = False    # end of the segment: a preemption point
+        self.rqs[th.cpu].armed_at = None  # type: ignore[index]   # th may have been the next event
         done = th.done_ev
         th.done_ev = None
         seq = th.seq
