@@ -241,9 +241,14 @@ class Machine(RunQueueOps, FluidShare, RtThrottle, Balance, CpuTimers):
                     th.trace_t0 = now
 
     def check_invariants(self) -> None:
-        """AssertionError unless: per-CPU rates sum <= 1, runnable threads on allowed CPUs, one queue each."""
+        """AssertionError unless: per-CPU rates sum <= 1, runnable threads on allowed CPUs, one queue
+        each, and a timer marked exact for this instant (`armed_at`) is what a full pass finds."""
         seen: dict[int, int] = {}
+        now = self.env.now
         for rq in self.rqs:
+            if rq.armed_at == now:
+                armed = INF if rq.timer_at is None else rq.timer_at
+                assert armed == self._next_cpu_event(rq, now), f"cpu {rq.idx}: timer {armed} stale at {now}"
             total = 0.0
             for th in rq.running:
                 assert th.rate > 0.0, f"{th!r} in running list with rate 0"
