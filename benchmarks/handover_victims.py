@@ -1,6 +1,6 @@
 """Handover per victim, kernel against model: by victim size at the kill and by kill index.
 
-    python benchmarks/handover_victims.py [--seeds 200] [DATASET_DIR ...]
+    python benchmarks/handover_victims.py [--seeds 200] [--set costs.unmap_ms_per_gb=1147 ...] [DATASET_DIR ...]
 
 Why: under `handoff_rfc_v2` the model hands over in far more kills than the patched 5.10 boots
 (oommodel/MODEL.md section 7). Per boot the kernel hands over about once, at its last kill before
@@ -13,7 +13,8 @@ line; kills before the watchdog's stall declaration). Model side: the same scena
 machine (`benchmarks/handa_table.py`'s rows G, J and H: qemu_tcg profile), seeds 0..N-1, per victim
 from the run state `World` leaves behind (`Process.badness_at_kill_mb`, `killed_itself`,
 `handover_time`; simulate() itself is unchanged). Groups are matched on `sched_at_handover` and the
-boot's topology. Prints what it measured; never fails on a value.
+boot's topology. `--set SECTION.KEY=VALUE` (YAML value) changes a key of every model row, on top of the
+profile: a sensitivity check, not a fit. Prints what it measured; never fails on a value.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import csv
 import math
 import statistics
 import sys
+
+import yaml
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,17 +174,27 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=200)
     ap.add_argument("datasets", nargs="*", type=Path,
                     help="reference dataset directories (runs.csv + logs/); default: kernel-5.10 [+ kernel-5.10-host-load]")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a scenario key for every model row (e.g. reaper.shared_zap=false)")
     args = ap.parse_args()
+    extra: dict[str, object] = {}
+    for item in args.set:
+        path, _, value = item.partition("=")
+        section, _, key = path.partition(".")
+        if not (section and key and value):
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        extra[f"{section}__{key}"] = yaml.safe_load(value)
     datasets = args.datasets or [d for d in (REF / "kernel-5.10", REF / "kernel-5.10-host-load") if (d / "runs.csv").exists()]
     print(f"model {MODEL_VERSION}, handoff_rfc_v2, seeds 0..{args.seeds - 1}; kernel datasets: "
-          f"{', '.join(str(d.relative_to(ROOT)) if d.is_relative_to(ROOT) else str(d) for d in datasets)}")
+          f"{', '.join(str(d.relative_to(ROOT)) if d.is_relative_to(ROOT) else str(d) for d in datasets)}"
+          + (f"; model rows with {', '.join(args.set)}" if args.set else ""))
     groups = (
         ("G: hack (idle at handover), shared_llc", "idle", "shared_llc",
-         kernel_machine("handa-2018-11-14.yaml")),
+         kernel_machine("handa-2018-11-14.yaml", **extra)),
         ("J: hack (idle at handover), core_per_socket", "idle", "core_per_socket",
-         kernel_machine("handa-2018-11-14.yaml", machine__topology="core_per_socket")),
+         kernel_machine("handa-2018-11-14.yaml", **{"machine__topology": "core_per_socket", **extra})),
         ("H: no hack, shared_llc", "unchanged", "shared_llc",
-         kernel_machine("handa-2018-11-14.yaml", victim__sched_at_handover="unchanged")),
+         kernel_machine("handa-2018-11-14.yaml", **{"victim__sched_at_handover": "unchanged", **extra})),
     )
     for label, sched, topology, scenario in groups:
         model = model_victims(scenario, args.seeds)

@@ -434,6 +434,7 @@ class Reaper(_Spec):
     sched: _SchedField = _DEFAULT_SCHED
     busy_elsewhere_p: Prob = 0.0
     busy_elsewhere_s: Num = 1.0
+    shared_zap: bool = True
 
 
 class MmapSem(_Spec):
