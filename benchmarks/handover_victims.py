@@ -59,10 +59,10 @@ class Victim:
     alive_before: int            # earlier victims of the run not yet exited at this kill
 
 
-def kernel_victims(dataset: Path, sched: str, topology: str) -> tuple[list[Victim], int]:
-    """(victims, boots) of the dataset's handoff_rfc_v2/pgtables rows with this hack and topology."""
+def kernel_victims(dataset: Path, sched: str, topology: str) -> tuple[list[Victim], int, int]:
+    """(victims, boots, lockups) of the dataset's handoff_rfc_v2/pgtables rows with this hack and topology."""
     out: list[Victim] = []
-    boots = 0
+    boots = lockups = 0
     with open(dataset / "runs.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if (row["scenario"], row["kernel_policy"], row["sched_at_handover"], row["skip_after"], row["status"]) != \
@@ -71,20 +71,23 @@ def kernel_victims(dataset: Path, sched: str, topology: str) -> tuple[list[Victi
             if boot_topology(row.get("command") or "") != topology:
                 continue
             boots += 1
+            lockups += row["lockup"] == "True"
             for v in boot_victims((dataset / row["log"]).read_text(encoding="utf-8", errors="replace")):
                 out.append(Victim(v.index, v.anon_rss_kb / 1024.0, v.handed_over, v.kill_to_handover_s, None,
                                   v.skip_by, v.kill_to_skip_s, v.alive_before))
-    return out, boots
+    return out, boots, lockups
 
 
-def model_victims(scenario: dict, seeds: int) -> list[Victim]:
+def model_victims(scenario: dict, seeds: int) -> tuple[list[Victim], int]:
+    """(victims, lockups) of `handoff_rfc_v2` on seeds 0..seeds-1."""
     sc = Scenario.from_dict(scenario)
     pol = POLICIES["handoff_rfc_v2"]
     opts = pol.check_options({})
     out: list[Victim] = []
+    lockups = 0
     for seed in range(seeds):
         world = World(sc, pol, opts, seed)
-        world.run()
+        lockups += world.run().lockup
         skips = {r.pid: r for r in world.state.skip_log}
         victims = world.state.victims
         for i, v in enumerate(victims):
@@ -94,7 +97,7 @@ def model_victims(scenario: dict, seeds: int) -> list[Victim]:
             alive = sum(1 for u in victims[:i] if u.exit_time is None or u.exit_time > v.kill_time)
             out.append(Victim(i + 1, v.badness_at_kill_mb, v.handed_over, ho, v.killed_itself,
                               skip.by.value if skip else "", skip.time - v.kill_time if skip else math.nan, alive))
-    return out
+    return out, lockups
 
 
 def _cell(vs: list[Victim]) -> str:
@@ -125,8 +128,12 @@ def _summary(side: str, vs: list[Victim]) -> str:
     return text
 
 
-def compare(label: str, kernel: list[Victim], boots: int, model: list[Victim], seeds: int) -> None:
-    print(f"\n### {label}: kernel {boots} boots, {len(kernel)} victims; model {seeds} seeds, {len(model)} victims")
+def compare(label: str, kernel: list[Victim], boots: int, lockups: int, model: list[Victim], seeds: int,
+            model_lockups: int) -> None:
+    k, m = wilson(lockups, boots), wilson(model_lockups, seeds)
+    print(f"\n### {label}: kernel {boots} boots, {len(kernel)} victims, {lockups}/{boots} lockups "
+          f"({k.low:.3f}–{k.high:.3f}); model {seeds} seeds, {len(model)} victims, {model_lockups}/{seeds} lockups "
+          f"({m.low:.3f}–{m.high:.3f})")
     print("\nBy victim size at the kill (kernel anon-rss; model rss + page tables):\n")
     print("| size | kernel: handed over / victims | model: handed over / victims |")
     print("|---|---|---|")
@@ -197,11 +204,11 @@ def main() -> None:
          kernel_machine("handa-2018-11-14.yaml", **{"victim__sched_at_handover": "unchanged", **extra})),
     )
     for label, sched, topology, scenario in groups:
-        model = model_victims(scenario, args.seeds)
+        model, model_lockups = model_victims(scenario, args.seeds)
         for ds in datasets:
-            kernel, boots = kernel_victims(ds, sched, topology)
+            kernel, boots, lockups = kernel_victims(ds, sched, topology)
             if boots:
-                compare(f"{label} ({ds.name})", kernel, boots, model, args.seeds)
+                compare(f"{label} ({ds.name})", kernel, boots, lockups, model, args.seeds, model_lockups)
 
 
 if __name__ == "__main__":
