@@ -69,3 +69,11 @@ def test_the_key_is_a_bool_with_its_path_in_the_error() -> None:
     d.setdefault("reaper", {})["shared_zap"] = "sometimes"
     with pytest.raises(ScenarioError, match=r"reaper\.shared_zap"):
         Scenario.from_dict(d)
+
+
+def test_the_canonical_dict_leaves_the_key_out_at_its_default_so_cell_ids_stand() -> None:
+    sc = Scenario.from_yaml(HANDA)
+    d = sc.to_dict()
+    assert "shared_zap" not in d["reaper"]
+    d["reaper"]["shared_zap"] = False
+    assert Scenario.from_dict(d).to_dict()["reaper"]["shared_zap"] is False
