@@ -82,10 +82,12 @@ def share_zap(state: RunState, th: Thread, victim: Process):
     `zap_pte_range()` for the reaper (mm/oom_kill.c:__oom_reap_task_mm(), 5.10), the same for the
     victim's `unmap_vmas()` (mm/memory.c), which holds no `mmap_lock`. The one behind finds the
     other's ptes already none, skips them at next to no cost and catches up, so the two share
-    what is left and finish together; each frees its own part (the victim's goes into its
-    `mmu_gather`, exit.py:tlb_gather). The 5.10 boots show it: the victim's "handover point" and
-    the reaper's `MMF_OOM_SKIP` within a millisecond of each other after 0.1-1.8 s of zapping,
-    and victims that shrink by amounts that are not whole gathers (77616, 67584, 39600, 31416 kB).
+    what is left; each frees its own part (the victim's goes into its `mmu_gather`,
+    exit.py:tlb_gather). The 5.10 boots show what follows from it: victims that shrink by amounts
+    that are not whole gathers (102696, 77616, 67584, 39600, 31416 kB, down to 856 kB), where
+    "whichever finishes first takes all" leaves a 75.8 MB victim nothing to keep; the victim
+    reaches its handover point only after the reaper's `MMF_OOM_SKIP` (it waits for the read lock
+    in `mmap_write_lock()`: 290 of the 293 victims over 20 MB that got there within 5 s).
     Fluid stand-in: the reaper takes the share of the reapable pages left that its CPU rate (1,
     it is running) has against the victim's current rate, at once; the victim's run is cut short
     and restarted on the rest. `reaper.shared_zap: false` restores the model before it (0.4.0): each

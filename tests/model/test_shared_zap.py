@@ -1,9 +1,8 @@
 """`reaper.shared_zap`: a reap that meets the victim's `unmap_vmas()` shares what is left with it.
 
 The patched 5.10 boots of Handa's reproducer show victims that shrink by amounts that are not whole
-`mmu_gather`s (102696, 77616, 67584, 39600, 31416, then 856 kB), the victim's "handover point" and
-the reaper's MMF_OOM_SKIP within a millisecond of each other, and handovers only to victims of a few
-MB (benchmarks/handover_victims.py). Without the key the model gives all that is left to whichever
+`mmu_gather`s (102696, 77616, 67584, 39600, 31416, then 856 kB), and handovers only to victims of a
+few MB (benchmarks/handover_victims.py). Without the key the model gives all that is left to whichever
 of the two finishes first, so a 75.8 MB victim keeps nothing in its gather and later victims never
 shrink below 75.8 MB.
 """
