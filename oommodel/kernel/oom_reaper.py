@@ -87,7 +87,8 @@ def share_zap(state: RunState, th: Thread, victim: Process):
     that are not whole gathers (102696, 77616, 67584, 39600, 31416 kB, down to 856 kB), where
     "whichever finishes first takes all" leaves a 75.8 MB victim nothing to keep; the victim
     reaches its handover point only after the reaper's `MMF_OOM_SKIP` (it waits for the read lock
-    in `mmap_write_lock()`: 290 of the 293 victims over 20 MB that got there within 5 s).
+    in `mmap_write_lock()`: 290 of the 293 victims over 20 MB that got there within 5 s, the
+    other 3 within 2 ms, two CPUs' printk clocks).
     Fluid stand-in: the reaper takes the share of the reapable pages left that its CPU rate (1,
     it is running) has against the victim's current rate, at once; the victim's run is cut short
     and restarted on the rest. `reaper.shared_zap: false` restores the model before it (0.4.0): each

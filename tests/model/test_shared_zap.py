@@ -58,7 +58,7 @@ def test_a_shared_zap_leaves_victims_arbitrary_gathers_so_victims_shrink_as_on_5
     assert sizes[0] > 100.0
     assert min(sizes) < 4.0                          # the kernel's last victims: 856 kB .. 3 MB
     assert any(4.0 < s < 70.0 for s in sizes)        # not whole gathers below the first victim's size
-    # the reaper set MMF_OOM_SKIP on the first victim: it joined the zap and both finished together
+    # the reaper set MMF_OOM_SKIP on the first victim: it joined its zap and took its share
     assert victims[0].released_by is not None and victims[0].released_by.value == "reaper"
 
 
