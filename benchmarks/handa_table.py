@@ -53,6 +53,26 @@ def kernel_machine(name: str, **keys: Any) -> dict[str, Any]:
     return _raw(name, **{"machine__topology": "shared_llc", "machine__profile": "qemu_tcg", **keys})
 
 
+HOST_LOAD = ROOT / "calibration" / "reference" / "kernel-5.10-host-load"
+
+
+def host_wake_delay(hogs: int) -> dict[str, list[float]]:
+    """`machine.idle_exit_us` as measured on the boots of calibration/reference/kernel-5.10-host-load
+    beside `hogs` busy loops (0: an otherwise idle host): the same estimator and lognormal summary
+    as the qemu_tcg profile's value (sweeps/calibrate/measured.py), on those boots' victims with
+    nothing to reap. The profile's value came from boots on a host loaded by other jobs."""
+    import csv
+
+    from sweeps.calibrate.fit import round_sig
+    from sweeps.calibrate.measured import lognormal_from_quantiles, reaper_wake_delays
+
+    with (HOST_LOAD / "runs.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok" and int(r["host_hogs"] or 0) == hogs]
+    us = [d * 1e6 for r in rows for d in reaper_wake_delays((HOST_LOAD / r["log"]).read_text(), 2048)]
+    mu, sigma = lognormal_from_quantiles(us)
+    return {"lognormal": [round_sig(mu), round_sig(sigma)]}
+
+
 def variants() -> list[tuple[str, dict[str, Any]]]:
     handa = Scenario.from_yaml(SCEN / "handa-2018-11-14.yaml").to_dict()
     return [
@@ -73,6 +93,16 @@ def variants() -> list[tuple[str, dict[str, Any]]]:
          kernel_machine("handa-variant-idle-children.yaml")),
         ("G booted as the file says: -smp 8,sockets=8,cores=1 (core_per_socket)",
          kernel_machine("handa-2018-11-14.yaml", machine__topology="core_per_socket")),
+        ("G with the reaper's wake-up measured on an idle host (kernel-5.10-host-load, no hogs)",
+         kernel_machine("handa-2018-11-14.yaml", machine__idle_exit_us=host_wake_delay(0))),
+        ("J with the reaper's wake-up measured on an idle host",
+         kernel_machine("handa-2018-11-14.yaml", machine__topology="core_per_socket",
+                        machine__idle_exit_us=host_wake_delay(0))),
+        ("G with the reaper's wake-up measured beside 2 host hogs",
+         kernel_machine("handa-2018-11-14.yaml", machine__idle_exit_us=host_wake_delay(2))),
+        ("J with the reaper's wake-up measured beside 2 host hogs",
+         kernel_machine("handa-2018-11-14.yaml", machine__topology="core_per_socket",
+                        machine__idle_exit_us=host_wake_delay(2))),
     ]
 
 

@@ -57,6 +57,7 @@ _OMIT_AT_DEFAULT: tuple[tuple[str, str, Any], ...] = (
     ("machine", "profile", DEFAULT_PROFILE),
     ("costs", "first_touch_ms_per_mb", None),
     ("machine", "idle_exit_us", 0.0),
+    ("reaper", "shared_zap", True),
 )
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FRACTION_TOL = 1e-6
@@ -434,6 +435,7 @@ class Reaper(_Spec):
     sched: _SchedField = _DEFAULT_SCHED
     busy_elsewhere_p: Prob = 0.0
     busy_elsewhere_s: Num = 1.0
+    shared_zap: bool = True
 
 
 class MmapSem(_Spec):

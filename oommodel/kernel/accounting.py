@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def note_handover(state: RunState, victim: Process) -> None:
     """The reaper left MMF_OOM_SKIP to the exit path (RFC v2's handover)."""
     victim.handed_over = True
+    victim.handover_time = state.env.now
     state.stats.handovers += 1
 
 

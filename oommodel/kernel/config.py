@@ -51,6 +51,7 @@ class RunConfig:
     reaper_last_cpu: int | None          # prev_cpu of the first wake-up; None: drawn from reaper_cpus
     reaper_busy_elsewhere_p: float
     reaper_busy_elsewhere_s: Num
+    reaper_shared_zap: bool              # reaper.shared_zap: a reap that meets unmap_vmas() shares what is left
     sched_at_handover: str | Choice      # "unchanged", a sched text, or a choice of them
     handover_attrs: Mapping[str, SchedAttr]  # every sched text sched_at_handover can draw
     exit_steps: tuple[ExitStep, ...]
@@ -87,6 +88,7 @@ class RunConfig:
             reaper_last_cpu=None if r.last_cpu == "any" else int(r.last_cpu),
             reaper_busy_elsewhere_p=r.busy_elsewhere_p,
             reaper_busy_elsewhere_s=r.busy_elsewhere_s,
+            reaper_shared_zap=r.shared_zap,
             sched_at_handover=handover,
             handover_attrs={str(t): SchedAttr.parse(str(t)) for t in texts if t != "unchanged"},
             exit_steps=policy.steps_for(opts),

@@ -167,11 +167,15 @@ def exit_phase(state: RunState, proc: Process, th: Thread, phase: Phase):
         if mm.mlocked_mb > 0.0 and c.unmap_s_per_mb > 0.0:
             yield machine.run(th, mm.mlocked_mb * c.unmap_s_per_mb, resched_every_s=ZAP_RESCHED_S)
     elif phase is _UNMAP_VMAS:
-        if mm.rss_mb > 0.0 and c.unmap_s_per_mb > 0.0:
+        while mm.rss_mb > 0.0 and c.unmap_s_per_mb > 0.0:
             work = mm.rss_mb * c.unmap_s_per_mb
             mm.zap = (th, machine.cpu_time(th), work, mm.rss_mb)
-            yield machine.run(th, work, resched_every_s=ZAP_RESCHED_S)
-            mm.zap = None
+            done = yield machine.run(th, work, resched_every_s=ZAP_RESCHED_S)
+            if done is not False:
+                break
+            # cut short (False) by an oom_reaper that joined the zap and took its share of what
+            # was left (reaper.shared_zap, oom_reaper.py:share_zap): zap the rest
+        mm.zap = None
         tlb_gather(state, proc, mm.unmap_all())
     elif phase is _UNLINK_VMAS:
         yield machine.run(th, UNLINK_VMAS_S)

@@ -98,6 +98,20 @@ class Mm:
         self.file_mb *= keep
         return rss - self.rss_mb
 
+    def take_reapable(self, mb: float, reap_mlocked: bool) -> float:
+        """The reaper's share of a zap shared with unmap_vmas(): `mb` of the reapable pages leave
+        the RSS counters now (kinds in proportion); returns MB taken."""
+        have = self.reapable_mb(reap_mlocked)
+        if have <= 0.0 or mb <= 0.0:
+            return 0.0
+        keep = max(0.0, have - mb) / have
+        taken = self.anon_mb * (1.0 - keep)
+        self.anon_mb *= keep
+        if reap_mlocked:
+            taken += self.mlocked_mb * (1.0 - keep)
+            self.mlocked_mb *= keep
+        return taken
+
     def unmap_all(self) -> float:
         """`unmap_vmas()` over every vma: all mapped pages go; returns MB freed."""
         freed = self.rss_mb

@@ -136,6 +136,8 @@ def oom_kill_process(state: RunState, victim: Process, th: Thread) -> None:
         st.first_kill_s = now
     victim.killed = True
     victim.kill_time = now
+    victim.badness_at_kill_mb = victim.mm.badness_mb()
+    victim.killed_itself = th in victim.threads
     machine = state.machine
     for t in victim.threads:
         victim.cpu_at_kill[t.tid] = machine.cpu_time(t)

@@ -24,6 +24,7 @@ class Process:
         "killed", "kill_time", "kill_event", "oom_victim", "mmput_done", "released_by",
         "handed_over", "in_victim_list", "last_score", "last_score_drop",
         "writer_hold_s", "cpu_at_kill", "exit_phase", "close_waits_for_memory", "mm_gone", "start_s", "mmput_time", "exit_time",
+        "badness_at_kill_mb", "killed_itself", "handover_time",
     )
 
     def __init__(self, env: simpy.Environment, pid: int, group: str, role: str, oom_score_adj: int,
@@ -54,6 +55,11 @@ class Process:
         self.mm_gone = False               # every thread passed exit_mm(): find_lock_task_mm() fails
         self.mmput_time: float | None = None  # when __mmput() returned: its memory is freed
         self.exit_time: float | None = None   # when its last thread reached do_task_dead()
+        # What the "Killed process" line and the reaper's "Handed over" line show, kept for per-victim
+        # comparisons with the kernel's console (benchmarks/handover_victims.py); nothing reads them.
+        self.badness_at_kill_mb = 0.0      # oom_badness() before the oom_score_adj term, at the kill
+        self.killed_itself = False         # the allocator that ran out_of_memory() chose its own process
+        self.handover_time: float | None = None  # when the reaper handed MMF_OOM_SKIP over (RFC v2)
 
     @property
     def name(self) -> str:

@@ -549,7 +549,8 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
                                         error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
                                         accelerator=accel, release=prep.facts.release, topology=topology)])
         writer.flush()
-        _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s {status}: {note} (log {log})", err)
+        share = f", host share {b.host_share:.2f}" if b.host_share is not None else ""
+        _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s{share} {status}: {note} (log {log})", err)
     return failures
 
 

@@ -400,12 +400,14 @@ def kernel_columns(console: str, spec: KernelSpec, policy: str, sched: str, skip
 def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: int, out_dir: str | Path, *,
             skip_after: str = "pgtables", accel: str = "auto", seed: int = 0, sched_at_handover: str | None = None,
             boot_timeout: float | None = None, match: bool = False, settings: tuple[tuple[str, str], ...] = (),
-            say=print) -> list[dict]:
+            topology: str | None = None, host_hogs: int = 0, say=print) -> list[dict]:
     """Boot `kernel` `runs` times on a scenario; rows (with console excerpts) go to OUT/runs.csv and OUT/logs/.
 
     The stand-alone driver of the reference datasets; `oomsweep calibrate --kernel` is the
     dataset-writing path. Row columns: the 6.1 parser's outcome (lockup, kills, stall) plus the
-    instruments' handover columns. `settings` are extra (PATH, VALUE) writes /init makes after the
+    instruments' handover columns. `topology` overrides the scenario's machine.topology (the
+    QEMU -smp topology follows it). `host_hogs` busy loops run beside each boot (host_load.py says
+    why); the row records them and QEMU's share of the host CPU. `settings` are extra (PATH, VALUE) writes /init makes after the
     scenario's own (e.g. 6.12's fair server runtime); a failed write makes the row an error.
     """
     import csv
@@ -416,6 +418,7 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
     from oommodel import Scenario
 
     from sweeps.calibrate import qemu
+    from sweeps.calibrate.host_load import cpu_hogs
     from sweeps.calibrate.kernel_log import KernelLogError, parse_run
 
     sys.path.insert(0, str(INFRA.parent / "qemu"))
@@ -425,6 +428,8 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
     scenario = Scenario.from_yaml(Path(scenario_path)).to_dict()
     if sched_at_handover is not None:
         scenario["victim"]["sched_at_handover"] = sched_at_handover
+    if topology is not None:
+        scenario["machine"]["topology"] = topology
     plan, cmdline, policy, sched = boot_plan(scenario, spec, policy, skip_after=skip_after, seed=seed, match=match)
     accelerator = qemu.choose_accelerator(spec.image, accel)
     out = Path(out_dir)
@@ -439,15 +444,18 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
             import dataclasses
 
             run_plan = dataclasses.replace(run_plan, sysctls=tuple(run_plan.sysctls) + tuple(settings))
-        b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()}, cpus=run_plan.cpus,
-                      smp=run_plan.smp,
-                      cmdline=cmdline, accelerator=accelerator, limit_s=limit)
+        with cpu_hogs(host_hogs):
+            b = qemu.boot(spec.image, base, {"oomrepro.conf": run_plan.conf_text(i).encode()},
+                          cpus=run_plan.cpus, smp=run_plan.smp, cmdline=cmdline, accelerator=accelerator,
+                          limit_s=limit)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
         (out / "logs" / f"{tag}.log").write_text(excerpt(b.console))
         row = {"scenario": Path(scenario_path).name, "run": i, "seed": seed + i, "accelerator": accelerator,
                "wall_s": round(b.wall_s, 1), "status": "ok", "error": "",
-               "extra_settings": " ".join(f"{path}={value}" for path, value in settings)}
+               "extra_settings": " ".join(f"{path}={value}" for path, value in settings),
+               "host_cpus": b.host_cpus, "host_hogs": host_hogs, "qemu_cpu_s": b.qemu_cpu_s,
+               "host_share": round(b.host_share, 3) if b.host_share is not None else ""}
         row.update(kernel_columns(b.console, spec, policy, sched, skip_after))
         try:
             r = parse_run(b.console, plan.groups)
@@ -471,19 +479,38 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
         say(f"boot {i + 1}/{runs} {policy} sched_at_handover={sched} skip_after={skip_after}: {row['status']} "
             f"lockup={row.get('lockup')} kills={row.get('kills')} handovers={row['handovers']} "
             f"skip_by_first={row['skip_by_first']} kill->handover={row['kill_to_handover_s'] or '-'} "
-            f"wall {b.wall_s:.0f} s {row['error']}")
-        path = out / "runs.csv"
-        new = not path.exists()
-        fields = list(row)
-        if not new:
-            with path.open() as fh:
-                fields = next(csv.reader(fh))
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+            f"wall {b.wall_s:.0f} s host share {row['host_share'] or '-'} {row['error']}")
+        _append_row(out / "runs.csv", row)
     return rows
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """Append `row` to a runs.csv; a column the file lacks widens the header (older rows leave it empty)."""
+    import csv
+
+    if not path.exists():
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            w.writeheader()
+            w.writerow(row)
+        return
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or ())
+        missing = [k for k in row if k not in fields]
+        old_rows = list(reader) if missing else []
+    if missing:
+        fields += missing
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(old_rows)
+            w.writerow(row)
+        tmp.replace(path)
+        return
+    with path.open("a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=fields).writerow(row)
 
 
 def _wilson(k: int, n: int):
@@ -518,6 +545,8 @@ def summarize(csv_path: str | Path) -> str:
     kills of those boots; who set MMF_OOM_SKIP over all victims (the kernel's own printk); kill ->
     handover times (median and max, s, printk clock). A stock kernel's runs.csv (it has the
     softirq columns) adds the boots whose stall dump showed a starved ksoftirqd, and kill -> reap.
+    A runs.csv with the host columns (`measure` since 2026-12-02) keeps boots with different
+    `--host-hogs` apart and adds QEMU's share of the host CPU (median, min-max over the row's boots).
     """
     import csv
     import statistics
@@ -526,15 +555,23 @@ def summarize(csv_path: str | Path) -> str:
     with Path(csv_path).open() as fh:
         reader = csv.DictReader(fh)
         softirq = "ksoftirqd_starved_cpus" in (reader.fieldnames or ())
+        host = "host_share" in (reader.fieldnames or ())
         for r in reader:
             key = (r["scenario"], r["kernel_policy"], r["sched_at_handover"], r["skip_after"], r["accelerator"],
                    boot_topology(r.get("command") or ""))
+            if host:
+                key += (r.get("host_hogs") or "-",)
             groups.setdefault(key, []).append(r)
-    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "topology", "boots", "not ok", "lockups",
+    head = ["scenario", "policy", "sched_at_handover", "skip_after", "accel", "topology"]
+    if host:
+        head += ["host hogs"]
+    head += ["boots", "not ok", "lockups",
             "P(lockup) [95% CI]", "kills*", "handovers*", "handovers/kill*", "MMF_OOM_SKIP by (victims)",
             "kill->handover median/max"]
     if softirq:
         head += ["ksoftirqd starved (boots)", "kill->reap median/max"]
+    if host:
+        head += ["host share median (min-max)"]
     rows = [head]
     for key, rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "ok"]
@@ -566,6 +603,10 @@ def summarize(csv_path: str | Path) -> str:
                 rows[-1][head.index("MMF_OOM_SKIP by (victims)")] += f" ({after} after the stall)"
             rows[-1] += [str(sum(bool(r["ksoftirqd_starved_cpus"]) for r in ok)),
                          f"{statistics.median(k2r):.3f} / {max(k2r):.3f} s" if k2r else "-"]
+        if host:
+            shares = [float(r["host_share"]) for r in ok if r.get("host_share")]
+            rows[-1].append(f"{statistics.median(shares):.2f} ({min(shares):.2f}-{max(shares):.2f})"
+                            if shares else "-")
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-|-".join("-" * w for w in widths))
@@ -600,6 +641,8 @@ def rescan(csv_path: str | Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from oommodel.sched.topology import TOPOLOGY_PRESETS
+
     p = argparse.ArgumentParser(prog="python -m sweeps.calibrate.kernels")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="infra/kernels/build.sh [NAME ...]")
@@ -609,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--kernel", required=True)
     m.add_argument("--policy")
     m.add_argument("--sched-at-handover", choices=SCHED_AT_HANDOVER, help="override victim.sched_at_handover")
+    m.add_argument("--host-hogs", type=int, default=0, metavar="N",
+                   help="N busy loops beside each boot: a controlled host load (recorded in the row)")
+    m.add_argument("--topology", choices=sorted(TOPOLOGY_PRESETS), help="override machine.topology")
     m.add_argument("--skip-after", default="pgtables", choices=SKIP_AFTER)
     m.add_argument("--runs", type=int, default=1)
     m.add_argument("--seed", type=int, default=0)
@@ -632,6 +678,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "build":
         return build(a.names)
+    if a.cmd == "measure" and a.host_hogs < 0:
+        print(f"refused: --host-hogs: must be >= 0, got {a.host_hogs}")
+        return 2
     settings = []
     for item in a.setting:
         path, sep, value = item.partition("=")
@@ -642,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = measure(a.scenario, a.kernel, a.policy, a.runs, a.out, skip_after=a.skip_after, accel=a.accel,
                        seed=a.seed, sched_at_handover=a.sched_at_handover, boot_timeout=a.boot_timeout,
-                       match=a.match_kernel, settings=tuple(settings))
+                       match=a.match_kernel, settings=tuple(settings),
+                       topology=a.topology, host_hogs=a.host_hogs)
     except (KernelError, ValueError) as exc:
         print(f"refused: {exc}")
         return 2

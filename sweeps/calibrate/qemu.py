@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,17 @@ class Boot:
     timed_out: bool
     returncode: int | None
     command: tuple[str, ...]
+    # Host CPU seconds (user + system) QEMU used, and the host's CPU count: under TCG the guest's races
+    # (the oom_reaper against the exit path) move with how much of the host its vCPU threads got.
+    qemu_cpu_s: float | None = None
+    host_cpus: int | None = None
+
+    @property
+    def host_share(self) -> float | None:
+        """QEMU's CPU time over all the host's CPU time during the boot (1.0: it had the host alone)."""
+        if self.qemu_cpu_s is None or not self.host_cpus or self.wall_s <= 0:
+            return None
+        return self.qemu_cpu_s / (self.wall_s * self.host_cpus)
 
 
 def cache_dir() -> Path:
@@ -100,6 +112,11 @@ def newc_archive(files: dict[str, bytes]) -> bytes:
     entry("TRAILER!!!", b"", 0, 0)
     out.extend(b"\0" * (-len(out) % 512))
     return bytes(out)
+
+
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _run(cmd: list[str], limit_s: float, stop_at: bytes | None = None) -> tuple[bytes, bool, int | None, float]:
@@ -192,8 +209,11 @@ def boot(kernel: Path, initramfs: Path, settings: dict[str, bytes], *, cpus: int
            "-m", str(memory_mb), "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
     if accelerator == "kvm":
         cmd += ["-cpu", "host"]
+    # CPU time of the waited-for children: QEMU's own, as boots run one at a time in this process
+    cpu_before = _children_cpu_s()
     try:
         out, timed_out, rc, wall = _run(cmd, limit_s)
     finally:
         initrd.unlink(missing_ok=True)
-    return Boot(out.decode("utf-8", "replace"), accelerator, wall, timed_out, rc, tuple(cmd))
+    return Boot(out.decode("utf-8", "replace"), accelerator, wall, timed_out, rc, tuple(cmd),
+                qemu_cpu_s=round(_children_cpu_s() - cpu_before, 2), host_cpus=os.cpu_count())

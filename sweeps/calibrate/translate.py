@@ -35,6 +35,7 @@ MODEL_ONLY_KEYS = (
     "costs.exit_ms",
     "costs.oom_kill_us",
     "reaper.busy_elsewhere_s",
+    "reaper.shared_zap",
     "mmap_sem.writer_hold_ms",
 )
 

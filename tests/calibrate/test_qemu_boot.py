@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def test_normal_children_boot(tmp_path):
     code = run(args, stdout=out, stderr=err)
     assert code == 0, err.getvalue()
     assert "boot 1/1 [" in err.getvalue()
+    assert re.search(r"host share (0\.\d\d|1\.\d\d)", err.getvalue())  # QEMU's CPU time was measured
 
     df = storage.read_sweep(tmp_path / "ds", "calibrate-normal-children")
     kernel = df[df["source"] == "kernel"]

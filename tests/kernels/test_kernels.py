@@ -309,3 +309,69 @@ def test_a_real_boot_of_handoff_rfc_v2_with_the_hack():
     assert (cols["kills_before_stall"], cols["handovers_before_stall"]) == (7, 1)
     run = parse_run(console, ("children",))
     assert run.outcome["lockup"] and run.outcome["kills"] == 7 and run.end_reason == "stall"
+
+
+def test_a_row_with_a_new_column_widens_the_runs_csv_and_keeps_the_older_rows(tmp_path):
+    path = tmp_path / "runs.csv"
+    K._append_row(path, {"scenario": "h.yaml", "lockup": "True"})
+    K._append_row(path, {"scenario": "h.yaml", "lockup": "False", "host_share": 0.48})
+    K._append_row(path, {"scenario": "h.yaml", "lockup": "True", "host_share": 0.97})
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["host_share"] for r in rows] == ["", "0.48", "0.97"]
+    assert [r["lockup"] for r in rows] == ["True", "False", "True"]
+
+
+def test_host_share_is_qemus_cpu_time_over_the_hosts():
+    from sweeps.calibrate.qemu import Boot
+
+    b = Boot("", "tcg", wall_s=10.0, timed_out=False, returncode=0, command=(), qemu_cpu_s=10.0, host_cpus=2)
+    assert b.host_share == 0.5
+    assert Boot("", "tcg", 10.0, False, 0, ()).host_share is None
+
+
+def test_reference_table_keeps_boots_beside_host_hogs_apart_and_shows_the_host_share(tmp_path):
+    cols = ["scenario", "kernel_policy", "sched_at_handover", "skip_after", "accelerator", "status", "lockup",
+            "kills", "handovers", "skip_by_exit", "skip_by_reaper", "kill_to_handover_s", "command",
+            "host_hogs", "host_share"]
+    key = ["h.yaml", "handoff_rfc_v2", "idle", "pgtables", "tcg", "ok"]
+    rows = [key + ["True", "3", "1", "0", "2", "0.1", "q -smp 8", "0", "0.70"],
+            key + ["False", "64", "0", "0", "64", "", "q -smp 8", "0", "0.66"],
+            key + ["True", "5", "1", "0", "4", "0.2", "q -smp 8", "2", "0.41"]]
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([cols] + rows)
+    table = K.summarize(path)
+    head = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    lines = {c[head.index("host hogs")]: c for ln in table.splitlines() if "h.yaml" in ln
+             for c in [[x.strip() for x in ln.strip("|").split("|")]]}
+    assert set(lines) == {"0", "2"}
+    assert lines["0"][head.index("boots")] == "2" and lines["2"][head.index("boots")] == "1"
+    assert lines["0"][head.index("host share median (min-max)")] == "0.68 (0.66-0.70)"
+    assert lines["2"][head.index("host share median (min-max)")] == "0.41 (0.41-0.41)"
+
+
+def test_measure_refuses_a_negative_host_hogs_before_any_boot(tmp_path, capsys):
+    code = K.main(["measure", "configs/scenarios/handa-2018-11-14.yaml", "--kernel", "no-such-kernel",
+                   "--out", str(tmp_path), "--host-hogs", "-1"])
+    assert code == 2 and "refused: --host-hogs: must be >= 0, got -1" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_cpu_hogs_run_for_the_block_and_are_gone_after_it():
+    import os
+    import time
+
+    from sweeps.calibrate.host_load import cpu_hogs
+
+    def children_cpu_s(pids):
+        return sum(int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11]) for p in pids)
+
+    before = set(os.listdir("/proc"))
+    with cpu_hogs(2):
+        time.sleep(0.5)
+        pids = [p for p in set(os.listdir("/proc")) - before if p.isdigit()
+                and "while True" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")]
+        assert len(pids) == 2
+        assert children_cpu_s(pids) > 0  # they spin (utime in clock ticks)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
