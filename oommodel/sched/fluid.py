@@ -149,12 +149,15 @@ class FluidShare:
     @staticmethod
     def _waterfill(items: list[Thread], cap: float, s: int, new: list[Thread], weighted: bool) -> float:
         """Share cap among items in proportion to weight (or equally), capped by demand; returns leftover."""
-        total = 0
+        if weighted:
+            total = sum([th.weight for th in items])     # ints: exact in any order
+        else:
+            total = len(items)
         capped = False
         for th in items:
-            total += th.weight if weighted else 1
             if th.demand < 1.0:
                 capped = True
+                break
         if capped:
             if weighted:
                 items.sort(key=lambda t: t.demand / t.weight)
@@ -163,10 +166,15 @@ class FluidShare:
         else:
             # demand 1 never binds: a share cap * w / W is at most cap <= 1.
             k = cap / total
-            for th in items:
-                th.new_rate = k * (th.weight if weighted else 1)
-                th.stamp = s
-                new.append(th)
+            if weighted:
+                for th in items:
+                    th.new_rate = k * th.weight
+                    th.stamp = s
+            else:
+                for th in items:
+                    th.new_rate = k          # k * 1
+                    th.stamp = s
+            new.extend(items)
             return 0.0
         n = len(items)
         for i in range(n):
@@ -192,12 +200,46 @@ class FluidShare:
     def _apply(self, rq: RunQueue, s: int, now: float) -> float:
         """Give rq's threads their new rates (rq.new, stamp s) and settle rq.running; returns the
         earliest run() completion `now + work_left / rate` among them (INF: none), the loop of
-        _next_cpu_event() done in this pass (same expression per thread; a minimum is exact)."""
-        trace = self._trace_on
+        _next_cpu_event() done in this pass (same expression per thread; a minimum is exact).
+
+        Without a trace the segment bookkeeping (trace_t0, read only by the trace) is skipped:
+        in the tail of a Handa run every exit re-rates ~30 SCHED_IDLE victims."""
+        if self._trace_on:
+            return self._apply_traced(rq, s, now)
         for th in rq.running:
             if th.stamp != s:
-                if trace and now > th.trace_t0:
-                    self.trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
+                th.rate = 0.0
+        running: list[Thread] = []
+        rt_rate = 0.0
+        t = INF
+        for th in rq.new:
+            r = th.new_rate
+            if r <= 0.0:
+                continue
+            if r != th.rate:
+                if th.rate == 0.0:
+                    th.rate_since = now
+                th.rate = r
+            th.starve_since = None
+            running.append(th)
+            if th.is_rt:
+                rt_rate += r
+            w = th.work_left
+            if w is not None:
+                tt = now + w / r
+                if tt < t:
+                    t = tt
+        rq.running = running
+        rq.rt_rate = rt_rate
+        return t
+
+    def _apply_traced(self, rq: RunQueue, s: int, now: float) -> float:
+        """_apply() that also closes each changed thread's trace segment."""
+        trace = self.trace
+        for th in rq.running:
+            if th.stamp != s:
+                if now > th.trace_t0:
+                    trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
                 th.rate = 0.0
                 th.trace_t0 = now
         running: list[Thread] = []
@@ -210,8 +252,8 @@ class FluidShare:
             if r != th.rate:
                 if th.rate == 0.0:
                     th.rate_since = now
-                elif trace and now > th.trace_t0:
-                    self.trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
+                elif now > th.trace_t0:
+                    trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
                 th.rate = r
                 th.trace_t0 = now
             th.starve_since = None
