@@ -13,7 +13,7 @@ from oommodel.policies import POLICIES, PolicyError, get_policy
 from oommodel.scenario import Scenario, ScenarioError
 from oommodel.simulate import simulate
 
-MODEL_VERSION = "0.4.0"
+MODEL_VERSION = "0.5.0"
 
 __all__ = [
     "MODEL_VERSION",

@@ -500,14 +500,7 @@ def _append_row(path: Path, row: dict) -> None:
         missing = [k for k in row if k not in fields]
         old_rows = list(reader) if missing else []
     if missing:
-        fields += missing
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(old_rows)
-            w.writerow(row)
-        tmp.replace(path)
+        _rewrite_csv(path, fields + missing, [*old_rows, row])
         return
     with path.open("a", newline="") as fh:
         csv.DictWriter(fh, fieldnames=fields).writerow(row)
@@ -629,13 +622,21 @@ def rescan(csv_path: str | Path) -> int:
                           build_hash="", sched_features="")
         r.update(kernel_columns(console, spec, r["kernel_policy"], r["sched_at_handover"], r["skip_after"]))
         fields += [k for k in r if k not in fields]
+    _rewrite_csv(path, fields, rows)
+    return len(rows)
+
+
+def _rewrite_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Write `rows` under the header `fields` to a temporary file, then move it over `path`: a runs.csv
+    is never left half written."""
+    import csv
+
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
-    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
