@@ -30,7 +30,7 @@ from oommodel.kernel.task import Process
 from oommodel.outcome import Outcome
 from oommodel.policies.base import OomPolicy, ReaperKind
 from oommodel.sched import Machine
-from oommodel.sched.simpy_glue import FastClockEnvironment, process_until_stop
+from oommodel.sched.simpy_glue import FastClockEnvironment, process_until_stop, start_processes
 from oommodel.streams import Streams
 
 class CountingEnvironment(FastClockEnvironment):
@@ -97,6 +97,7 @@ class World:
         sc = self.sc
         fractions = (sc.victim.memory.anon, sc.victim.memory.mlocked, sc.victim.memory.shared_file)
         pid = 0
+        starts = []                 # (thread's life, its start time): started together (simpy_glue)
         for g in sc.groups:
             attr = g.sched.attr
             allowed = tuple(g.cpus) if g.cpus is not None else None
@@ -115,7 +116,8 @@ class World:
                 for t in range(g.threads_per_process):
                     th = state.machine.spawn(f"{g.name}/{pid}.{t}", g.name, attr, allowed)
                     proc.threads.append(th)
-                    env.process(task_main(state, proc, th, per_thread, start))
+                    starts.append((task_main(state, proc, th, per_thread), start))
+        start_processes(env, starts)    # a thread's life begins with sleeping until its start time
 
     def _draw_n(self, value: Any, n: int, *name: str) -> list[Any]:
         """n draws of a scenario number from the stream `name` (a plain number n times)."""
@@ -134,10 +136,9 @@ class World:
         return build_outcome(self.state, [g.name for g in self.sc.groups])
 
 
-def task_main(state: RunState, proc: Process, th, target_mb: float, start_s: float):
-    """A thread's life: start, do its role's work, die when killed (or when done)."""
-    if start_s > 0.0:
-        yield state.env.timeout(start_s)
+def task_main(state: RunState, proc: Process, th, target_mb: float):
+    """A thread's life from its start time on (World starts it there: simpy_glue.start_processes):
+    do its role's work, die when killed (or when done)."""
     if not proc.killed:
         if proc.role == "hog":
             state.machine.spin(th)                     # user-space busy loop, no memory

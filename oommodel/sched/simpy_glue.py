@@ -12,7 +12,10 @@ check; neither changes what is computed (see timers.py); and `process_until_stop
 - a Timeout is an Event with `_delay` set, triggered (`_ok` True, `_value` None) and queued at
   NORMAL priority when made.
 Two more save a Python-level call where the model makes thousands per run (same values, same
-queue entries): `FastClockEnvironment.now` and `timeout_with_callback`.
+queue entries): `FastClockEnvironment.now` and `timeout_with_callback`. `start_processes` starts
+a run's threads with one event instead of one `Initialize` each; it relies on a Process being an
+Event with `_generator` and `_target` set, and on `Process._resume(event)` starting a fresh
+generator with `send(event._value)` (None).
 tests/model/test_simpy_glue.py fails if any of these changes.
 """
 
@@ -24,7 +27,9 @@ from typing import Callable
 
 import simpy
 from simpy.core import EmptySchedule, StopSimulation
-from simpy.events import NORMAL, Process, Timeout
+from collections.abc import Generator, Sequence
+
+from simpy.events import NORMAL, URGENT, Process, Timeout
 
 PROCESS_RESUME = Process._resume
 LAZY_PRIORITY = 2   # SimPy priority after NORMAL (1): runs once everything else of the instant has
@@ -80,6 +85,41 @@ def schedule_lazy(env: simpy.Environment, check: Callable[[simpy.Event], None]) 
     ev._value = None
     ev.callbacks.append(check)  # type: ignore[union-attr]
     env.schedule(ev, priority=LAZY_PRIORITY)
+
+
+def start_processes(env: simpy.Environment, starts: Sequence[tuple[Generator, float]]) -> None:
+    """`env.process(gen)` for each (gen, delay) in order, where a positive delay stands for a
+    `yield env.timeout(delay)` as the generator's first step: with one SimPy event for all of
+    them instead of one `Initialize` each (a run starts 64 threads), and without running that
+    first step.
+
+    What SimPy would do, in the same order: the Initialize events made one after the other are
+    processed one after the other (URGENT, at now; nothing made in between, so nothing runs in
+    between), each running its generator to its first yield. Here one URGENT event does the same
+    for each generator in turn when it is processed: a delay makes the Timeout the generator
+    would have yielded, at the same moment and so with the same place in the queue, and the
+    process resumes (starts) when it fires; no delay resumes the process at once, as its
+    Initialize would have. `Outcome.sim_events` counts one event where there were len(starts).
+    """
+    if not starts:
+        return
+
+    def start_all(event: simpy.Event) -> None:
+        for gen, delay in starts:
+            proc = Process.__new__(Process)      # Process.__init__ without its Initialize
+            proc.env = env
+            proc.callbacks = []
+            proc._generator = gen
+            if delay > 0.0:
+                proc._target = timeout_with_callback(env, delay, proc._resume)
+            else:
+                proc._resume(event)              # what processing its Initialize would do
+
+    ev = simpy.Event(env)
+    ev._ok = True
+    ev._value = None
+    ev.callbacks.append(start_all)  # type: ignore[union-attr]
+    env.schedule(ev, URGENT)
 
 
 def process_until_stop(env: simpy.Environment) -> int:

@@ -21,6 +21,7 @@ from oommodel.sched.simpy_glue import (
     process_until_stop,
     resumes_one_process,
     schedule_lazy,
+    start_processes,
     timeout_with_callback,
 )
 
@@ -181,3 +182,48 @@ def test_timeout_with_callback_queues_what_timeout_queues() -> None:
     ev.callbacks.append(lambda _e: got.append(b.now))
     b.run()
     assert got == [1.5] and ev.processed
+
+
+def _starts_trace(use_glue: bool) -> tuple[list[tuple[float, str]], int]:
+    """Threads started at 0 or later, with ties among them and with another process's timers."""
+    env = simpy.Environment()
+    order: list[tuple[float, str]] = []
+
+    def body(name: str):
+        order.append((env.now, f"{name} starts"))
+        yield env.timeout(0.5)
+        order.append((env.now, f"{name} after 0.5"))
+
+    def life(name: str, delay: float):
+        if delay > 0.0:
+            yield env.timeout(delay)
+        yield from body(name)
+
+    def other():
+        order.append((env.now, "other starts"))
+        yield env.timeout(1.0)
+        order.append((env.now, "other at 1.0"))
+
+    starts = [("a", 1.0), ("b", 0.0), ("c", 0.5), ("d", 1.0), ("e", 0.0)]
+    if use_glue:
+        start_processes(env, [(body(n), d) for n, d in starts])
+    else:
+        for n, d in starts:
+            env.process(life(n, d))
+    env.process(other())
+    env.timeout(1.0).callbacks.append(lambda _e: order.append((env.now, "timer at 1.0")))
+    n = 0
+    while env.peek() < float("inf"):
+        env.step()
+        n += 1
+    return order, n
+
+
+def test_start_processes_runs_what_env_process_runs_in_the_same_order() -> None:
+    by_glue, n_glue = _starts_trace(True)
+    by_simpy, n_simpy = _starts_trace(False)
+    assert by_glue == by_simpy
+    assert n_glue == n_simpy - 4          # one event for five Initialize events
+    env = simpy.Environment()
+    start_processes(env, [])              # nothing to start: no event
+    assert env.peek() == float("inf")
