@@ -139,28 +139,36 @@ def _run_pool(seed: int) -> tuple[int, int, int, int] | None:
 
 @lru_cache(maxsize=4096, typed=True)    # typed: ("a", True) must still fail as stream_key does
 def _name_hashes(*name_parts: NamePart) -> tuple[int, ...]:
-    """hashmix() of the name's four spawn-key words, in mix_entropy()'s order: depends on the
-    name only (see the module docstring for why this cache is harmless)."""
+    """hashmix() of the name's four spawn-key words, in mix_entropy()'s order, each multiplied by
+    _mix()'s right-hand constant (the part of each _mix() that depends on the name only): depends
+    on the name only (see the module docstring for why this cache is harmless)."""
     base = _POOL + _POOL * (_POOL - 1)
     out = []
     for i, word in enumerate(stream_key(*name_parts)):
         for dst in range(_POOL):
-            out.append(_hashmix(word, _HASH_A[base + i * _POOL + dst]))
+            out.append(_MIX_MULT_R * _hashmix(word, _HASH_A[base + i * _POOL + dst]))
     return tuple(out)
 
 
 def _pcg64_state(pool: tuple[int, int, int, int], hashes: tuple[int, ...]) -> tuple[int, int]:
     """`PCG64(SeedSequence(seed, spawn_key=(key,)))`'s (state, inc): the rest of mix_entropy(),
     generate_state(4, np.uint64), then pcg64_set_seed() -> pcg_setseq_128_srandom_r()."""
-    # _mix() and _hashmix() written out: this runs for every draw, and the calls cost as much as the sums
-    mask, mul_l, mul_r = _M32, _MIX_MULT_L, _MIX_MULT_R
-    pool = list(pool)
-    for i, h in enumerate(hashes):
-        r = (mul_l * pool[i & 3] - mul_r * h) & mask
-        pool[i & 3] = r ^ (r >> 16)
+    # _mix() and _hashmix() written out, the four pool words in locals: this runs for every
+    # draw, and the calls and indexing cost as much as the sums. `hashes` are _name_hashes().
+    mask, mul_l = _M32, _MIX_MULT_L
+    p0, p1, p2, p3 = pool
+    for i in range(0, 4 * _POOL, _POOL):       # each spawn-key word mixes into pool words 0..3
+        r = (mul_l * p0 - hashes[i]) & mask
+        p0 = r ^ (r >> 16)
+        r = (mul_l * p1 - hashes[i + 1]) & mask
+        p1 = r ^ (r >> 16)
+        r = (mul_l * p2 - hashes[i + 2]) & mask
+        p2 = r ^ (r >> 16)
+        r = (mul_l * p3 - hashes[i + 3]) & mask
+        p3 = r ^ (r >> 16)
     w = []
-    for i, (x, m) in enumerate(_HASH_B):
-        v = ((pool[i & 3] ^ x) * m) & mask
+    for p, (x, m) in zip((p0, p1, p2, p3, p0, p1, p2, p3), _HASH_B):
+        v = ((p ^ x) * m) & mask
         w.append(v ^ (v >> 16))
     seed = (w[0] | w[1] << 32) << 64 | (w[2] | w[3] << 32)     # PCG_128BIT_CONSTANT(val[0], val[1])
     inc = (((w[4] | w[5] << 32) << 64 | (w[6] | w[7] << 32)) << 1 | 1) & _M128
