@@ -107,7 +107,8 @@ class CpuTimers:
             rq.armed_at = None
             now = self.env.now
             done, t_rest = self._settle_collect_done(rq, now)
-            if done and self._rates_hold(rq, now):
+            if done and ((not rq.pinned and not (self._rt_limited and rq.nr_rt and rq.cfs))
+                         or self._rates_hold(rq, now)):   # the first test: _rates_hold()'s common case
                 # Only run() segments ended: every rate stays as it is (see _complete), so
                 # the allocation need not be rebuilt; the caller's next call will do it.
                 lone = done[0] if len(done) == 1 else None
