@@ -48,13 +48,18 @@ class FluidShare:
             if th.work_left is not None:
                 th.work_left -= r
         if self._rt_limited:
-            pidx = int(now / self._period + 1e-9)
-            if pidx != rq.pidx:
-                rq.rt_time = max(0.0, rq.rt_rate * (now - pidx * self._period))
-                rq.pidx = pidx
-            else:
-                rq.rt_time += rq.rt_rate * dt
+            self._account_rt(rq, now, dt)
         rq.last = now
+
+    def _account_rt(self, rq: RunQueue, now: float, dt: float) -> None:
+        """rq.rt_time over the current RT period (kernel/sched/rt.c: rt_rq->rt_time, reset each
+        sched_rt_period): a new period restarts it from what ran since the period began."""
+        pidx = int(now / self._period + 1e-9)
+        if pidx != rq.pidx:
+            rq.rt_time = max(0.0, rq.rt_rate * (now - pidx * self._period))
+            rq.pidx = pidx
+        else:
+            rq.rt_time += rq.rt_rate * dt
 
     def _settle_collect_done(self, rq: RunQueue, now: float) -> tuple[list[Thread], float]:
         """_settle(rq, now); returns the running threads whose run() work is done at `now`, and
@@ -92,12 +97,7 @@ class FluidShare:
                 elif tt < t:
                     t = tt
         if self._rt_limited:
-            pidx = int(now / self._period + 1e-9)
-            if pidx != rq.pidx:
-                rq.rt_time = max(0.0, rq.rt_rate * (now - pidx * self._period))
-                rq.pidx = pidx
-            else:
-                rq.rt_time += rq.rt_rate * dt
+            self._account_rt(rq, now, dt)
         rq.last = now
         return done, t
 
@@ -202,12 +202,16 @@ class FluidShare:
         earliest run() completion `now + work_left / rate` among them (INF: none), the loop of
         _next_cpu_event() done in this pass (same expression per thread; a minimum is exact).
 
-        Without a trace the segment bookkeeping (trace_t0, read only by the trace) is skipped:
-        in the tail of a Handa run every exit re-rates ~30 SCHED_IDLE victims."""
-        if self._trace_on:
-            return self._apply_traced(rq, s, now)
+        With a trace, each changed thread's segment is closed; without one that bookkeeping
+        (trace_t0, read only by the trace) is skipped: in the tail of a Handa run every exit
+        re-rates ~30 SCHED_IDLE victims."""
+        trace = self.trace if self._trace_on else None
         for th in rq.running:
             if th.stamp != s:
+                if trace is not None:
+                    if now > th.trace_t0:
+                        trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
+                    th.trace_t0 = now
                 th.rate = 0.0
         running: list[Thread] = []
         rt_rate = 0.0
@@ -219,43 +223,11 @@ class FluidShare:
             if r != th.rate:
                 if th.rate == 0.0:
                     th.rate_since = now
-                th.rate = r
-            th.starve_since = None
-            running.append(th)
-            if th.is_rt:
-                rt_rate += r
-            w = th.work_left
-            if w is not None:
-                tt = now + w / r
-                if tt < t:
-                    t = tt
-        rq.running = running
-        rq.rt_rate = rt_rate
-        return t
-
-    def _apply_traced(self, rq: RunQueue, s: int, now: float) -> float:
-        """_apply() that also closes each changed thread's trace segment."""
-        trace = self.trace
-        for th in rq.running:
-            if th.stamp != s:
-                if now > th.trace_t0:
-                    trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
-                th.rate = 0.0
-                th.trace_t0 = now
-        running: list[Thread] = []
-        rt_rate = 0.0
-        t = INF
-        for th in rq.new:
-            r = th.new_rate
-            if r <= 0.0:
-                continue
-            if r != th.rate:
-                if th.rate == 0.0:
-                    th.rate_since = now
-                elif now > th.trace_t0:
+                elif trace is not None and now > th.trace_t0:
                     trace.append((th.name, rq.idx, th.trace_t0, now, th.rate))
                 th.rate = r
-                th.trace_t0 = now
+                if trace is not None:
+                    th.trace_t0 = now
             th.starve_since = None
             running.append(th)
             if th.is_rt:
