@@ -71,26 +71,20 @@ def row_policy_label(source: str, policy: str, options_json: str | None) -> str:
 # Rows
 
 
-EXTRA_FIELDS = ("source", "accelerator", "kernel_release")
-# Per kernel row, the CPU topology of the boot: QEMU's -smp value and command line, and what the
-# guest's /sys reported (infra/qemu/init). Null in model rows and in rows of boots before they existed
-# (those ran plain `-smp N`: QEMU 7.2's one socket sharing the L3, i.e. shared_llc).
-TOPOLOGY_FIELDS = (("qemu_smp", "string"), ("qemu_command", "string"), ("guest_topology", "string"),
-                   ("guest_llc_groups", "int32"))
+# Per kernel row, the CPU topology of the boot (sweeps.storage.schema.CALIBRATION_FIELDS): null in model
+# rows and in rows of boots before they existed (those ran plain `-smp N`: QEMU 7.2's one socket
+# sharing the L3, i.e. shared_llc).
+TOPOLOGY_FIELDS = ("qemu_smp", "qemu_command", "guest_topology", "guest_llc_groups")
 
 
 def row_schema(scenario: Mapping[str, Any]):
-    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus source/accelerator/
-    kernel_release and the boot's topology columns."""
-    import pyarrow as pa
-
+    """The sweep file schema (sweeps.storage.schema.file_schema, no grid columns) plus the calibration
+    columns: source/accelerator/kernel_release and the boot's topology."""
     from sweeps.storage import schema as S
 
     base = S.file_schema({}, S.cpu_keys_for(scenario))
-    for name in EXTRA_FIELDS:
-        base = base.append(pa.field(name, pa.string()))
-    for name, typ in TOPOLOGY_FIELDS:
-        base = base.append(pa.field(name, getattr(pa, typ)()))
+    for field in S.CALIBRATION_FIELDS:
+        base = base.append(field)
     return base
 
 
@@ -147,7 +141,7 @@ def _row(cal: Calibration, *, policy_name: str, options: Mapping[str, Any], repl
         "accelerator": accelerator,
         "kernel_release": release,
     })
-    row.update({name: (topology or {}).get(name) for name, _ in TOPOLOGY_FIELDS})
+    row.update({name: (topology or {}).get(name) for name in TOPOLOGY_FIELDS})
     if outcome is not None:
         row.update(outcome_columns(outcome))
     return row

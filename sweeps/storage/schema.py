@@ -69,6 +69,21 @@ OUTCOME_FIELDS: tuple[pa.Field, ...] = (
     pa.field("exit_delay_max_s", pa.float64()),
 )
 
+# The columns `oomsweep calibrate` adds to its rows (sweeps.calibrate.command.row_schema): where a
+# row came from (a kernel boot or the model, on which accelerator and kernel) and, per kernel row,
+# the CPU topology of the boot (QEMU's -smp value and command line, what the guest's /sys
+# reported). They describe a row, they are not parameters of a grid: MLflow's cell runs and the
+# report's plots must not take them for grid keys (a model cell named "source=kernel ...").
+CALIBRATION_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("source", pa.string()),  # "kernel" | "model"
+    pa.field("accelerator", pa.string()),  # "tcg" | "kvm"; "" in model rows
+    pa.field("kernel_release", pa.string()),
+    pa.field("qemu_smp", pa.string()),
+    pa.field("qemu_command", pa.string()),
+    pa.field("guest_topology", pa.string()),
+    pa.field("guest_llc_groups", pa.int32()),
+)
+
 STATUS_FIELDS: tuple[pa.Field, ...] = (
     pa.field("status", pa.string()),  # "ok" | "error" | "timeout"
     pa.field("error", pa.string()),  # "" when ok

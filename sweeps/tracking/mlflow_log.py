@@ -101,7 +101,7 @@ FAILED_METRIC = "failed_rows"  # rows with status != "ok": not in n, but worth s
 _ROW_COLUMNS = frozenset(
     f.name
     for f in (*schema.PARTITION_FIELDS, *schema.IDENTITY_FIELDS, schema.SCENARIO_FIELD,
-              *schema.OUTCOME_FIELDS, *schema.STATUS_FIELDS)
+              *schema.OUTCOME_FIELDS, *schema.STATUS_FIELDS, *schema.CALIBRATION_FIELDS)
 )
 _CPU_PREFIX = schema.cpu_column("")
 _MAX_PARAM = 6000  # MLflow truncates longer param values with a warning
