@@ -128,6 +128,14 @@ class KernelLogError(RunFailure, ValueError):
     """A console log that does not hold one complete reproducer run (recorded in the row's `error`)."""
 
 
+class KernelBootFailed(RunFailure):
+    """A guest kernel that never started the reproducer (a panic at boot, a hang, a setup error):
+    no run happened, so no row is written; the message names the step, the console's telling line
+    and the log file. Boots before it in the same command keep their rows."""
+
+    label = "kernel boot failed"
+
+
 # ------------------------------------------------------------------ exit 130
 
 

@@ -8,9 +8,11 @@ Why it is built this way:
   not translated: on the kernel they are whatever the kernel does, which is what is measured.
 - Kernel and model rows go into one sweep of the Parquet dataset with the model's columns plus
   `source` ("kernel" | "model"), `accelerator` ("tcg" | "kvm" | "" for model rows) and
-  `kernel_release`; kernel rows sit under the policy partition "kernel", model rows under the
-  policy label, so `oomsweep report` shows them side by side and MLflow logs them as sibling
-  child runs of one parent (sweeps.tracking.mlflow_log.log_sweep).
+  `kernel_release`; boots of a stock image sit under the policy partition "kernel", boots of a
+  kernel built by infra/kernels/build.sh under "<kernel>:<its policy>" (kernel_label), model rows
+  under the policy label, so boots of two kernel policies are never pooled, `oomsweep report`
+  shows them side by side and MLflow logs them as sibling child runs of one parent
+  (sweeps.tracking.mlflow_log.log_sweep).
 - TCG stretches CPU-bound work against fixed timers (10-20x here): compare structure (who is
   the victim, who sets MMF_OOM_SKIP, which fixed delays) before rates; the accelerator is on
   every row.
@@ -37,11 +39,33 @@ from sweeps.calibrate import kernels
 from sweeps.calibrate.text_table import plain_table
 from sweeps.calibrate.translate import DEBIAN_6_1, KernelFacts, ReproPlan, kernel_facts, match_kernel, translate
 from sweeps.errors import EXIT_BAD_INPUT, InputError, UsageError, one_line
+from sweeps.spec.model import PolicyChoice
 from sweeps.spec.oommodel_api import model_input_errors
 
 KERNEL_POLICY = "kernel"
 SOURCE_KERNEL, SOURCE_MODEL = "kernel", "model"
 DEFAULT_OUTPUT = "calibration"
+DEFAULT_SKIP_AFTER = "pgtables"
+
+
+def kernel_label(kernel: str, kernel_policy: str, skip_after: str = DEFAULT_SKIP_AFTER) -> str:
+    """The policy label of a built kernel's boots: "5.10-oomsweep:handoff_rfc_v2", with
+    "[skip_after=close]" when the RFC v2 flag placement is not the default, so a sweep that boots
+    one scenario under several kernel policies keeps them apart (table, MLflow, replicate numbers)."""
+    label = f"{kernel}:{kernel_policy}"
+    return label + (f"[skip_after={skip_after}]" if skip_after != DEFAULT_SKIP_AFTER else "")
+
+
+def row_policy_label(source: str, policy: str, options_json: str | None) -> str:
+    """What the table calls a row's policy: its partition label, except the kernel rows of a built
+    kernel stored under the plain "kernel" partition (before kernel_label), which are labelled from
+    the kernel and policy their options record, so old boots of different policies are not pooled."""
+    if source != SOURCE_KERNEL or policy != KERNEL_POLICY or not options_json:
+        return policy
+    opts = json.loads(options_json)
+    if not opts.get("kernel_policy"):
+        return policy  # a stock image: the kernel's own policy
+    return kernel_label(opts["kernel"], opts["kernel_policy"], opts.get("skip_after", DEFAULT_SKIP_AFTER))
 
 # --------------------------------------------------------------------------------------------------
 # Rows
@@ -146,12 +170,15 @@ def summary_table(df) -> list[dict[str, Any]]:
     """One line per (source, policy, accelerator, topology): the shared per-policy summary
     (sweeps.analysis.summary: n, lockups, lockup_probability with its Wilson 95 % interval, stall
     median, mean kills, failed_rows) plus the real kernel's extras (max stall, first kill,
-    MMF_OOM_SKIP setters, exits pending)."""
+    MMF_OOM_SKIP setters, exits pending) and the handovers: runs that handed over, and handovers
+    per kill with its Wilson 95 % interval (None for a stock kernel, which has no instrument)."""
     from sweeps.analysis.stats import quantile
     from sweeps.analysis.summary import summarise
 
     out = []
-    df = df.assign(topology=_row_topologies(df))
+    opts = df["policy_options"] if "policy_options" in df.columns else [None] * len(df)
+    df = df.assign(topology=_row_topologies(df),
+                   policy=[row_policy_label(s, str(p), o) for s, p, o in zip(df["source"], df["policy"], opts)])
     keys = ["source", "policy", "accelerator", "topology"]
     for key, g in df.groupby(keys, sort=True, dropna=False):
         line = {**dict(zip(keys, key)), **summarise(g)}
@@ -168,9 +195,20 @@ def summary_table(df) -> list[dict[str, Any]]:
             "max_exits_pending": _max_or_nan(ok, "exits_pending_max"),
             "max_exit_delay_s": _max_or_nan(ok, "exit_delay_max_s"),
             "not_ok": line["failed_rows"],
+            **_handover_counts(ok, instrumented=key[0] != SOURCE_KERNEL or key[1] != KERNEL_POLICY),
         })
         out.append(line)
     return out
+
+
+def _handover_counts(ok, *, instrumented: bool) -> dict[str, Any]:
+    """Runs that handed over, handovers and kills: the model counts them, a built kernel prints
+    "Handed over N to exit path." (sweeps.calibrate.kernels), a stock kernel cannot tell (None)."""
+    if not instrumented or "handovers" not in ok.columns:
+        return {"runs_handed_over": None, "handovers": None, "handover_kills": None}
+    return {"runs_handed_over": int(ok["handed_over"].astype(bool).sum()),
+            "handovers": int(ok["handovers"].fillna(0).sum()),
+            "handover_kills": int(ok["kills"].fillna(0).sum())}
 
 
 def _row_topologies(df) -> list[str]:
@@ -209,17 +247,32 @@ def _max_or_nan(g, column: str) -> float:
 
 def format_summary(lines: Sequence[Mapping[str, Any]]) -> str:
     head = ["source", "policy", "accel", "topology", "n", "lockups", "P(lockup) [95% CI]", "median stall", "max stall",
-            "kills", "first kill", "MMF_OOM_SKIP by", "exits pending", "exit delay", "not ok"]
+            "kills", "first kill", "MMF_OOM_SKIP by", "handed over", "handovers/kill [95% CI]", "exits pending",
+            "exit delay", "not ok"]
     rows = [head]
     for ln in lines:
         rows.append([
             ln["source"], ln["policy"], ln["accelerator"] or "-", ln.get("topology") or "-", str(ln["n"]), str(ln["lockups"]),
             f"{ln['lockup_probability']:.3f} [{ln['ci_low']:.3f}, {ln['ci_high']:.3f}]", f"{ln['median_stall_s']:.3f} s",
             f"{ln['max_stall_s']:.3f} s", f"{ln['mean_kills']:.1f}", f"{ln['median_first_kill_s']:.3f} s",
-            ln["oom_skip_by"], _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
+            ln["oom_skip_by"], *_fmt_handovers(ln), _fmt_max(ln.get("max_exits_pending"), "{:.0f}"),
             _fmt_max(ln.get("max_exit_delay_s"), "{:.3f} s"), str(ln["not_ok"]),
         ])
     return plain_table(rows)
+
+
+def _fmt_handovers(ln: Mapping[str, Any]) -> tuple[str, str]:
+    """("runs/n", "handovers/kills = rate [low, high]"), or ("-", "-") where nothing counts them."""
+    from sweeps.analysis.stats import wilson
+
+    if ln.get("handovers") is None:
+        return "-", "-"
+    runs = f"{ln['runs_handed_over']}/{ln['n']}"
+    if not ln["handover_kills"]:
+        return runs, f"{ln['handovers']}/0"
+    ci = wilson(min(ln["handovers"], ln["handover_kills"]), ln["handover_kills"])
+    return runs, (f"{ln['handovers']}/{ln['handover_kills']} = {ln['handovers'] / ln['handover_kills']:.3f} "
+                  f"[{ci.low:.3f}, {ci.high:.3f}]")
 
 
 def _fmt_max(value: float | None, fmt: str) -> str:
@@ -245,7 +298,7 @@ class CalibrateOptions:
     accel: str = "auto"  # "auto" | "kvm" | "tcg"
     kernel: str | None = None  # an image path, or the name of a kernel built by infra/kernels/build.sh
     kernel_policy: str | None = None  # a built kernel's oomsweep.policy= (default: policy)
-    skip_after: str = "pgtables"  # handoff_rfc_v2 on a built kernel: "pgtables" | "close"
+    skip_after: str = DEFAULT_SKIP_AFTER  # handoff_rfc_v2 on a built kernel: "pgtables" | "close"
     profile: str | None = None  # machine profile of the model side (model_profile decides when None)
     boot_timeout: float | None = None  # default 60 + 2 x horizon_s
     logs: str | None = None  # default OUTPUT/calibrate-logs/<sweep>
@@ -266,6 +319,7 @@ class _Prepared:
     output: Path
     sweep: str
     options: dict[str, Any]  # the model policy's options
+    model_label: str  # the model rows' policy label: the policy, with the options given ([skip_after=close])
     kspec: Any = None  # kernels.KernelSpec of a kernel built by infra/kernels/build.sh, else None
     kernel_policy: str | None = None  # the oomsweep.policy= that kernel boots with
 
@@ -395,7 +449,12 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
 
         m = difflib.get_close_matches(args.policy, list(POLICIES), n=1)
         raise UsageError(f"--policy: unknown policy {args.policy!r}" + (f" (did you mean '{m[0]}'?)" if m else ""))
-    options = POLICIES[args.policy].check_options({})
+    # --skip-after places RFC v2's MMF_OOM_SKIP on both sides: the model policy takes it as an option
+    given = ({"skip_after": args.skip_after}
+             if args.skip_after != DEFAULT_SKIP_AFTER and "skip_after" in POLICIES[args.policy].check_options({})
+             else {})
+    options = POLICIES[args.policy].check_options(given)
+    model_label = PolicyChoice(args.policy, tuple(given.items())).label
 
     kernel, missing, kspec = None, None, None
     if kernels.is_name(args.kernel):
@@ -414,7 +473,7 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
         kernel_policy = kpolicy
     else:
         kernel_policy = None
-        if args.kernel_policy or args.skip_after != "pgtables":
+        if args.kernel_policy or args.skip_after != DEFAULT_SKIP_AFTER:
             raise UsageError("--kernel-policy/--skip-after: need a kernel built by infra/kernels/build.sh "
                              f"(--kernel NAME; defined: {', '.join(kernels.defined())})")
         try:
@@ -451,7 +510,7 @@ def _calibrate(args: CalibrateOptions, out: TextIO, err: TextIO) -> int:
     with SweepLock(output, sweep):
         dataset.clean_stale_tmp(output, sweep)
         return _calibrate_locked(args, _Prepared(path, scenario, facts, kernel, accel, plan, output, sweep, options,
-                                                          kspec, kernel_policy), out, err)
+                                                          model_label, kspec, kernel_policy), out, err)
 
 
 def _calibrate_locked(args: CalibrateOptions, prep: _Prepared, out: TextIO, err: TextIO) -> int:
@@ -488,7 +547,7 @@ def _simulate_model(args: CalibrateOptions, prep: _Prepared, cal: Calibration, w
     from sweeps.spec.identity import replicate_seed
     from sweeps.storage import dataset
 
-    done = {r for c, p, r in dataset.done_keys(prep.output, prep.sweep) if p == args.policy and c == cal.cell_id}
+    done = {r for c, p, r in dataset.done_keys(prep.output, prep.sweep) if p == prep.model_label and c == cal.cell_id}
     sc = Scenario.from_dict(prep.scenario)
     model_rows = []
     failures = 0
@@ -506,7 +565,7 @@ def _simulate_model(args: CalibrateOptions, prep: _Prepared, cal: Calibration, w
                                outcome=outcome, status=status, error=error, wall_s=time.perf_counter() - t,
                                source=SOURCE_MODEL, accelerator="", release=""))
     if model_rows:
-        writer.add(args.policy, model_rows)
+        writer.add(prep.model_label, model_rows)
         writer.flush()
         _say(f"model: {len(model_rows)} replicate(s) simulated ({args.seeds - len(model_rows)} already stored)", err)
     return failures
@@ -521,7 +580,9 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
     logs = Path(args.logs) if args.logs else prep.output / "calibrate-logs" / prep.sweep
     logs.mkdir(parents=True, exist_ok=True)
     limit = args.boot_timeout or 60.0 + 2.0 * prep.plan.horizon_s
-    first = _next_replicate(prep.output, prep.sweep, KERNEL_POLICY, cal.cell_id)
+    label = (KERNEL_POLICY if prep.kspec is None
+             else kernel_label(prep.kspec.name, prep.kernel_policy, args.skip_after))
+    first = _next_replicate(prep.output, prep.sweep, label, cal.cell_id)
     failures = 0
     for i in range(args.runs):
         rep = first + i
@@ -536,14 +597,16 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
                       cmdline=cmdline, accelerator=accel, limit_s=limit)
         log = logs / f"{cal.execution_id}-run{rep}.log"
         log.write_text(b.console)
-        outcome, status, error, note = _read_boot(b, prep.plan, limit)
+        _refuse_failed_boot(b, prep.facts.release, log)
+        outcome, status, error, note = _read_boot(b, prep.plan, limit,
+                                                  preempt_built=prep.kspec.preempt if prep.kspec else "")
         topology, status, error, note = _boot_topology(b, run_plan, status, error, note)
         kopts: dict[str, Any] = {"release": prep.facts.release, "accelerator": accel}
         if prep.kspec is not None:
             status, error, note = _patched_kernel_row(b.console, prep, args.skip_after, outcome, kopts,
                                                      status, error, note)
         failures += status != "ok"
-        writer.add(KERNEL_POLICY, [_row(cal, policy_name=KERNEL_POLICY,
+        writer.add(label, [_row(cal, policy_name=KERNEL_POLICY,
                                         options=kopts,
                                         replicate=rep, seed=args.seed + rep, outcome=outcome, status=status,
                                         error=error, wall_s=b.wall_s, source=SOURCE_KERNEL,
@@ -552,6 +615,15 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
         share = f", host share {b.host_share:.2f}" if b.host_share is not None else ""
         _say(f"boot {i + 1}/{args.runs} [{accel}] {b.wall_s:.1f} s{share} {status}: {note} (log {log})", err)
     return failures
+
+
+def _refuse_failed_boot(b: Any, release: str, log: Path) -> None:
+    """A boot that never started the reproducer is an error naming the step and the log, never a row."""
+    from sweeps.calibrate.kernel_log import boot_failure
+    from sweeps.errors import KernelBootFailed
+
+    if why := boot_failure(b.console, b.timed_out):
+        raise KernelBootFailed(f"kernel {release}: {why}; log {log}")
 
 
 def _boot_topology(b: Any, plan: ReproPlan, status: str, error: str,
@@ -576,8 +648,10 @@ def _boot_topology(b: Any, plan: ReproPlan, status: str, error: str,
     return cols, status, error, note
 
 
-def _read_boot(b: Any, plan: ReproPlan, limit: float) -> tuple[dict[str, Any] | None, str, str, str]:
-    """(outcome, status, error, one-line note) of one boot's console log."""
+def _read_boot(b: Any, plan: ReproPlan, limit: float,
+               preempt_built: str = "") -> tuple[dict[str, Any] | None, str, str, str]:
+    """(outcome, status, error, one-line note) of one boot's console log. `preempt_built`: a built
+    kernel's CONFIG_PREEMPT* model, shown when the log does not say (no PREEMPT_DYNAMIC line)."""
     from sweeps.calibrate.kernel_log import parse_run
     from sweeps.errors import KernelLogError
 
@@ -598,7 +672,8 @@ def _read_boot(b: Any, plan: ReproPlan, limit: float) -> tuple[dict[str, Any] | 
                 f"{outcome['oom_skip_by']}{skip}, reaps {len(run.kill_to_reap_s)}, "
                 f"oom events {outcome['oom_calls']}, exits pending max {outcome['exits_pending_max']} "
                 f"(wait max {outcome['exit_delay_max_s']:.2f} s, longest without an exit "
-                f"{run.exit_gap_max_s:.2f} s, preempt={run.preempt or '?'})")
+                f"{run.exit_gap_max_s:.2f} s, preempt="
+                f"{run.preempt or (f'{preempt_built} (built)' if preempt_built else '?')})")
     except KernelLogError as exc:
         status = "timeout" if b.timed_out else "error"
         error = str(exc) + (f" (boot exceeded {limit:.0f} s)" if b.timed_out else "")
@@ -636,6 +711,7 @@ def _patched_kernel_row(console: str, prep: _Prepared, skip_after: str, outcome:
         outcome["handovers"] = cols["handovers"]  # "Handed over N to exit path." lines
         outcome["handed_over"] = cols["handed_over"]
         if cols["skip_by_first"] != "none":  # the kernel's own printk, not the log heuristic
+            note = note.replace(f"MMF_OOM_SKIP by {outcome['oom_skip_by']}", f"MMF_OOM_SKIP by {cols['skip_by_first']}", 1)
             outcome["oom_skip_by"] = outcome["released_by"] = cols["skip_by_first"]
     if cols["instrument_errors"] and status == "ok":
         status, error = "error", cols["instrument_errors"]

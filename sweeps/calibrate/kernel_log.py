@@ -227,6 +227,23 @@ def exit_gap_max(first_kill: float | None, victim_exits: list[float], t_cut: flo
     return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
+def boot_failure(console: str, timed_out: bool) -> str | None:
+    """Why a boot never ran the reproducer, naming the step, or None when it started ("oomsweep:
+    start" seen). Such a boot is not a sample of the scenario, so it must not become a row."""
+    lines = kernel_lines(console)
+    if any(m.startswith("oomsweep: start ") for _, m in lines):
+        return None
+    said = next((m for _, m in lines if m.startswith("oomsweep: error")), None)
+    if said:
+        return f"step reproducer setup: {said}"
+    panic = next((m for _, m in lines if "Kernel panic" in m), None)
+    if panic:
+        return f"step boot: {panic}"
+    last = next((raw.strip() for raw in reversed(console.replace("\r", "").splitlines()) if raw.strip()), "")
+    how = "the wall-clock limit passed" if timed_out else "the guest stopped"
+    return f"step boot: {how} before the reproducer started (last console line: {last[:160] or 'none'})"
+
+
 def parse_run(console: str, groups: tuple[str, ...] = ()) -> KernelRun:
     """Parse one boot's console; `groups` names the scenario's groups (for cpu_s keys)."""
     lines = kernel_lines(console)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.calibrate import stock_kernels
-from sweeps.errors import InputError
+from sweeps.errors import InputError, KernelBootFailed
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "kernels"
 BUILD_SH = INFRA / "build.sh"
@@ -419,7 +419,7 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
 
     from sweeps.calibrate import qemu
     from sweeps.calibrate.host_load import cpu_hogs
-    from sweeps.calibrate.kernel_log import KernelLogError, parse_run
+    from sweeps.calibrate.kernel_log import KernelLogError, boot_failure, parse_run
 
     sys.path.insert(0, str(INFRA.parent / "qemu"))
     from excerpt_log import excerpt  # type: ignore[import-not-found]
@@ -450,6 +450,10 @@ def measure(scenario_path: str | Path, kernel: str, policy: str | None, runs: in
                           limit_s=limit)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         tag = f"{Path(scenario_path).stem}-{policy}-{sched}-{skip_after}-{stamp}-run{i}"
+        if why := boot_failure(b.console, b.timed_out):  # no run happened: an error, never a row
+            failed = out / "logs" / f"{tag}.failed.log"
+            failed.write_text(b.console)
+            raise KernelBootFailed(f"kernel {spec.release}: {why}; log {failed}")
         (out / "logs" / f"{tag}.log").write_text(excerpt(b.console))
         row = {"scenario": Path(scenario_path).name, "run": i, "seed": seed + i, "accelerator": accelerator,
                "wall_s": round(b.wall_s, 1), "status": "ok", "error": "",
@@ -694,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
                        seed=a.seed, sched_at_handover=a.sched_at_handover, boot_timeout=a.boot_timeout,
                        match=a.match_kernel, settings=tuple(settings),
                        topology=a.topology, host_hogs=a.host_hogs)
+    except KernelBootFailed as exc:  # earlier boots of this command keep their rows
+        print(f"{exc.label}: {exc}")
+        return exc.exit_code
     except (KernelError, ValueError) as exc:
         print(f"refused: {exc}")
         return 2

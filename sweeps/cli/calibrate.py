@@ -12,8 +12,10 @@ from sweeps.calibrate.command import DEFAULT_OUTPUT, CalibrateOptions, run_calib
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `calibrate` to the `oomsweep` subcommands (sweeps.cli.commands maps it to `run`)."""
     p = subparsers.add_parser(
-        "calibrate", help="run a scenario on a real 6.1 kernel under QEMU beside the model's prediction",
-        description="Boot Debian's 6.1 kernel under QEMU (infra/qemu/ci-setup.sh fetches it), run the scenario "
+        "calibrate", help="run a scenario on a real kernel under QEMU beside the model's prediction",
+        description="Boot a real kernel under QEMU (Debian's stock 6.1 by default, fetched by infra/qemu/ci-setup.sh; "
+                    "--kernel 6.12, or a kernel built by infra/kernels/build.sh such as 5.10-oomsweep with every "
+                    "policy of the 2018 thread), run the scenario "
                     "as a C reproducer --runs times, simulate it --seeds times, and store both in the dataset. "
                     "`oomsweep calibrate fit` fits the model's machine profile to the reference boots and checks it "
                     "(`oomsweep calibrate fit --help`).")

@@ -18,7 +18,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("kernels", help="build the calibration kernels of infra/kernels, or list them",
                               description="build: run infra/kernels/build.sh (a cache hit when nothing changed) "
                                           "and print each image; list: every kernel of infra/kernels/defs, "
-                                          "whether it is built, where its image is and the policies it offers.")
+                                          "whether it is built, where its image is and the policies it offers, "
+                                          "then Debian's stock images of infra/qemu/kernels (--kernel 6.1, 6.12).")
     sub = p.add_subparsers(dest="kernels_command", required=True, metavar="build|list")
     b = sub.add_parser("build", help="infra/kernels/build.sh [NAME ...]")
     b.add_argument("names", nargs="*", metavar="NAME", help="kernels to build (default: all)")
@@ -44,7 +45,23 @@ def list_kernels(out: TextIO) -> int:
         if missing:
             print(f"    older than its definition (lacks {' '.join(missing)}): oomsweep kernels build {name}",
                   file=out)
+    _list_stock(out)
     return 0
+
+
+def _list_stock(out: TextIO) -> None:
+    """Debian's stock images (infra/qemu/kernels/NAME.env): fetched, not built, no policy switch."""
+    from sweeps.calibrate import qemu, stock_kernels
+    from sweeps.errors import QemuError
+
+    for name, env in stock_kernels.defined().items():
+        pinned = f"{env.get('PKG', '?')}={env.get('VERSION', '?')}"
+        try:
+            where = str(stock_kernels.image(name, qemu.cache_dir()))
+        except QemuError:
+            where = f"not fetched ({stock_kernels.FETCH_SH.name} {name})"
+        print(f"{name} (stock): {where}", file=out)
+        print(f"    package {pinned}; policy: Debian's own (no oomsweep.policy=, no instruments)", file=out)
 
 
 def run(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:

@@ -207,3 +207,42 @@ def test_old_kernel_rows_count_as_plain_smp_and_are_flagged_beside_core_per_sock
     assert {ln["source"]: ln["topology"] for ln in lines} == {"kernel": "shared_llc (plain -smp)",
                                                              "model": "core_per_socket"}
     assert "not comparable" in topology_mismatch(lines)
+
+
+def test_boots_of_two_kernel_policies_are_two_lines_with_their_handovers():
+    # Old rows of a built kernel sit under the plain "kernel" partition: their options say the policy.
+    import json
+
+    def opts(policy, skip_after="pgtables"):
+        return json.dumps({"kernel": "5.10-oomsweep", "kernel_policy": policy, "skip_after": skip_after})
+
+    df = pd.DataFrame({
+        "source": ["kernel"] * 4 + ["kernel", "model", "model"],
+        "policy": ["kernel", "kernel", "kernel", "5.10-oomsweep:handoff_rfc_v2[skip_after=close]", "kernel",
+                   "handoff_rfc_v2", "handoff_rfc_v2"],
+        "policy_options": [opts("handoff_rfc_v2"), opts("handoff_rfc_v2"), opts("upstream_4_19"),
+                           opts("handoff_rfc_v2", "close"), json.dumps({"release": "6.1.0-56-amd64"}),
+                           '{"skip_after":"pgtables"}', '{"skip_after":"pgtables"}'],
+        "accelerator": ["tcg"] * 5 + [""] * 2,
+        "status": ["ok"] * 7,
+        "lockup": [True, False, False, True, False, True, True],
+        "max_stall_s": [20.0, 0.1, 0.1, 20.0, 0.1, 118.0, 118.0],
+        "kills": [9, 64, 64, 10, 1, 2, 4],
+        "handovers": [1, 0, 0, 1, 0, 1, 1],
+        "handed_over": [True, False, False, True, False, True, True],
+        "first_kill_s": [0.4] * 7,
+        "first_skip_s": [0.5] * 7,
+        "oom_skip_by": ["reaper"] * 7,
+    })
+    lines = {ln["policy"]: ln for ln in summary_table(df)}
+    assert sorted(lines) == ["5.10-oomsweep:handoff_rfc_v2", "5.10-oomsweep:handoff_rfc_v2[skip_after=close]",
+                             "5.10-oomsweep:upstream_4_19", "handoff_rfc_v2", "kernel"]
+    rfc = lines["5.10-oomsweep:handoff_rfc_v2"]
+    assert (rfc["n"], rfc["runs_handed_over"], rfc["handovers"], rfc["handover_kills"]) == (2, 1, 1, 73)
+    assert lines["kernel"]["handovers"] is None  # a stock kernel has no "Handed over" printk
+    text = format_summary(summary_table(df)).splitlines()
+    assert "handed over" in text[0] and "handovers/kill [95% CI]" in text[0]
+    row = {ln.split()[1]: ln for ln in text[1:]}
+    assert "1/2" in row["5.10-oomsweep:handoff_rfc_v2"] and "1/73 = 0.014 [0.002, 0.074]" in row["5.10-oomsweep:handoff_rfc_v2"]
+    assert "2/6 = 0.333 [0.097, 0.700]" in row["handoff_rfc_v2"]
+    assert " - " in row["kernel"]

@@ -34,13 +34,34 @@ def test_a_policy_the_kernel_lacks_is_refused_before_booting(built, oomsweep_cli
 
 
 def test_the_hack_is_no_longer_refused_on_a_kernel_that_has_it(built, oomsweep_cli):
-    # --runs 0: translation and refusals only; the model runs the same (hz/softirq/preempt-matched) scenario
+    # Issue 14's own command, without --match-kernel: Handa's file already says what his 4.20 (and 5.10)
+    # did with softirqs, HZ and preemption, so nothing is refused and nothing needs matching.
+    # --runs 0: translation and refusals only.
     code, out, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
-                           "--match-kernel", "--runs", "0", "--seeds", "1", "--output", str(built / "ds"),
-                           "--no-mlflow"])
+                           "--runs", "0", "--seeds", "1", "--output", str(built / "ds"), "--no-mlflow"])
     assert code == 0, err
-    assert "--match-kernel: machine.softirq: 'inline' -> 'ksoftirqd_defer'" in err
+    assert "--match-kernel" not in err
     assert "kernel 5.10.223-oomsweep-test" in err
+
+
+def test_skip_after_close_reaches_the_model_side_and_labels_its_rows(built, oomsweep_cli):
+    from sweeps.storage import dataset
+
+    code, out, err = oomsweep_cli(["calibrate", str(HANDA), "--kernel", "5.10-oomsweep", "--policy", "handoff_rfc_v2",
+                                   "--skip-after", "close", "--runs", "0", "--seeds", "1",
+                                   "--output", str(built / "ds"), "--no-mlflow"])
+    assert code == 0, err
+    df = dataset.read_sweep(built / "ds", "calibrate-handa-2018-11-14")
+    assert list(df["policy"]) == ["handoff_rfc_v2[skip_after=close]"]
+    assert json.loads(df["policy_options"].iloc[0])["skip_after"] == "close"
+    assert "handoff_rfc_v2[skip_after=close]" in out
+
+
+def test_built_kernel_boots_are_labelled_by_kernel_and_policy():
+    from sweeps.calibrate.command import kernel_label
+
+    assert kernel_label("5.10-oomsweep", "handoff_rfc_v2") == "5.10-oomsweep:handoff_rfc_v2"
+    assert kernel_label("5.10-oomsweep", "handoff_rfc_v2", "close") == "5.10-oomsweep:handoff_rfc_v2[skip_after=close]"
 
 
 def test_the_stock_kernel_still_refuses_the_hack(built, oomsweep_cli):
@@ -85,3 +106,12 @@ def test_a_new_policy_on_an_old_build_is_refused_with_the_rebuild_command(built,
                          "--no-mlflow"])
     assert code == 2 and "no policy 'stall_backoff'" in err and "run infra/kernels/build.sh 5.10-oomsweep" in err
     assert not (built / "ds").exists()
+
+
+def test_kernels_list_shows_the_stock_images_beside_the_built_ones(built, tmp_path, monkeypatch, oomsweep_cli):
+    monkeypatch.setenv("OOMSWEEP_KERNEL_CACHE", str(tmp_path / "nothing-fetched"))
+    code, out, _ = oomsweep_cli(["kernels", "list"])
+    assert code == 0
+    assert "5.10-oomsweep: " in out
+    assert "6.1 (stock): not fetched (fetch-kernel.sh 6.1)" in out
+    assert "6.12 (stock): not fetched (fetch-kernel.sh 6.12)" in out

@@ -68,6 +68,19 @@ def test_a_persistent_lockup_costs_no_more_events_for_ten_times_the_horizon():
     assert long.sim_events < 1.5 * short.sim_events
 
 
+def test_the_derived_handover_lockup_costs_the_same_events_at_3000_s_as_at_60_s():
+    # Issue 13's "Keep": with defaults only (no injected reaper delay), seed 3 of Handa's file hands
+    # over and starves the victim; a 50x longer horizon must not add a single event.
+    d = Scenario.from_yaml(HANDA).to_dict()
+    d["horizon_s"] = 60
+    short = simulate(Scenario.from_dict(d), "handoff_rfc_v2", 3)
+    d["horizon_s"] = 3000
+    long = simulate(Scenario.from_dict(d), "handoff_rfc_v2", 3)
+    assert short.lockup and long.lockup and short.lockup_reason == "victim_starved_after_handover"
+    assert long.max_stall_s > 2900
+    assert long.sim_events == short.sim_events
+
+
 # -- invariants over random valid scenarios ---------------------------------------------
 
 def scenarios() -> st.SearchStrategy[dict]:
