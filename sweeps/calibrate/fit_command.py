@@ -112,8 +112,8 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
              out)
     _say("Rules: lockup - Fisher exact test at 5 % (Wilson 95 % intervals shown); times/counts - model median "
          "inside the kernel range widened by max(5 ms, 10 %) / max(1, 10 %); structural (oom_skip_by, kills, "
-         "handed_over) - same most frequent value (a tie: any of the tied values); handovers_per_kill - the two Wilson 95 % intervals "
-         "(all handovers / all kills of a side) overlap.", out)
+         "handed_over) - same most frequent value (a tie: any of the tied values); handovers_per_kill - the two "
+         "Wilson 95 % intervals (all handovers / all kills of a side) overlap.", out)
     _say(F.format_comparisons(table), out)
     _say(agreement_counts(table), out)
 
