@@ -30,8 +30,20 @@ Agreement (per scenario, kernel rows vs model rows at the fitted values):
   [min, max] widened by max(5 ms, 10 %) for times, max(1, 10 %) for counts (the watchdog polls
   every 5 ms; the log-derived values are bounds, see sweeps/calibrate/kernel_log.py). The model's
   median is shown with its 2.5-97.5 % range over the seeds.
-- structural fields (`oom_skip_by`, `kills`, `handed_over`): agree when the most frequent value
-  is the same on both sides.
+- structural fields (`oom_skip_by`, `kills`, `kills_before_stall`, `handed_over`): agree when the
+  most frequent value is the same on both sides (on a tie, when the tied values share one).
+- pooled rates (`handovers_per_kill`: all handovers over all kills of a side's runs): agree when the
+  two Wilson 95 % intervals overlap. Not a test: kills of one run are not independent trials (one
+  boot's victims share its timing), so the intervals are narrower than the truth and an overlap
+  rule is the lenient reading; both intervals are shown.
+
+Counts before a stall (`kills_before_stall`, `handovers_per_kill`): a patched kernel's row
+(sweeps/calibrate/kernel_checks.py) counts kills and handovers before the watchdog's stall
+declaration, after which the reproducer's watchdog kills the children itself. The model has no
+such watchdog; its row counts to the horizon, which is the same thing only if nothing was killed
+after it declared a lockup. `model_counts_before_stall` keeps a model row when it did not lock up,
+or when a victim is still pending at its end (the OOM killer cannot select past a pending victim
+without MMF_OOM_SKIP, so the stall it declared never ended); other model rows carry no value.
 """
 
 from __future__ import annotations
@@ -48,7 +60,7 @@ from sweeps.calibrate.text_table import plain_table
 from sweeps.errors import InputError
 
 Outcome = Mapping[str, Any]
-SimulateFn = Callable[[Mapping[str, Any], str, int], Outcome]
+SimulateFn = Callable[..., Outcome]  # (scenario, policy, seed, **policy options) -> outcome fields
 
 POLL_S = 0.005       # the reproducer's watchdog polls every 5 ms
 REL_TOL = 0.10       # relative widening of the kernel range for continuous statistics
@@ -66,6 +78,26 @@ def _diff(o: Outcome, a: str, b: str) -> float | None:
     return float(x) - float(y)
 
 
+def model_counts_before_stall(o: Outcome) -> bool:
+    """A model row whose kills and handovers all came before any lockup it declared (module doc)."""
+    return not o.get("lockup") or int(o.get("victims_pending_at_end") or 0) > 0
+
+
+def _kills_before_stall(o: Outcome) -> Any:
+    if "kills_before_stall" in o:  # a kernel row (kernel_checks.kernel_outcome)
+        return o["kills_before_stall"]
+    return o.get("kills") if model_counts_before_stall(o) else None
+
+
+def _handovers_per_kill(o: Outcome) -> tuple[int, int] | None:
+    """(handovers, kills) of one run before any stall declaration: pooled over runs by `compare`."""
+    if "kills_before_stall" in o:
+        return int(o["handovers_before_stall"]), int(o["kills_before_stall"])
+    if o.get("kills") is None or o.get("handovers") is None or not model_counts_before_stall(o):
+        return None
+    return int(o["handovers"]), int(o["kills"])
+
+
 STATISTICS: dict[str, Callable[[Outcome], Any]] = {
     "lockup": lambda o: o.get("lockup"),
     "first_kill_s": lambda o: o.get("first_kill_s"),
@@ -76,9 +108,12 @@ STATISTICS: dict[str, Callable[[Outcome], Any]] = {
     "oom_skip_by": lambda o: o.get("oom_skip_by"),
     "handed_over": lambda o: o.get("handed_over"),
     "max_stall_s": lambda o: o.get("max_stall_s"),
+    "kills_before_stall": _kills_before_stall,
+    "handovers_per_kill": _handovers_per_kill,
 }
 RATE_STATS = frozenset({"lockup"})
-STRUCTURAL_STATS = frozenset({"oom_skip_by", "kills", "handed_over"})
+POOLED_RATE_STATS = frozenset({"handovers_per_kill"})  # (k, n) per run, summed over runs
+STRUCTURAL_STATS = frozenset({"oom_skip_by", "kills", "kills_before_stall", "handed_over"})
 UNITS = {"first_kill_s": "s", "kill_to_skip_s": "s", "exit_delay_max_s": "s", "max_stall_s": "s"}
 
 
@@ -121,8 +156,11 @@ class Rate:
     low: float
     high: float
 
-    def text(self) -> str:
-        return f"{self.k}/{self.n} = {self.p:.2f} [{self.low:.2f}, {self.high:.2f}]"
+    def text(self, digits: int = 2) -> str:
+        return f"{self.k}/{self.n} = {self.p:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def overlaps(self, other: Rate) -> bool:
+        return self.low <= other.high and other.low <= self.high
 
 
 def wilson(k: int, n: int) -> Rate:
@@ -180,17 +218,21 @@ def with_values(scenario: Mapping[str, Any], params: Mapping[str, Any]) -> dict[
     return out
 
 
-def default_simulate(scenario: Mapping[str, Any], policy: str, seed: int) -> dict[str, Any]:
+def default_simulate(scenario: Mapping[str, Any], policy: str, seed: int, **options: Any) -> dict[str, Any]:
     import dataclasses
 
     from oommodel import simulate
 
-    return dataclasses.asdict(simulate(scenario, policy, seed=seed))
+    return dataclasses.asdict(simulate(scenario, policy, seed, **options))
 
 
 def model_rows(scenario: Mapping[str, Any], params: Mapping[str, Any], seeds: Sequence[int], policy: str,
-               simulate: SimulateFn = default_simulate) -> list[Outcome]:
+               simulate: SimulateFn = default_simulate, options: Mapping[str, Any] | None = None) -> list[Outcome]:
+    """The model's outcomes of `scenario` with `params` set, one per seed; `options` are the policy's
+    (e.g. handoff_rfc_v2's skip_after), passed only when there are some."""
     sc = with_values(scenario, params)
+    if options:
+        return [simulate(sc, policy, s, **options) for s in seeds]
     return [simulate(sc, policy, s) for s in seeds]
 
 
@@ -389,10 +431,13 @@ class Comparison:
     @property
     def group(self) -> str:
         """Which agreement count the row belongs to: "fitted" (the statistic a value was fitted on),
-        "fit-set" (another statistic of a fit scenario), "held-out" (a scenario no value was fitted on)."""
+        "fit-set" (another statistic of a fit scenario), "held-out" (a scenario no value was fitted on),
+        "held-out NAME" (a row of the manifest's kernel check set NAME: another kernel's boots)."""
         if self.role == "fit":
             return "fitted"
-        return "fit-set" if self.scenario_set == "fit" else "held-out"
+        if self.scenario_set == "fit":
+            return "fit-set"
+        return "held-out" if self.scenario_set in ("check", "") else f"held-out {self.scenario_set}"
 
 
 def compare(scenario: str, role: str, statistic: str, kernel_rows: Sequence[Outcome],
@@ -410,11 +455,17 @@ def compare(scenario: str, role: str, statistic: str, kernel_rows: Sequence[Outc
         p = fisher_p(k1, n1, k2, n2)
         return Comparison(scenario, role, label, wilson(k1, n1).text(), wilson(k2, n2).text(),
                           f"Fisher p={p:.3f}", p >= ALPHA)
+    if statistic in POOLED_RATE_STATS:
+        wk = wilson(sum(k for k, _ in kv), sum(n for _, n in kv))
+        wm = wilson(sum(k for k, _ in mv), sum(n for _, n in mv))
+        if not wk.n or not wm.n:
+            return Comparison(scenario, role, label, wk.text(3), wm.text(3), "not comparable (no kills)", None)
+        return Comparison(scenario, role, label, wk.text(3), wm.text(3), "Wilson 95 % intervals overlap",
+                          wk.overlaps(wm))
     if statistic in STRUCTURAL_STATS:
         kc, mc = Counter(kv), Counter(mv)
-        kmode, mmode = kc.most_common(1)[0][0], mc.most_common(1)[0][0]
         return Comparison(scenario, role, label, _counts(kc), _counts(mc), "same most frequent value",
-                          kmode == mmode)
+                          bool(_modes(kc) & _modes(mc)))
     kf, mf = [float(v) for v in kv], [float(v) for v in mv]
     lo, hi = kernel_range(kf, count=not unit)
     med = statistics.median(mf)
@@ -424,6 +475,13 @@ def compare(scenario: str, role: str, statistic: str, kernel_rows: Sequence[Outc
     mtext = (f"n={len(mf)}: median {fmt(med)} [{fmt(_quantile(mf, 0.025))}, {fmt(_quantile(mf, 0.975))}]"
              + (f" {unit}" if unit else ""))
     return Comparison(scenario, role, label, ktext, mtext, f"median in [{fmt(lo)}, {fmt(hi)}]", lo <= med <= hi)
+
+
+def _modes(c: Counter) -> set[Any]:
+    """The most frequent values (several on a tie: with "exit:4, reaper:4" neither is the answer, and
+    which one Counter names first would be the order of the boots)."""
+    top = max(c.values())
+    return {v for v, n in c.items() if n == top}
 
 
 def _counts(c: Counter) -> str:
@@ -456,6 +514,9 @@ class CheckScenario:
     scenario: Mapping[str, Any]            # raw scenario dict as booted
     kernel: Sequence[Outcome]
     compare: Sequence[Any]                 # statistic names or {statistic, where}
+    policy: str = ""                       # the model policy of this row ("": the check's policy)
+    options: Mapping[str, Any] = field(default_factory=dict)  # that policy's options (skip_after)
+    scenario_set: str = ""                 # a kernel check set's name ("": fit or check, from the plan)
 
 
 def compare_specs(compare: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -472,16 +533,18 @@ def check(scenarios: Sequence[CheckScenario], plan: Sequence[Target], params: Ma
           policy: str, simulate: SimulateFn = default_simulate) -> list[Comparison]:
     """Kernel vs model rows per scenario and statistic; a row's role is "fit" when a target fitted that
     statistic on that scenario, else "check"; its scenario_set says whether the scenario took part in
-    the fit at all ("fit") or was held out ("check"), so agreement is reported for each apart."""
+    the fit at all ("fit") or was held out ("check"), so agreement is reported for each apart. A
+    scenario of a kernel check set runs under its own policy and options and keeps its set's name."""
     import dataclasses
 
     fitted = {(name, t.statistic) for t in plan for name in t.scenarios}
     fit_set = {name for t in plan for name in t.scenarios}
     out = []
     for s in scenarios:
-        model = model_rows(s.scenario, params, list(range(seeds)), policy, simulate)
+        model = model_rows(s.scenario, params, list(range(seeds)), s.policy or policy, simulate, s.options)
+        scenario_set = s.scenario_set or ("fit" if s.name in fit_set else "check")
         for stat, where in compare_specs(s.compare):
-            role = "fit" if (s.name, stat) in fitted else "check"
+            role = "fit" if (s.name, stat) in fitted and not s.scenario_set else "check"
             row = compare(s.name, role, stat, s.kernel, model, where)
-            out.append(dataclasses.replace(row, scenario_set="fit" if s.name in fit_set else "check"))
+            out.append(dataclasses.replace(row, scenario_set=scenario_set))
     return out

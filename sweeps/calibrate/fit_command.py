@@ -84,7 +84,9 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
                                      start={m.key: m.value for m in measured},
                                      progress=lambda m: _say(m, err), passes=args.passes)
     checks = [F.CheckScenario(n, s.raw, [r.outcome for r in s.runs], s.compare) for n, s in ref.scenarios.items()]
-    _say(f"checking {len(checks)} scenarios, {args.seeds} model replicates each", err)
+    checks += ref.kernel_checks
+    _say(f"checking {len(checks)} scenarios ({len(ref.kernel_checks)} of them kernel check rows: "
+         f"{', '.join(c.name for c in ref.kernel_check_sets) or 'none'}), {args.seeds} model replicates each", err)
     table = F.check(checks, ref.plan, values, args.seeds, policy)
     elapsed = time.monotonic() - t0
 
@@ -101,9 +103,17 @@ def run_fit(args: FitOptions, out: TextIO | None = None, err: TextIO | None = No
     _say(f"Model ({policy}, {args.seeds} seeds, profile values above) vs kernel, per scenario. "
          f"Fit set (set=fit; fitted=yes: the statistic a value was fitted on): {', '.join(fit_set)}; "
          f"check set (set=check, held out of the fit): {', '.join(check_set)}.", out)
+    for cs in ref.kernel_check_sets:
+        _say(f"Kernel check set {cs.name} (set={cs.name}, never fitted on): the boots of {cs.dataset} "
+             f"(patch hash {', '.join(cs.patch_hashes)}), one row per scenario, kernel policy, "
+             f"sched_at_handover/skip_after and boot topology; the model runs each under the policy of the same name, "
+             f"with that topology and hack and machine {', '.join(f'{k} {v}' for k, v in cs.machine.items())}. "
+             f"Kills and handovers: before the watchdog's stall declaration (kernel), before any lockup (model).",
+             out)
     _say("Rules: lockup - Fisher exact test at 5 % (Wilson 95 % intervals shown); times/counts - model median "
-         "inside the kernel range widened by max(5 ms, 10 %) / max(1, 10 %); structural - same most frequent value.",
-         out)
+         "inside the kernel range widened by max(5 ms, 10 %) / max(1, 10 %); structural (oom_skip_by, kills, "
+         "handed_over) - same most frequent value (a tie: any of the tied values); handovers_per_kill - the two "
+         "Wilson 95 % intervals (all handovers / all kills of a side) overlap.", out)
     _say(F.format_comparisons(table), out)
     _say(agreement_counts(table), out)
 
@@ -127,11 +137,17 @@ AGREEMENT_GROUPS = (
 )
 
 
+KERNEL_SET_GROUP = "boots of a patched kernel (manifest kernel_checks), each row under its own model policy"
+
+
 def agreement_counts(table: Sequence[Any]) -> str:
-    """One line per group of the agreement table (fit.Comparison.group): how many judged rows agree."""
+    """One line per group of the agreement table (fit.Comparison.group): how many judged rows agree;
+    a kernel check set's group ("held-out NAME") gets its own line after the three fixed ones."""
     judged = [c for c in table if c.agree is not None]
     lines = []
-    for group, what in AGREEMENT_GROUPS:
+    fixed = {g for g, _ in AGREEMENT_GROUPS}
+    extra = [(g, KERNEL_SET_GROUP) for g in dict.fromkeys(c.group for c in table) if g not in fixed]
+    for group, what in (*AGREEMENT_GROUPS, *extra):
         rows = [c for c in judged if c.group == group]
         lines.append(f"{group}: {sum(c.agree for c in rows)}/{len(rows)} agree - {what}")
     return "\n".join(lines)

@@ -7,6 +7,9 @@ Layout (calibration/reference/, see its README.md):
     logs/<name>/<run>.log    console excerpts (infra/qemu/excerpt_log.py) of the boots
     kernel-5.10/runs.csv     a patched kernel's boots (sweeps/calibrate/kernels.py measure), with logs/
 
+A `kernel_checks:` entry names such a runs.csv and the rows of it the fit's check runs under their
+own model policies (sweeps/calibrate/kernel_checks.py); nothing is fitted on them.
+
 A `measure:` entry names a value read straight from such a runs.csv's console excerpts
 (sweeps/calibrate/measured.py), not fitted through the model: the rows it uses (`where`, by runs.csv
 column; `topology` is read from the boot's QEMU -smp) and the estimator.
@@ -32,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from sweeps.calibrate.fit import STATISTICS, Target
+from sweeps.calibrate.fit import STATISTICS, CheckScenario, Target
+from sweeps.calibrate.kernel_checks import KernelCheckSet, load_check_set, parse_check_set
 from sweeps.calibrate.measured import ESTIMATORS, MeasuredRun, MeasuredTarget
 from sweeps.errors import InputError
 
@@ -70,6 +74,9 @@ class Reference:
     digest: str                   # sha256 over the manifest, scenario files and logs
     files: tuple[str, ...] = field(default=())
     measured: tuple[tuple[MeasuredTarget, tuple[MeasuredRun, ...]], ...] = field(default=())
+    # `kernel_checks:` sets (sweeps/calibrate/kernel_checks.py): checked, never fitted on
+    kernel_check_sets: tuple[KernelCheckSet, ...] = field(default=())
+    kernel_checks: tuple[CheckScenario, ...] = field(default=())
 
     def kernel(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         return {n: [(r.id, r.outcome) for r in s.runs] for n, s in self.scenarios.items()}
@@ -132,29 +139,37 @@ def _measure_target(t: Any, where: str) -> MeasuredTarget:
                           anon_rss_max_kb=limit, note=str(t.get("note", "")))
 
 
-def _measured_runs(root: Path, target: MeasuredTarget, where: str, digest: Any,
-                   files: list[str]) -> tuple[MeasuredRun, ...]:
-    """The runs.csv rows `target.where` selects, each with the samples its estimator reads from its log."""
+def read_runs_csv(root: Path, dataset: str, where: str, digest: Any, files: list[str]) -> list[dict[str, str]]:
+    """The rows of a patched kernel's runs.csv (sweeps/calibrate/kernels.py measure), each with its
+    boot's `topology` (from the QEMU -smp of its `command`); the file goes into the digest."""
     import csv
 
     from sweeps.calibrate.kernels import boot_topology
 
-    path = root / target.dataset
+    path = root / dataset
     try:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise ReferenceError(f"{where}.dataset: {exc}") from None
-    digest.update(path.read_bytes())
-    files.append(str(path.relative_to(root)))
-    columns = set(rows[0]) | {"topology"} if rows else {"topology"}
+    if str(path.relative_to(root)) not in files:
+        digest.update(path.read_bytes())
+        files.append(str(path.relative_to(root)))
+    return [{**r, "topology": boot_topology(r.get("command") or "")} for r in rows]
+
+
+def _measured_runs(root: Path, target: MeasuredTarget, where: str, digest: Any,
+                   files: list[str]) -> tuple[MeasuredRun, ...]:
+    """The runs.csv rows `target.where` selects, each with the samples its estimator reads from its log."""
+    path = root / target.dataset
+    rows = read_runs_csv(root, target.dataset, where, digest, files)
+    columns = set(rows[0]) if rows else {"topology"}
     for col in target.where:
         if col not in columns:
             raise ReferenceError(f"{where}.where.{col}: not a column of {path} (nor topology)")
     fn = ESTIMATORS[target.estimator]
     runs = []
     for r in rows:
-        r = {**r, "topology": boot_topology(r.get("command") or "")}
         if any(r.get(col) not in want for col, want in target.where.items()):
             continue
         lpath = path.parent / r["log"]
@@ -253,9 +268,17 @@ def load_reference(root: str | Path) -> Reference:
         for n in t.scenarios:
             if n not in scenarios:
                 raise ReferenceError(f"{mpath}: fit: {t.key}: unknown scenario {n!r}")
+    check_sets, checks = [], []
+    for i, entry in enumerate(man.get("kernel_checks") or []):
+        where = f"{mpath}: kernel_checks[{i}]"
+        cs = parse_check_set(entry, where)
+        if cs.name in ("fit", "check") or cs.name in (c.name for c in check_sets):
+            raise ReferenceError(f"{where}.name: {cs.name!r} is taken (fit, check or another set's name)")
+        check_sets.append(cs)
+        checks += load_check_set(root, cs, where, digest, files)
     keys = [t.key for t in plan] + [t.key for t, _ in measured]
     for k in keys:
         if keys.count(k) > 1:
             raise ReferenceError(f"{mpath}: {k}: both measured and fitted, or twice: one source per value")
     return Reference(root, str(man.get("policy", "upstream_6_1")), tuple(plan), scenarios, digest.hexdigest()[:16],
-                     tuple(files), tuple(measured))
+                     tuple(files), tuple(measured), tuple(check_sets), tuple(checks))

@@ -35,7 +35,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="no fit: check the values of the existing profile --profile against the reference")
     p.add_argument("--seeds", type=int, default=50, help="model replicates per scenario in the check (default 50)")
     p.add_argument("--passes", type=int, default=2, help="passes over the fit plan (default 2)")
-    p.add_argument("--policy", help="model policy (default: the manifest's)")
+    p.add_argument("--policy", help="model policy of the stock-kernel rows (default: the manifest's; "
+                                    "kernel check rows keep their own)")
     return p
 
 

@@ -267,6 +267,11 @@ def test_calibrate_fit_end_to_end_on_the_reference(tmp_path):
     for name in ref.scenarios:
         assert name in p.stdout
     assert "fitted:" in p.stdout and "fit-set:" in p.stdout and "held-out:" in p.stdout
+    # the patched 5.10 kernel's check set: its rows in the table, its own summary line (5 statistics a row)
+    for c in ref.kernel_checks:
+        assert c.name in p.stdout
+    n510 = re.search(r"^held-out 5\.10: (\d+)/(\d+) agree", p.stdout, re.M)
+    assert n510 and int(n510[2]) == 5 * len(ref.kernel_checks), p.stdout
     doc = yaml.safe_load(out.read_text())
     from oommodel.profiles import check_profile
 
@@ -277,6 +282,7 @@ def test_calibrate_fit_end_to_end_on_the_reference(tmp_path):
         assert src["runs"] and src["scenarios"], key
     assert doc["provenance"]["reference_digest"] == ref.digest
     assert any(c["set"] == "check" for c in doc["check"])
+    assert {c["scenario"] for c in doc["check"] if c["set"] == "5.10"} == {c.name for c in ref.kernel_checks}
 
 
 @pytest.mark.slow
