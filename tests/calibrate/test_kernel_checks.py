@@ -67,9 +67,9 @@ def test_the_check_rows_are_not_part_of_the_fit():
 @pytest.mark.parametrize("change, message", [
     (lambda e: e["rows"][0].update(polcy="x"), r"kernel_checks\[0\]\.rows\[0\]\.polcy: unknown key"),
     (lambda e: e["rows"][0].pop("topology"), r"kernel_checks\[0\]\.rows\[0\]: topology: required key is missing"),
-    (lambda e: e["rows"][0].update(topology="core_per_socket", policy="upstream_4_19", sched_at_handover="idle"),
-     r"kernel_checks\[0\]\.rows\[0\]: no ok boot of kernel-5.10/runs.csv .* is handa-2018-11-14 upstream_4_19 "
-     r"idle/pgtables core_per_socket"),
+    (lambda e: e["rows"][0].update(topology="shared_llc", policy="direct_reap", sched_at_handover="unchanged"),
+     r"kernel_checks\[0\]\.rows\[0\]: no ok boot of kernel-5.10/runs.csv .* is handa-2018-11-14 direct_reap "
+     r"unchanged/pgtables shared_llc"),
     (lambda e: e["rows"][0].update(scenario="nope.yaml"), r"kernel_checks\[0\]\.rows\[0\]\.scenario: 'nope.yaml'"),
     (lambda e: e.update(compare=["lockup", "handovers"]), r"kernel_checks\[0\]\.compare\[1\]: unknown statistic"),
     (lambda e: e.update(machine={"hz": 1000}), r"kernel_checks\[0\]\.machine: must set exactly hz, preempt, softirq"),
