@@ -144,7 +144,8 @@ def collect(dataset: Path, max_kb: int) -> dict[tuple[str, str, str, str, str], 
                 continue
             key = (row["scenario"].removesuffix(".yaml"), row["kernel_policy"], row["sched_at_handover"],
                    boot_topology(row.get("command") or ""),
-                   f"host_hogs={row['host_hogs'] or 0}" if "host_hogs" in row else "loaded host")
+                   # boots before `--host-hogs` existed leave the column empty: the loaded host of kernel-5.10
+                   f"host_hogs={row['host_hogs']}" if row.get("host_hogs") else "loaded host")
             g = groups[key]
             console = (dataset / row["log"]).read_text(encoding="utf-8", errors="replace")
             small, windows, report = boot_windows(console, Path(row["log"]).stem[-20:], max_kb)

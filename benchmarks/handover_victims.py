@@ -176,6 +176,18 @@ def _race(side: str, vs: list[Victim]) -> str:
             f"mean share of earlier victims still alive at a kill {share}")
 
 
+def scenario_sets(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, object]:
+    """--set SECTION.KEY=VALUE items as kernel_machine() keywords ("section__key": YAML value)."""
+    extra: dict[str, object] = {}
+    for item in items:
+        path, _, value = item.partition("=")
+        section, _, key = path.partition(".")
+        if not (section and key and value):
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        extra[f"{section}__{key}"] = yaml.safe_load(value)
+    return extra
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=200)
@@ -184,13 +196,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a scenario key for every model row (e.g. reaper.shared_zap=false)")
     args = ap.parse_args()
-    extra: dict[str, object] = {}
-    for item in args.set:
-        path, _, value = item.partition("=")
-        section, _, key = path.partition(".")
-        if not (section and key and value):
-            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
-        extra[f"{section}__{key}"] = yaml.safe_load(value)
+    extra = scenario_sets(ap, args.set)
     datasets = args.datasets or [d for d in (REF / "kernel-5.10", REF / "kernel-5.10-host-load") if (d / "runs.csv").exists()]
     print(f"model {MODEL_VERSION}, handoff_rfc_v2, seeds 0..{args.seeds - 1}; kernel datasets: "
           f"{', '.join(str(d.relative_to(ROOT)) if d.is_relative_to(ROOT) else str(d) for d in datasets)}"

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import oommodel.kernel.exit as exit_module  # noqa: E402
 from exit_window import collect  # noqa: E402
 from handa_table import kernel_machine  # noqa: E402
-from handover_victims import Victim, kernel_victims, model_victims  # noqa: E402
+from handover_victims import Victim, kernel_victims, model_victims, scenario_sets  # noqa: E402
 from oommodel import MODEL_VERSION  # noqa: E402
 from oommodel.distributions import Choice  # noqa: E402
 from sweeps.analysis.stats import wilson  # noqa: E402
@@ -99,13 +99,7 @@ def main() -> None:
     ap.add_argument("--rows", default="H", help="H (no hack) and/or G (hack), e.g. HG")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args()
-    extra: dict[str, object] = {}
-    for item in args.set:
-        path, _, value = item.partition("=")
-        section, _, key = path.partition(".")
-        if not (section and key and value):
-            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
-        extra[f"{section}__{key}"] = yaml.safe_load(value)
+    extra = scenario_sets(ap, args.set)
     windows = boots_windows_us()
     ge1 = sum(w >= 1000.0 for w in windows)
     print(f"model {MODEL_VERSION}, handoff_rfc_v2, seeds 0..{args.seeds - 1}"
