@@ -86,6 +86,11 @@ class CalibrationRefused(InputError):
         self.path = path
 
 
+class ReferenceError(InputError):  # noqa: A001 (the calibration reference dataset, not weakref's)
+    """A malformed calibration reference dataset (sweeps.calibrate.reference); the message starts
+    with the file and key."""
+
+
 class QemuError(InputError, RuntimeError):
     """The QEMU harness (qemu, kernel image, initramfs) is missing or unusable on this machine.
 

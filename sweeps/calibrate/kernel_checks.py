@@ -68,7 +68,7 @@ class KernelCheckSet:
 
 
 def _fail(msg: str) -> Exception:
-    from sweeps.calibrate.reference import ReferenceError
+    from sweeps.errors import ReferenceError
 
     return ReferenceError(msg)
 
@@ -147,7 +147,7 @@ def load_check_set(root: Path, cs: KernelCheckSet, where: str, digest: Any, file
     """The check scenarios of one set: its rows' boots and model scenarios, all validated before any run."""
     from oommodel import POLICIES, Scenario, ScenarioError
 
-    from sweeps.calibrate.reference import read_runs_csv
+    from sweeps.calibrate.runs_csv import read_runs_csv
     from sweeps.calibrate.stock_kernels import softirq_of
 
     raws: dict[str, dict[str, Any]] = {}

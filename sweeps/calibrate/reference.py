@@ -38,13 +38,10 @@ import yaml
 from sweeps.calibrate.fit import STATISTICS, CheckScenario, Target
 from sweeps.calibrate.kernel_checks import KernelCheckSet, load_check_set, parse_check_set
 from sweeps.calibrate.measured import ESTIMATORS, MeasuredRun, MeasuredTarget
-from sweeps.errors import InputError
+from sweeps.calibrate.runs_csv import read_runs_csv
+from sweeps.errors import InputError, ReferenceError  # noqa: F401 (ReferenceError: raised here, imported from here)
 
 DEFAULT_REFERENCE = "calibration/reference"
-
-
-class ReferenceError(InputError):
-    """A malformed reference dataset; the message starts with the file and key."""
 
 
 @dataclass(frozen=True)
@@ -137,25 +134,6 @@ def _measure_target(t: Any, where: str) -> MeasuredTarget:
                           where={str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
                                  for k, v in sel.items()},
                           anon_rss_max_kb=limit, note=str(t.get("note", "")))
-
-
-def read_runs_csv(root: Path, dataset: str, where: str, digest: Any, files: list[str]) -> list[dict[str, str]]:
-    """The rows of a patched kernel's runs.csv (sweeps/calibrate/kernels.py measure), each with its
-    boot's `topology` (from the QEMU -smp of its `command`); the file goes into the digest."""
-    import csv
-
-    from sweeps.calibrate.kernels import boot_topology
-
-    path = root / dataset
-    try:
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ReferenceError(f"{where}.dataset: {exc}") from None
-    if str(path.relative_to(root)) not in files:
-        digest.update(path.read_bytes())
-        files.append(str(path.relative_to(root)))
-    return [{**r, "topology": boot_topology(r.get("command") or "")} for r in rows]
 
 
 def _measured_runs(root: Path, target: MeasuredTarget, where: str, digest: Any,
