@@ -592,12 +592,16 @@ def _boot_kernel(args: CalibrateOptions, prep: _Prepared, cal: Calibration, acce
         log = logs / f"{cal.execution_id}-run{rep}.log"
         log.write_text(b.console)
         _refuse_failed_boot(b, prep.facts.release, log)
+        cols = (kernels.kernel_columns(b.console, prep.kspec, prep.kernel_policy,
+                                       prep.scenario["victim"]["sched_at_handover"], args.skip_after)
+                if prep.kspec is not None else None)
         outcome, status, error, note = _read_boot(b, prep.plan, limit,
-                                                  preempt_built=prep.kspec.preempt if prep.kspec else "")
+                                                  preempt_built=prep.kspec.preempt if prep.kspec else "",
+                                                  skip_by=cols["skip_by_first"] if cols else "none")
         topology, status, error, note = _boot_topology(b, run_plan, status, error, note)
         kopts: dict[str, Any] = {"release": prep.facts.release, "accelerator": accel}
-        if prep.kspec is not None:
-            status, error, note = _patched_kernel_row(b.console, prep, args.skip_after, outcome, kopts,
+        if cols is not None:
+            status, error, note = _patched_kernel_row(cols, prep, args.skip_after, outcome, kopts,
                                                      status, error, note)
         failures += status != "ok"
         writer.add(label, [_row(cal, policy_name=KERNEL_POLICY,
@@ -642,10 +646,12 @@ def _boot_topology(b: Any, plan: ReproPlan, status: str, error: str,
     return cols, status, error, note
 
 
-def _read_boot(b: Any, plan: ReproPlan, limit: float,
-               preempt_built: str = "") -> tuple[dict[str, Any] | None, str, str, str]:
-    """(outcome, status, error, one-line note) of one boot's console log. `preempt_built`: a built
-    kernel's CONFIG_PREEMPT* model, shown when the log does not say (no PREEMPT_DYNAMIC line)."""
+def _read_boot(b: Any, plan: ReproPlan, limit: float, preempt_built: str = "",
+               skip_by: str = "none") -> tuple[dict[str, Any] | None, str, str, str]:
+    """(outcome, status, error, one-line note) of one boot's console log. From a built kernel:
+    `preempt_built`, its CONFIG_PREEMPT* model, shown when the log does not say (no PREEMPT_DYNAMIC
+    line), and `skip_by`, who set MMF_OOM_SKIP on the first victim by its own printk, which wins
+    over the log heuristic ("none": no such printk)."""
     from sweeps.calibrate.kernel_log import parse_run
     from sweeps.errors import KernelLogError
 
@@ -653,6 +659,8 @@ def _read_boot(b: Any, plan: ReproPlan, limit: float,
     try:
         run = parse_run(b.console, plan.groups)
         outcome = run.outcome
+        if skip_by != "none":
+            outcome["oom_skip_by"] = outcome["released_by"] = skip_by
         if run.errors:
             status, error = "error", "; ".join(run.errors)
         elif run.settings_failed:
@@ -692,21 +700,16 @@ def _summarise(args: CalibrateOptions, prep: _Prepared, cal: Calibration, out: T
         _log_mlflow(prep.output, prep.sweep, cal, args.mlflow_uri, err)
 
 
-def _patched_kernel_row(console: str, prep: _Prepared, skip_after: str, outcome: dict[str, Any] | None,
+def _patched_kernel_row(cols: Mapping[str, Any], prep: _Prepared, skip_after: str, outcome: dict[str, Any] | None,
                         kopts: dict[str, Any], status: str, error: str, note: str) -> tuple[str, str, str]:
-    """A built kernel's row: its instruments' handovers and MMF_OOM_SKIP setter, its policy and patch set."""
+    """A built kernel's row: its instruments' handovers (kernels.kernel_columns), its policy and patch set."""
     kspec, kernel_policy = prep.kspec, prep.kernel_policy
-    sched = prep.scenario["victim"]["sched_at_handover"]
-    cols = kernels.kernel_columns(console, kspec, kernel_policy, sched, skip_after)
     kopts.update({"kernel": kspec.name, "kernel_policy": kernel_policy, "skip_after": skip_after,
                   "sched_at_handover": cols["sched_at_handover"], "patch_hash": kspec.patch_hash,
                   "build_hash": kspec.build_hash[:12]})
     if outcome is not None:
         outcome["handovers"] = cols["handovers"]  # "Handed over N to exit path." lines
         outcome["handed_over"] = cols["handed_over"]
-        if cols["skip_by_first"] != "none":  # the kernel's own printk, not the log heuristic
-            note = note.replace(f"MMF_OOM_SKIP by {outcome['oom_skip_by']}", f"MMF_OOM_SKIP by {cols['skip_by_first']}", 1)
-            outcome["oom_skip_by"] = outcome["released_by"] = cols["skip_by_first"]
     if cols["instrument_errors"] and status == "ok":
         status, error = "error", cols["instrument_errors"]
     note += (f"; {kspec.name} policy {kernel_policy}: handovers {cols['handovers']}"

@@ -231,9 +231,7 @@ def model_rows(scenario: Mapping[str, Any], params: Mapping[str, Any], seeds: Se
     """The model's outcomes of `scenario` with `params` set, one per seed; `options` are the policy's
     (e.g. handoff_rfc_v2's skip_after), passed only when there are some."""
     sc = with_values(scenario, params)
-    if options:
-        return [simulate(sc, policy, s, **options) for s in seeds]
-    return [simulate(sc, policy, s) for s in seeds]
+    return [simulate(sc, policy, s, **(options or {})) for s in seeds]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from typing import Any
 import yaml
 
 from sweeps.calibrate.fit import STATISTICS, CheckScenario
+from sweeps.calibrate.runs_csv import read_runs_csv
+from sweeps.errors import ReferenceError
 
 ROW_KEYS = ("scenario", "policy", "sched_at_handover", "skip_after", "topology")
 MACHINE_KEYS = ("hz", "preempt", "softirq")
@@ -67,56 +69,50 @@ class KernelCheckSet:
     note: str = ""
 
 
-def _fail(msg: str) -> Exception:
-    from sweeps.errors import ReferenceError
-
-    return ReferenceError(msg)
-
-
 def parse_check_set(entry: Any, where: str) -> KernelCheckSet:
     """One `kernel_checks:` entry, validated; a bad one raises ReferenceError naming the key."""
     if not isinstance(entry, Mapping):
-        raise _fail(f"{where}: must be a mapping")
+        raise ReferenceError(f"{where}: must be a mapping")
     for key in entry:
         if key not in ENTRY_KEYS:
-            raise _fail(f"{where}.{key}: unknown key (known: {', '.join(sorted(ENTRY_KEYS))})")
+            raise ReferenceError(f"{where}.{key}: unknown key (known: {', '.join(sorted(ENTRY_KEYS))})")
     for key in ("name", "dataset", "patch_hash", "machine", "scenarios", "compare", "rows"):
         if key not in entry:
-            raise _fail(f"{where}: {key}: required key is missing")
+            raise ReferenceError(f"{where}: {key}: required key is missing")
     hashes = entry["patch_hash"] if isinstance(entry["patch_hash"], list) else [entry["patch_hash"]]
     if not hashes or not all(isinstance(h, str) and h for h in hashes):
-        raise _fail(f"{where}.patch_hash: must be a patch hash or a list of them (runs.csv column patch_hash)")
+        raise ReferenceError(f"{where}.patch_hash: must be a patch hash or a list of them (runs.csv column patch_hash)")
     machine = entry["machine"]
     if not isinstance(machine, Mapping) or set(machine) != set(MACHINE_KEYS):
-        raise _fail(f"{where}.machine: must set exactly {', '.join(MACHINE_KEYS)} (the kernel's build options)")
+        raise ReferenceError(f"{where}.machine: must set exactly {', '.join(MACHINE_KEYS)} (the kernel's build options)")
     scenarios = entry["scenarios"]
     if not isinstance(scenarios, Mapping) or not scenarios:
-        raise _fail(f"{where}.scenarios: must map a runs.csv scenario name to its reference copy")
+        raise ReferenceError(f"{where}.scenarios: must map a runs.csv scenario name to its reference copy")
     compare = entry["compare"]
     if not isinstance(compare, list) or not compare:
-        raise _fail(f"{where}.compare: must be a list of statistics")
+        raise ReferenceError(f"{where}.compare: must be a list of statistics")
     for i, stat in enumerate(compare):
         if stat not in STATISTICS:
-            raise _fail(f"{where}.compare[{i}]: unknown statistic {stat!r} (known: {', '.join(STATISTICS)})")
+            raise ReferenceError(f"{where}.compare[{i}]: unknown statistic {stat!r} (known: {', '.join(STATISTICS)})")
     rows_in = entry["rows"]
     if not isinstance(rows_in, list) or not rows_in:
-        raise _fail(f"{where}.rows: must be a list of {{{', '.join(ROW_KEYS)}}}")
+        raise ReferenceError(f"{where}.rows: must be a list of {{{', '.join(ROW_KEYS)}}}")
     rows = []
     for i, r in enumerate(rows_in):
         rwhere = f"{where}.rows[{i}]"
         if not isinstance(r, Mapping):
-            raise _fail(f"{rwhere}: must be a mapping of {', '.join(ROW_KEYS)}")
+            raise ReferenceError(f"{rwhere}: must be a mapping of {', '.join(ROW_KEYS)}")
         for key in r:
             if key not in ROW_KEYS:
-                raise _fail(f"{rwhere}.{key}: unknown key (known: {', '.join(ROW_KEYS)})")
+                raise ReferenceError(f"{rwhere}.{key}: unknown key (known: {', '.join(ROW_KEYS)})")
         for key in ROW_KEYS:
             if key not in r:
-                raise _fail(f"{rwhere}: {key}: required key is missing")
+                raise ReferenceError(f"{rwhere}: {key}: required key is missing")
         row = CheckRow(*(str(r[k]) for k in ROW_KEYS))
         if row.scenario not in scenarios:
-            raise _fail(f"{rwhere}.scenario: {row.scenario!r} has no reference copy in {where}.scenarios")
+            raise ReferenceError(f"{rwhere}.scenario: {row.scenario!r} has no reference copy in {where}.scenarios")
         if row in rows:
-            raise _fail(f"{rwhere}: the same row twice")
+            raise ReferenceError(f"{rwhere}: the same row twice")
         rows.append(row)
     return KernelCheckSet(name=str(entry["name"]), dataset=str(entry["dataset"]),
                           patch_hashes=tuple(str(h) for h in hashes), machine=dict(machine),
@@ -147,7 +143,6 @@ def load_check_set(root: Path, cs: KernelCheckSet, where: str, digest: Any, file
     """The check scenarios of one set: its rows' boots and model scenarios, all validated before any run."""
     from oommodel import POLICIES, Scenario, ScenarioError
 
-    from sweeps.calibrate.runs_csv import read_runs_csv
     from sweeps.calibrate.stock_kernels import softirq_of
 
     raws: dict[str, dict[str, Any]] = {}
@@ -156,7 +151,7 @@ def load_check_set(root: Path, cs: KernelCheckSet, where: str, digest: Any, file
         try:
             raws[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            raise _fail(f"{where}.scenarios.{name}: {exc}") from None
+            raise ReferenceError(f"{where}.scenarios.{name}: {exc}") from None
         digest.update(path.read_bytes())
         files.append(str(path.relative_to(root)))
     boots = [r for r in read_runs_csv(root, cs.dataset, where, digest, files)
@@ -166,21 +161,21 @@ def load_check_set(root: Path, cs: KernelCheckSet, where: str, digest: Any, file
         rwhere = f"{where}.rows[{i}]"
         mine = [r for r in boots if row.matches(r)]
         if not mine:
-            raise _fail(f"{rwhere}: no ok boot of {cs.dataset} with patch hash {'/'.join(cs.patch_hashes)} "
+            raise ReferenceError(f"{rwhere}: no ok boot of {cs.dataset} with patch hash {'/'.join(cs.patch_hashes)} "
                         f"is {row.label()}")
         for release in sorted({r.get("kernel_release", "") for r in mine}):
             if softirq_of(release) != cs.machine["softirq"]:
-                raise _fail(f"{where}.machine.softirq: {cs.machine['softirq']!r}, but kernel {release} handles "
+                raise ReferenceError(f"{where}.machine.softirq: {cs.machine['softirq']!r}, but kernel {release} handles "
                             f"softirqs {softirq_of(release)!r}")
         if row.policy not in POLICIES:
-            raise _fail(f"{rwhere}.policy: the model has no policy {row.policy!r}")
+            raise ReferenceError(f"{rwhere}.policy: the model has no policy {row.policy!r}")
         options = {} if row.skip_after == "pgtables" else {"skip_after": row.skip_after}
         sc = model_scenario(raws[row.scenario], row, cs.machine)
         try:
             Scenario.from_dict(sc)
             POLICIES[row.policy].check_options(options)
         except (ScenarioError, ValueError) as exc:
-            raise _fail(f"{rwhere}: {exc}") from None
+            raise ReferenceError(f"{rwhere}: {exc}") from None
         out.append(CheckScenario(row.label(), sc, [kernel_outcome(r) for r in mine], cs.compare,
                                  policy=row.policy, options=options, scenario_set=cs.name))
     return out
