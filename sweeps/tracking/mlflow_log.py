@@ -573,12 +573,14 @@ def headline(value: float) -> float:
 
 
 def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
-    """'block K' of a fixed-replicate run (--replicate-block K), 'adaptive' otherwise."""
+    """'block K' of a fixed-replicate run (--replicate-block K), 'adaptive' otherwise; 'all blocks'
+    without a sweep file (a calibrate sweep, `oomsweep log` of a bare dataset), whose rows are not
+    selected by replicate block."""
     if spec is not None and not isinstance(spec.replicates, int):
         return "adaptive"
     reps = spec.replicates if spec is not None else 0
     start = int(provenance.get("replicate_start") or getattr(spec, "replicate_start", 0) or 0)
-    return f"block {start // reps}" if reps else "block ?"
+    return f"block {start // reps}" if reps else "all blocks"
 
 
 def _written_ms(provenance: Mapping[str, Any]) -> int:

@@ -123,3 +123,10 @@ def test_mlflow_logs_the_block_of_the_run_and_log_backfills_it(write_sweep, tmp_
         for r in policy_runs:
             assert r.data.metrics["n"] == 4  # 2 cells × replicates 10..11 of this block
             assert r.data.metrics["median_stall_s"] == pytest.approx(medians[r.data.params["policy"]])
+
+
+def test_a_run_without_a_sweep_file_is_named_for_all_blocks_not_a_question_mark():
+    # a calibrate sweep (or `oomsweep log` of a bare dataset) selects no block: its parent run said "block ?"
+    from sweeps.tracking.mlflow_log import _block_text
+
+    assert _block_text({}, None) == "all blocks"
