@@ -71,6 +71,7 @@ __all__ = [
     "StoreWarmup",
     "resolve_tracking_uri",
     "grid_columns",
+    "block_text",
     "mlflow_key",
     "METRICS",
     "LogPlan",
@@ -572,7 +573,7 @@ def headline(value: float) -> float:
     return v if not math.isfinite(v) or v == 0 else float(f"{v:.{HEADLINE_DIGITS}g}")
 
 
-def _block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
+def block_text(provenance: Mapping[str, Any], spec: SweepSpec | None) -> str:
     """'block K' of a fixed-replicate run (--replicate-block K), 'adaptive' otherwise; 'all blocks'
     without a sweep file (a calibrate sweep, `oomsweep log` of a bare dataset), whose rows are not
     selected by replicate block."""
@@ -651,7 +652,7 @@ def plan_log(summary: _Summary, spec: SweepSpec | None, provenance: Mapping[str,
         metrics[f"{key}.ci_low"] = headline(r["ci_low"])
         metrics[f"{key}.ci_high"] = headline(r["ci_high"])
         metrics[f"{key}.n"] = int(r["n"])
-    block = _block_text(provenance, spec)
+    block = block_text(provenance, spec)
     covers = _covers(sweep, block, spec, provenance, summary)
     common = {TAG_EXECUTION: execution_id, TAG_SWEEP: sweep, **_source_tags(provenance.get("sweep_file"))}
     parent_tags = {

@@ -127,6 +127,6 @@ def test_mlflow_logs_the_block_of_the_run_and_log_backfills_it(write_sweep, tmp_
 
 def test_a_run_without_a_sweep_file_is_named_for_all_blocks_not_a_question_mark():
     # a calibrate sweep (or `oomsweep log` of a bare dataset) selects no block: its parent run said "block ?"
-    from sweeps.tracking.mlflow_log import _block_text
+    from sweeps.tracking.mlflow_log import block_text
 
-    assert _block_text({}, None) == "all blocks"
+    assert block_text({}, None) == "all blocks"
